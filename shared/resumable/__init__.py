@@ -1,0 +1,1 @@
+"""resumable: crash-safe resumable pipelines."""
