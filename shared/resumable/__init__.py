@@ -1,1 +1,45 @@
-"""resumable: crash-safe resumable pipelines."""
+"""resumable: crash-safe, resumable multi-step pipelines.
+
+After every step the run's context is checkpointed; an interrupted run resumes at the
+first unfinished step with its context restored exactly, and no finished step runs
+twice. In-process (``Pipeline.run``) or event-driven on Google Cloud.
+"""
+
+from .codec import register_codec, unregister_codec
+from .errors import (
+    CheckpointError,
+    CorruptCheckpointError,
+    EncodingError,
+    IncompatibleCheckpointError,
+    InvalidIdError,
+    NonRetryableError,
+    PipelineDefinitionError,
+    ResumableError,
+    RetryableError,
+    StepError,
+)
+from .pipeline import Pipeline
+from .runner import RunEvent, save_progress
+from .status import RunStatus, StepStatus
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "CorruptCheckpointError",
+    "EncodingError",
+    "IncompatibleCheckpointError",
+    "InvalidIdError",
+    "NonRetryableError",
+    "Pipeline",
+    "PipelineDefinitionError",
+    "ResumableError",
+    "RetryableError",
+    "RunEvent",
+    "RunStatus",
+    "StepError",
+    "StepStatus",
+    "register_codec",
+    "save_progress",
+    "unregister_codec",
+]

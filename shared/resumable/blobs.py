@@ -1,0 +1,151 @@
+"""Content-addressed, compressed blobs: write once, verify on every read.
+
+A blob's address is the BLAKE3 hash of its uncompressed content, so the same bytes are
+stored once however many checkpoints refer to them. Before hashing, a 128-bit XXH3
+fingerprint (tens of GB/s) looks the content up among blobs this process already wrote or
+read: an unchanged value costs a fingerprint, not a hash, a compression or an upload.
+
+On disk a blob is a 16-byte header (magic, codec, raw length) and its body. The body is
+zstd-compressed only when a sample shows it pays: incompressible data (noise, already
+encoded media) is stored raw, so checkpoints stay close to the disk's speed.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Iterable, Sequence
+
+import blake3
+import xxhash
+import zstandard
+
+from .errors import CorruptCheckpointError, ObjectNotFoundError, PreconditionFailedError
+from .storage.base import ObjectStore
+
+_MAGIC = b"RBL1"
+_HEADER = struct.Struct("<4sB3xQ")  # magic, codec, padding, raw length: 16 bytes
+_RAW, _ZSTD = 0, 1
+_SAMPLE = 64 * 1024
+_SMALL = 4 * 1024
+ADDRESS_PREFIX = "b3-"
+
+
+def address_of(parts: Sequence[memoryview]) -> str:
+    hasher = blake3.blake3()
+    for part in parts:
+        hasher.update(part)
+    return ADDRESS_PREFIX + hasher.hexdigest()
+
+
+def fingerprint_of(parts: Iterable[memoryview]) -> bytes:
+    hasher = xxhash.xxh3_128()
+    for part in parts:
+        hasher.update(part)
+    return hasher.digest()
+
+
+class BlobStore:
+    """Blobs of one run under ``prefix`` in an object store. Thread-safe."""
+
+    def __init__(
+        self, store: ObjectStore, prefix: str, *, compression_level: int = 3, verify: bool = True
+    ) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.compression_level = compression_level
+        self.verify = verify
+        self._by_fingerprint: dict[bytes, str] = {}
+        self._present: set[str] = set()
+        self._lock = threading.Lock()
+        self.bytes_uploaded = 0
+
+    def name(self, address: str) -> str:
+        if not address.startswith(ADDRESS_PREFIX) or not address[3:].isalnum():
+            raise CorruptCheckpointError(f"invalid blob address {address!r}")
+        return f"{self.prefix}{address}"
+
+    def known(self, addresses: Iterable[str]) -> None:
+        """Record blobs known to exist (referenced by a loaded checkpoint)."""
+        with self._lock:
+            self._present.update(addresses)
+
+    def put(self, parts: Sequence[memoryview]) -> str:
+        """Store the concatenation of ``parts`` unless already stored; return its address."""
+        fingerprint = fingerprint_of(parts)
+        with self._lock:
+            address = self._by_fingerprint.get(fingerprint)
+            if address is not None and address in self._present:
+                return address
+        address = address_of(parts)
+        with self._lock:
+            self._by_fingerprint[fingerprint] = address
+            if address in self._present:
+                return address
+        body, codec = self._compress(parts)
+        raw_size = sum(p.nbytes for p in parts)
+        header = _HEADER.pack(_MAGIC, codec, raw_size)
+        try:
+            self.store.write(self.name(address), [header, *body], if_generation_match=0)
+            uploaded = len(header) + sum(memoryview(b).nbytes for b in body)
+        except PreconditionFailedError:
+            uploaded = 0  # written before (by an earlier process): content-addressed, so equal
+        with self._lock:
+            self._present.add(address)
+            self.bytes_uploaded += uploaded
+        return address
+
+    def _compress(self, parts: Sequence[memoryview]) -> tuple[list[bytes | memoryview], int]:
+        size = sum(p.nbytes for p in parts)
+        if size < _SMALL or self.compression_level <= 0:
+            return list(parts), _RAW
+        compressor = zstandard.ZstdCompressor(level=self.compression_level)
+        sample = (
+            bytes(parts[0][:_SAMPLE]) if parts[0].nbytes >= _SAMPLE else b"".join(parts)[:_SAMPLE]
+        )
+        if len(compressor.compress(sample)) > 0.9 * len(sample):
+            return list(parts), _RAW
+        chunker = compressor.chunker(size=size, chunk_size=1 << 20)
+        out: list[bytes | memoryview] = []
+        for part in parts:
+            out.extend(chunker.compress(part))
+        out.extend(chunker.finish())  # type: ignore[no-untyped-call]
+        return out, _ZSTD
+
+    def get(self, address: str) -> memoryview:
+        """The blob's content as a writable buffer, verified against its address."""
+        try:
+            data = self.store.read_buffer(self.name(address))
+        except ObjectNotFoundError:
+            raise CorruptCheckpointError(
+                f"blob {address} is missing from {self.store.url}"
+            ) from None
+        if len(data) < _HEADER.size:
+            raise CorruptCheckpointError(f"blob {address} is truncated ({len(data)} bytes)")
+        magic, codec, raw_size = _HEADER.unpack_from(data)
+        if magic != _MAGIC:
+            raise CorruptCheckpointError(f"blob {address} has no blob header")
+        body = memoryview(data)[_HEADER.size :]
+        if codec == _ZSTD:
+            try:
+                content = memoryview(
+                    bytearray(
+                        zstandard.ZstdDecompressor().decompress(body, max_output_size=raw_size)
+                    )
+                )
+            except zstandard.ZstdError as exc:
+                raise CorruptCheckpointError(f"blob {address} does not decompress: {exc}") from exc
+        elif codec == _RAW:
+            content = body
+        else:
+            raise CorruptCheckpointError(f"blob {address} uses unknown codec {codec}")
+        if content.nbytes != raw_size:
+            raise CorruptCheckpointError(
+                f"blob {address} holds {content.nbytes} bytes, its header says {raw_size}"
+            )
+        if self.verify and address_of([content]) != address:
+            raise CorruptCheckpointError(f"blob {address} does not match its hash (damaged)")
+        with self._lock:
+            self._present.add(address)
+            self._by_fingerprint[fingerprint_of([content])] = address
+        return content

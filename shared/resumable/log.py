@@ -1,0 +1,75 @@
+"""Logging: one ``resumable`` logger whose records carry run id, step and attempt.
+
+Records are plain ``logging`` records with extra fields (``run_id``, ``step``,
+``attempt``, ``pipeline``). :class:`JsonFormatter` writes them as one JSON object per line
+with a ``severity`` field, the structured form Cloud Logging parses from a container's
+standard output; verbose mode, as in the original, prints readable lines at DEBUG level.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import orjson
+
+logger = logging.getLogger("resumable")
+
+_FIELDS = ("pipeline", "run_id", "step", "attempt", "tenant_id", "sequence")
+
+
+def fields(**values: Any) -> dict[str, Any]:
+    """``extra=`` for a log call, dropping unset fields."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, in the shape Cloud Logging's agent parses."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "severity": record.levelname if record.levelname != "WARNING" else "WARNING",
+            "message": record.getMessage(),
+            "logger": record.name,
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+        }
+        labels = {}
+        for name in _FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = value
+                labels[name] = str(value)
+        if labels:
+            entry["logging.googleapis.com/labels"] = labels
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+class _ReadableFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        where = " ".join(
+            f"{name}={getattr(record, name)}"
+            for name in ("run_id", "step", "attempt")
+            if getattr(record, name, None) is not None
+        )
+        line = f"{record.levelname:<7} {record.getMessage()}"
+        if where:
+            line += f"  [{where}]"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure_logging(*, verbose: bool = False, json: bool = False) -> None:
+    """Send the ``resumable`` logger to stderr (idempotent). ``verbose`` shows DEBUG."""
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for handler in list(logger.handlers):
+        if getattr(handler, "_resumable", False):
+            logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if json else _ReadableFormatter())
+    handler._resumable = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.propagate = False

@@ -1,0 +1,107 @@
+"""How a whole context is stored: one manifest entry per top-level key.
+
+A key whose encoded value is small and holds no binary parts is stored *inline* in the
+manifest (``{"v": node}``). Any other key becomes a *segment*: a content-addressed blob
+holding the value's JSON node followed by its small binary parts, 16-byte aligned so that
+numpy arrays decode as aligned views without a copy. Large binary leaves inside the value
+are blobs of their own (``codec.LARGE_BINARY``), listed in the entry so that validation and
+garbage collection never need to open the segment.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from .blobs import BlobStore
+from .codec import LARGE_BINARY, Decoder, EncodedValue, Encoder
+from .errors import CorruptCheckpointError
+
+INLINE_LIMIT = 4 * 1024
+_SEGMENT_MAGIC = b"RSG1"
+_SEGMENT_HEADER = struct.Struct("<4sI")
+_ALIGN = 16
+_PADDING = bytes(_ALIGN)
+
+Entry = dict[str, Any]
+
+
+def _pad(n: int) -> int:
+    return (-n) % _ALIGN
+
+
+def encode_context(
+    context: Mapping[str, Any], blobs: BlobStore, *, large_binary: int = LARGE_BINARY
+) -> dict[str, Entry]:
+    """Encode every key of ``context``; new blobs are written through ``blobs``."""
+    encoder = Encoder(lambda buffer: blobs.put([buffer]), large_binary=large_binary)
+    entries: dict[str, Entry] = {}
+    for key, value in context.items():
+        if type(key) is not str:
+            from .errors import EncodingError
+
+            raise EncodingError(
+                f"<key {key!r}>", type(key).__name__, "context keys must be strings"
+            )
+        encoded = encoder.encode(value, f"context[{key!r}]")
+        entries[key] = _entry(encoded, blobs)
+    return entries
+
+
+def _entry(encoded: EncodedValue, blobs: BlobStore) -> Entry:
+    node_json = orjson.dumps(encoded.node)
+    if not encoded.parts and len(node_json) <= INLINE_LIMIT:
+        return {"v": encoded.node}
+    table: list[list[int]] = []
+    offset = 0
+    for part in encoded.parts:
+        table.append([offset, part.nbytes])
+        offset += part.nbytes + _pad(part.nbytes)
+    header = orjson.dumps({"v": encoded.node, "parts": table})
+    pieces: list[memoryview] = [
+        memoryview(_SEGMENT_HEADER.pack(_SEGMENT_MAGIC, len(header))),
+        memoryview(header),
+        memoryview(_PADDING[: _pad(_SEGMENT_HEADER.size + len(header))]),
+    ]
+    for part in encoded.parts:
+        pieces.append(part)
+        if _pad(part.nbytes):
+            pieces.append(memoryview(_PADDING[: _pad(part.nbytes)]))
+    address = blobs.put(pieces)
+    entry: Entry = {"segment": address, "bytes": sum(p.nbytes for p in pieces)}
+    if encoded.blobs:
+        entry["blobs"] = sorted(set(encoded.blobs))
+    return entry
+
+
+def entry_addresses(entry: Entry) -> list[str]:
+    """The blob addresses an entry refers to."""
+    if "segment" not in entry:
+        return list(entry.get("blobs", []))
+    return [entry["segment"], *entry.get("blobs", [])]
+
+
+def decode_entry(key: str, entry: Entry, blobs: BlobStore) -> Any:
+    if "v" in entry:
+        return Decoder([], blobs.get).decode(entry["v"])
+    if "segment" not in entry:
+        raise CorruptCheckpointError(f"context key {key!r} has neither a value nor a segment")
+    segment = blobs.get(entry["segment"])
+    try:
+        magic, header_len = _SEGMENT_HEADER.unpack_from(segment)
+        if magic != _SEGMENT_MAGIC:
+            raise ValueError("bad magic")
+        start = _SEGMENT_HEADER.size
+        header = orjson.loads(segment[start : start + header_len])
+        base = start + header_len + _pad(start + header_len)
+        parts = [segment[base + off : base + off + size] for off, size in header["parts"]]
+    except (ValueError, KeyError, struct.error, orjson.JSONDecodeError) as exc:
+        raise CorruptCheckpointError(f"segment of context key {key!r} is malformed: {exc}") from exc
+    return Decoder(parts, blobs.get).decode(header["v"])
+
+
+def decode_context(entries: Mapping[str, Entry], blobs: BlobStore) -> dict[str, Any]:
+    return {key: decode_entry(key, entry, blobs) for key, entry in entries.items()}

@@ -1,0 +1,13 @@
+"""Object storage backends: where checkpoints live.
+
+``open_store`` turns what users pass as ``storage=`` into an :class:`ObjectStore`: a folder
+path or ``file://`` URL (:class:`LocalStore`), a ``gs://bucket/prefix`` URL
+(:class:`GCSStore`), ``memory://`` (:class:`MemoryStore`, for tests), or a store object.
+"""
+
+from .base import ObjectStore, WriteStats
+from .factory import open_store
+from .local import LocalStore
+from .memory import MemoryStore
+
+__all__ = ["LocalStore", "MemoryStore", "ObjectStore", "WriteStats", "open_store"]

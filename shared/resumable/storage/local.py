@@ -1,0 +1,201 @@
+"""A folder on the local disk as an object store."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from ..errors import ObjectNotFoundError, PreconditionFailedError, StorageError
+from .base import Buffer, WriteStats, join_buffers
+
+
+class LocalStore:
+    """Objects are files under ``root``; names map to relative paths.
+
+    Every write goes to a temporary file in the same folder, is fsynced (``durable=True``),
+    then renamed over the target, and the folder is fsynced: a crash, even a power loss,
+    leaves the old object or the new one. A generation is the file's modification time
+    in nanoseconds; conditional writes hold an advisory lock so that two processes on one
+    machine cannot both win.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, durable: bool = True) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.url = self.root.as_uri()
+        self.durable = durable
+        self.stats = WriteStats()
+        self._stats_lock = threading.Lock()
+
+    def _path(self, name: str) -> Path:
+        if not name or name.startswith("/") or any(p in ("", ".", "..") for p in name.split("/")):
+            raise StorageError(f"unsafe object name {name!r}")
+        return self.root / name
+
+    def read(self, name: str) -> bytes:
+        return bytes(self.read_buffer(name))
+
+    def read_buffer(self, name: str) -> bytearray:
+        path = self._path(name)
+        try:
+            with open(path, "rb", buffering=0) as f:
+                size = os.fstat(f.fileno()).st_size
+                buffer = bytearray(size)
+                view = memoryview(buffer)
+                got = 0
+                while got < size:
+                    n = f.readinto(view[got:])
+                    if not n:
+                        raise StorageError(f"{path}: file shrank while reading")
+                    got += n
+        except FileNotFoundError:
+            raise ObjectNotFoundError(f"{self.url}/{name}") from None
+        with self._stats_lock:
+            self.stats.objects_read += 1
+            self.stats.bytes_read += size
+        return buffer
+
+    def read_with_generation(self, name: str) -> tuple[bytes, int]:
+        path = self._path(name)
+        try:
+            with open(path, "rb") as f:
+                generation = os.fstat(f.fileno()).st_mtime_ns
+                data = f.read()
+        except FileNotFoundError:
+            raise ObjectNotFoundError(f"{self.url}/{name}") from None
+        with self._stats_lock:
+            self.stats.objects_read += 1
+            self.stats.bytes_read += len(data)
+        return data, generation
+
+    def _generation(self, path: Path) -> int:
+        try:
+            return path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
+
+    def write(
+        self, name: str, data: Buffer | Sequence[Buffer], *, if_generation_match: int | None = None
+    ) -> int:
+        path = self._path(name)
+        parts = join_buffers(data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:12]}"
+        size = self._write_file(tmp, parts)
+        try:
+            if if_generation_match is None:
+                os.replace(tmp, path)
+            elif if_generation_match == 0:
+                self._create_only(tmp, path, name)
+            else:
+                with self._locked(path):
+                    current = self._generation(path)
+                    if current != if_generation_match:
+                        raise PreconditionFailedError(
+                            f"{self.url}/{name}: generation is {current}, "
+                            f"expected {if_generation_match}"
+                        )
+                    os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        if self.durable:
+            self._fsync_dir(path.parent)
+        with self._stats_lock:
+            self.stats.objects_written += 1
+            self.stats.bytes_written += size
+        return self._generation(path)
+
+    def _write_file(self, tmp: Path, parts: list[memoryview]) -> int:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            size = 0
+            for part in parts:
+                view = part
+                while view.nbytes:
+                    n = os.write(fd, view)
+                    size += n
+                    view = view[n:]
+            if self.durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        return size
+
+    def _create_only(self, tmp: Path, path: Path, name: str) -> None:
+        try:
+            os.link(tmp, path)  # atomic: fails if the target exists
+        except FileExistsError:
+            raise PreconditionFailedError(f"{self.url}/{name} already exists") from None
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV):
+                raise
+            # File systems without hard links: an exclusive lock plus a check.
+            with self._locked(path):
+                if path.exists():
+                    raise PreconditionFailedError(f"{self.url}/{name} already exists") from None
+                os.replace(tmp, path)
+
+    class _Lock:
+        def __init__(self, path: Path) -> None:
+            self._path = path.parent / f".lock-{path.name}"
+            self._fd = -1
+
+        def __enter__(self) -> None:
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+        def __exit__(self, *exc: object) -> None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+
+    def _locked(self, path: Path) -> LocalStore._Lock:
+        return LocalStore._Lock(path)
+
+    @staticmethod
+    def _fsync_dir(folder: Path) -> None:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def exists(self, name: str) -> bool:
+        return self._path(name).is_file()
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        base = self.root
+        names: list[str] = []
+        start = base / prefix.rsplit("/", 1)[0] if "/" in prefix else base
+        if not start.is_dir():
+            return iter(())
+        for dirpath, _dirs, files in os.walk(start):
+            for file in files:
+                if file.startswith((".tmp-", ".lock-")):
+                    continue
+                rel = os.path.relpath(os.path.join(dirpath, file), base).replace(os.sep, "/")
+                if rel.startswith(prefix):
+                    names.append(rel)
+        return iter(sorted(names))
+
+    def delete(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> int:
+        names = list(self.list(prefix))
+        for name in names:
+            self.delete(name)
+        # Remove folders left empty, deepest first.
+        if prefix.endswith("/"):
+            folder = self._path(prefix.rstrip("/"))
+            if folder.is_dir():
+                for dirpath, _dirs, _files in sorted(os.walk(folder), key=lambda w: -len(w[0])):
+                    for leftover in Path(dirpath).glob(".lock-*"):
+                        leftover.unlink(missing_ok=True)
+                    with contextlib.suppress(OSError):
+                        os.rmdir(dirpath)
+        return len(names)
