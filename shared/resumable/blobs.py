@@ -134,7 +134,9 @@ class BlobStore:
                     )
                 )
             except zstandard.ZstdError as exc:
-                raise CorruptCheckpointError(f"blob {address} does not decompress: {exc}") from exc
+                raise CorruptCheckpointError(
+                    f"blob {address} does not decompress (damaged): {exc}"
+                ) from exc
         elif codec == _RAW:
             content = body
         else:

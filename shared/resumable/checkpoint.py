@@ -202,13 +202,14 @@ class CheckpointStore:
         except ObjectNotFoundError:
             return self._load_legacy_location()
         self._latest_generation = generation
+        # Known before parsing: a run that starts fresh over a damaged checkpoint must
+        # still number its checkpoints after the ones in the history.
+        self.sequence = max(self.sequence, self._highest_history_sequence())
         try:
             loaded = self._load_document(data, self.latest_name)
         except CorruptCheckpointError as latest_error:
             loaded = self._newest_intact_history(latest_error)
-        self.sequence = max(
-            self.sequence, loaded.manifest.sequence, self._highest_history_sequence()
-        )
+        self.sequence = max(self.sequence, loaded.manifest.sequence)
         return loaded
 
     def _newest_intact_history(self, latest_error: CorruptCheckpointError) -> LoadedCheckpoint:
