@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from .errors import PipelineDefinitionError
+from .errors import InvalidIdError, PipelineDefinitionError
 from .ids import validate_id
 
 StepFunction = Callable[..., Any]
@@ -127,7 +127,10 @@ def build_pipeline_spec(name: str, step_definitions: Mapping[str, Any]) -> Pipel
 
 def _step_spec(pipeline: str, name: str, definition: Any, previous: str | None) -> StepSpec:
     where = f"step {name!r} of pipeline {pipeline!r}"
-    validate_id(name, "step name")
+    try:
+        validate_id(name, "step name")
+    except InvalidIdError as exc:
+        raise PipelineDefinitionError(f"pipeline {pipeline!r}: {exc}") from None
     if callable(definition):
         definition = {"function": definition}
     if not isinstance(definition, Mapping):
