@@ -6,6 +6,7 @@ twice. In-process (``Pipeline.run``) or event-driven on Google Cloud.
 """
 
 from .codec import register_codec, unregister_codec
+from .current_step import save_progress
 from .errors import (
     CheckpointError,
     CorruptCheckpointError,
@@ -19,7 +20,7 @@ from .errors import (
     StepError,
 )
 from .pipeline import Pipeline
-from .runner import RunEvent, save_progress
+from .runner import RunEvent
 from .status import RunStatus, StepStatus
 
 __version__ = "0.1.0"

@@ -71,7 +71,8 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
 
 
-def _integrity_of(document: dict[str, Any]) -> str:
+def integrity_of(document: dict[str, Any]) -> str:
+    """BLAKE3 of a document's canonical JSON, without its ``integrity`` field."""
     body = {k: v for k, v in document.items() if k != "integrity"}
     return "b3-" + blake3.blake3(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
@@ -79,7 +80,7 @@ def _integrity_of(document: dict[str, Any]) -> str:
 def dump_manifest(manifest: Manifest) -> bytes:
     """Serialise with a fresh integrity hash."""
     document = manifest.model_dump(mode="json", exclude={"integrity"})
-    document["integrity"] = _integrity_of(document)
+    document["integrity"] = integrity_of(document)
     manifest.integrity = document["integrity"]
     return orjson.dumps(document, option=orjson.OPT_INDENT_2)
 
@@ -108,7 +109,7 @@ def parse_manifest(data: bytes, where: str) -> tuple[Manifest | None, dict[str, 
             f"{LEGACY_VERSION!r} and {CHECKPOINT_VERSION!r}"
         )
     expected = raw.get("integrity")
-    actual = _integrity_of(raw)
+    actual = integrity_of(raw)
     if expected != actual:
         raise CorruptCheckpointError(
             f"checkpoint manifest {where} fails its integrity check (stored {expected!r}, "

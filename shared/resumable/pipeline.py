@@ -26,10 +26,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from .checkpoint import DEFAULT_TENANT, CheckpointStore, LoadedCheckpoint
+from .current_step import save_progress
 from .definition import PipelineSpec, build_pipeline_spec
 from .ids import new_run_id, validate_id
 from .log import configure_logging
-from .runner import EventHandler, InProcessRun, RunOptions, save_progress
+from .runner import EventHandler, InProcessRun, RunOptions
 from .storage import ObjectStore, open_store
 
 DEFAULT_STORAGE_ENV = "RESUMABLE_STORAGE"

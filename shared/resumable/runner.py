@@ -23,6 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import current_step
 from .checkpoint import CheckpointStore, ConcurrentWriterError, LoadedCheckpoint
 from .definition import PipelineSpec, StepSpec
 from .errors import CheckpointError, ResumableError, StepError
@@ -48,25 +49,6 @@ class RunEvent:
 
 class OutputConflictError(ResumableError):
     """Two independent steps wrote the same context key."""
-
-
-_current: contextvars.ContextVar[
-    tuple[InProcessRun, str, dict[str, Any], dict[str, Any] | None]
-] = contextvars.ContextVar("resumable_current_step")
-
-
-def save_progress(context: Mapping[str, Any] | None = None) -> bool:
-    """Checkpoint the running step's progress now; call it from inside a step.
-
-    The step is not marked completed: after an interruption it runs again, starting from
-    the context saved here (so it can skip the items it already finished). Returns
-    whether the checkpoint was written.
-    """
-    try:
-        run, step, step_context, snapshot = _current.get()
-    except LookupError:
-        raise ResumableError("save_progress() was called outside a running step") from None
-    return run.save_progress(step, step_context if context is None else context, snapshot)
 
 
 @dataclass
@@ -212,16 +194,18 @@ class InProcessRun:
         record.started_at = now_iso()
         record.error = None
         began = time.monotonic()
-        token = _current.set((self, step, step_context, snapshot))
+
+        def progress(context: Mapping[str, Any] | None) -> bool:
+            return self.save_progress(step, step_context if context is None else context, snapshot)
+
         try:
-            result = self._call_with_retries(spec, step_context, record)
+            with current_step.bound(progress):
+                result = self._call_with_retries(spec, step_context, record)
         except ConcurrentWriterError:
             raise
         except Exception as exc:
             self._record_failure(spec, record, exc, time.monotonic() - began)
             return
-        finally:
-            _current.reset(token)
         updates = _as_updates(step, result)
         with self._lock:
             try:
@@ -498,5 +482,5 @@ def _step_kwargs(function: Callable[..., Any], stop_event: threading.Event) -> d
     if "should_stop" in parameters:
         kwargs["should_stop"] = stop_event.is_set
     if "save_progress" in parameters:
-        kwargs["save_progress"] = save_progress
+        kwargs["save_progress"] = current_step.save_progress
     return kwargs

@@ -1,0 +1,44 @@
+"""The running step, as seen from inside it: saving progress mid-step.
+
+Both runners (in-process and serverless) bind a progress callback while a step runs, so
+a step calls the same :func:`save_progress` wherever it runs.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from .errors import ResumableError
+
+ProgressCallback = Callable[[Mapping[str, Any] | None], bool]
+
+_callback: contextvars.ContextVar[ProgressCallback] = contextvars.ContextVar(
+    "resumable_progress_callback"
+)
+
+
+@contextmanager
+def bound(callback: ProgressCallback) -> Iterator[None]:
+    """Make ``callback`` the running step's progress saver for the duration."""
+    token = _callback.set(callback)
+    try:
+        yield
+    finally:
+        _callback.reset(token)
+
+
+def save_progress(context: Mapping[str, Any] | None = None) -> bool:
+    """Checkpoint the running step's progress now; call it from inside a step.
+
+    The step is not marked completed: after an interruption it runs again, starting from
+    the context saved here (so it can skip the items it already finished). ``None`` saves
+    the context the step was given. Returns whether the checkpoint was written.
+    """
+    try:
+        callback = _callback.get()
+    except LookupError:
+        raise ResumableError("save_progress() was called outside a running step") from None
+    return callback(context)
