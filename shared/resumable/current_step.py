@@ -7,6 +7,7 @@ a step calls the same :func:`save_progress` wherever it runs.
 from __future__ import annotations
 
 import contextvars
+import inspect
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -42,3 +43,18 @@ def save_progress(context: Mapping[str, Any] | None = None) -> bool:
     except LookupError:
         raise ResumableError("save_progress() was called outside a running step") from None
     return callback(context)
+
+
+def step_kwargs(function: Callable[..., Any], should_stop: Callable[[], bool]) -> dict[str, Any]:
+    """The optional keyword arguments a step asked for by naming them in its signature:
+    ``should_stop`` (is a stop requested?) and ``save_progress``."""
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return {}
+    kwargs: dict[str, Any] = {}
+    if "should_stop" in parameters:
+        kwargs["should_stop"] = should_stop
+    if "save_progress" in parameters:
+        kwargs["save_progress"] = save_progress
+    return kwargs

@@ -14,7 +14,6 @@ Guarantees, with a checkpoint store that works:
 from __future__ import annotations
 
 import contextvars
-import inspect
 import logging
 import threading
 import time
@@ -227,7 +226,7 @@ class InProcessRun:
     def _call_with_retries(
         self, spec: StepSpec, context: dict[str, Any], record: StepRecord
     ) -> Any:
-        kwargs = _step_kwargs(spec.function, self.stop_event)
+        kwargs = current_step.step_kwargs(spec.function, self.stop_event.is_set)
         attempt = 0
         while True:
             attempt += 1
@@ -470,17 +469,3 @@ def _as_updates(step: str, result: Any) -> dict[str, Any]:
             raise ResumableError(f"step {step!r} returned non-string context keys {bad!r}")
         return result
     return {f"{step}_result": result}
-
-
-def _step_kwargs(function: Callable[..., Any], stop_event: threading.Event) -> dict[str, Any]:
-    """The optional keyword arguments a step asked for by naming them."""
-    try:
-        parameters = inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return {}
-    kwargs: dict[str, Any] = {}
-    if "should_stop" in parameters:
-        kwargs["should_stop"] = stop_event.is_set
-    if "save_progress" in parameters:
-        kwargs["save_progress"] = current_step.save_progress
-    return kwargs

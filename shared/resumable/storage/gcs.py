@@ -14,7 +14,7 @@ from .base import Buffer, WriteStats, join_buffers
 
 def make_storage_client(project: str | None = None) -> Any:
     """A google-cloud-storage client; anonymous when ``STORAGE_EMULATOR_HOST`` is set."""
-    from google.cloud import storage
+    from google.cloud import storage  # type: ignore[attr-defined,unused-ignore]
 
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         from google.auth.credentials import AnonymousCredentials

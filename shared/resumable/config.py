@@ -1,0 +1,90 @@
+"""Settings of a serverless deployment, read from the environment.
+
+The same variables configure the Cloud Run functions, the local dev stack and the CLI,
+so that a client and the functions it talks to agree on names by construction.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .ids import validate_id
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where a deployment keeps its state and how its workers behave.
+
+    - ``project``: the Google Cloud project (``RESUMABLE_PROJECT``, else
+      ``GOOGLE_CLOUD_PROJECT``).
+    - ``storage``: checkpoint location, ``gs://bucket/prefix`` (``RESUMABLE_STORAGE``).
+    - ``pipelines``: ``MODULE:ATTR`` references of the deployed pipelines
+      (``RESUMABLE_PIPELINES``, comma-separated).
+    - ``topic_prefix``: prefix of every topic name (``RESUMABLE_TOPIC_PREFIX``).
+    - ``collection``: Firestore collection of run documents (``RESUMABLE_COLLECTION``).
+    - ``lease_seconds`` / ``heartbeat_seconds``: how long a claim on a step lives without
+      a heartbeat, and how often a running step renews it.
+    """
+
+    project: str
+    storage: str
+    pipelines: tuple[str, ...] = ()
+    topic_prefix: str = "resumable"
+    collection: str = "resumable_runs"
+    database: str = "(default)"
+    lease_seconds: float = 60.0
+    heartbeat_seconds: float = 15.0
+    watchdog_grace_seconds: float = 120.0
+    step: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        project = (
+            os.environ.get("RESUMABLE_PROJECT")
+            or os.environ.get("GOOGLE_CLOUD_PROJECT")
+            or os.environ.get("GCLOUD_PROJECT")
+            or ""
+        )
+        storage = os.environ.get("RESUMABLE_STORAGE", "")
+        pipelines = tuple(
+            p.strip() for p in os.environ.get("RESUMABLE_PIPELINES", "").split(",") if p.strip()
+        )
+        lease = _float("RESUMABLE_LEASE_SECONDS", 60.0)
+        prefix = os.environ.get("RESUMABLE_TOPIC_PREFIX", "resumable")
+        validate_id(prefix, "topic prefix")
+        return cls(
+            project=project,
+            storage=storage,
+            pipelines=pipelines,
+            topic_prefix=prefix,
+            collection=os.environ.get("RESUMABLE_COLLECTION", "resumable_runs"),
+            database=os.environ.get("RESUMABLE_DATABASE", "(default)"),
+            lease_seconds=lease,
+            heartbeat_seconds=_float("RESUMABLE_HEARTBEAT_SECONDS", max(lease / 4, 0.2)),
+            watchdog_grace_seconds=_float("RESUMABLE_WATCHDOG_GRACE_SECONDS", 2 * lease),
+            step=os.environ.get("RESUMABLE_STEP") or None,
+        )
+
+    def require(self) -> Settings:
+        """Raise a clear error when a setting every serverless component needs is missing."""
+        missing = [
+            name
+            for name, value in (
+                ("RESUMABLE_PROJECT", self.project),
+                ("RESUMABLE_STORAGE", self.storage),
+            )
+            if not value
+        ]
+        if missing:
+            raise RuntimeError(
+                f"missing setting(s) {', '.join(missing)}: set them in the environment "
+                "(resumable dev up prints them for the local stack)"
+            )
+        return self

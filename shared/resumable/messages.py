@@ -1,0 +1,169 @@
+"""The two message schemas, and decoding them from a Pub/Sub push CloudEvent.
+
+Messages carry ids only; state lives in Firestore and Cloud Storage. A message that
+cannot be used raises :class:`BadMessageError` with a reason meant for a log line: the
+function acks it (retrying cannot fix it) instead of letting Pub/Sub redeliver forever.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import InvalidIdError, ResumableError
+from .ids import validate_id
+
+MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+
+
+class BadMessageError(ResumableError):
+    """A message that no retry can make valid. ``run_id`` is set when it could be read."""
+
+    def __init__(
+        self, reason: str, *, run_id: str | None = None, pipeline: str | None = None,
+        tenant_id: str | None = None,
+    ) -> None:  # fmt: skip
+        self.reason = reason
+        self.run_id = run_id
+        self.pipeline = pipeline
+        self.tenant_id = tenant_id
+        super().__init__(reason)
+
+
+def _safe(value: str | None, what: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return validate_id(value, what)
+    except InvalidIdError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class StartMessage(BaseModel):
+    """Start a run: ``{"pipeline": str, "params": {...}, "run_id"?: str, "tenant_id"?: str}``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    pipeline: str
+    params: dict[str, Any]
+    run_id: str | None = None
+    tenant_id: str | None = None
+
+    @field_validator("pipeline")
+    @classmethod
+    def _pipeline(cls, v: str) -> str:
+        return _safe(v, "pipeline") or v
+
+    @field_validator("run_id")
+    @classmethod
+    def _run_id(cls, v: str | None) -> str | None:
+        return _safe(v, "run id")
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _tenant(cls, v: str | None) -> str | None:
+        return _safe(v, "tenant id")
+
+
+class StepMessage(BaseModel):
+    """Run one step of a run: ``{"pipeline", "run_id", "step"}`` plus optional hints."""
+
+    model_config = ConfigDict(extra="allow")
+
+    pipeline: str
+    run_id: str
+    step: str
+    tenant_id: str = "default"
+    attempt: int | None = Field(default=None, description="hint only; the run document decides")
+
+    @field_validator("pipeline")
+    @classmethod
+    def _pipeline(cls, v: str) -> str:
+        return _safe(v, "pipeline") or v
+
+    @field_validator("run_id")
+    @classmethod
+    def _run_id(cls, v: str) -> str:
+        return _safe(v, "run id") or v
+
+    @field_validator("step")
+    @classmethod
+    def _step(cls, v: str) -> str:
+        return _safe(v, "step") or v
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _tenant(cls, v: str) -> str:
+        return _safe(v, "tenant id") or v
+
+
+def pubsub_payload(event_data: Any) -> tuple[bytes, dict[str, str], int | None]:
+    """The message bytes, attributes and delivery attempt of a Pub/Sub CloudEvent's data.
+
+    Accepts the CloudEvent data (``{"message": {...}}``) and the raw push envelope (which
+    also has ``subscription`` and, with dead-lettering, ``deliveryAttempt``).
+    """
+    if isinstance(event_data, bytes | str):
+        try:
+            event_data = orjson.loads(event_data)
+        except orjson.JSONDecodeError:
+            raise BadMessageError("the event body is not JSON") from None
+    if not isinstance(event_data, dict) or not isinstance(event_data.get("message"), dict):
+        raise BadMessageError("the event has no Pub/Sub 'message' object")
+    message = event_data["message"]
+    encoded = message.get("data") or ""
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadMessageError("the message data is not valid base64") from None
+    attributes = {str(k): str(v) for k, v in (message.get("attributes") or {}).items()}
+    attempt = event_data.get("deliveryAttempt") or message.get("deliveryAttempt")
+    return data, attributes, int(attempt) if attempt else None
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise BadMessageError(f"the {what} message is larger than 10 MB")
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        preview = data[:80].decode("utf-8", "replace")
+        raise BadMessageError(f"the {what} message is not JSON: {preview!r}") from None
+    if not isinstance(body, dict):
+        raise BadMessageError(
+            f"the {what} message must be a JSON object, got {type(body).__name__}"
+        )
+    return body
+
+
+def _explain(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(x) for x in error["loc"]) or "message"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def parse_start(data: bytes) -> StartMessage:
+    body = _json_object(data, "start")
+    try:
+        return StartMessage.model_validate(body)
+    except ValidationError as exc:
+        run_id = body.get("run_id") if isinstance(body.get("run_id"), str) else None
+        raise BadMessageError(f"invalid start message: {_explain(exc)}", run_id=run_id) from None
+
+
+def parse_step(data: bytes) -> StepMessage:
+    body = _json_object(data, "step")
+    try:
+        return StepMessage.model_validate(body)
+    except ValidationError as exc:
+        raise BadMessageError(f"invalid step message: {_explain(exc)}") from None
+
+
+def encode(message: BaseModel) -> bytes:
+    return orjson.dumps(message.model_dump(exclude_none=True))
