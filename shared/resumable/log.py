@@ -73,3 +73,38 @@ def configure_logging(*, verbose: bool = False, json: bool = False) -> None:
     handler._resumable = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.propagate = False
+
+
+class _CloudFields(logging.Filter):
+    """Copy our fields into the ``json_fields`` and ``labels`` Cloud Logging reads."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        values = {n: getattr(record, n) for n in _FIELDS if getattr(record, n, None) is not None}
+        if values:
+            record.json_fields = {**getattr(record, "json_fields", {}), **values}
+            record.labels = {
+                **getattr(record, "labels", {}),
+                **{k: str(v) for k, v in values.items()},
+            }
+        return True
+
+
+def configure_cloud_logging(*, verbose: bool = False) -> None:
+    """Structured JSON lines on stdout through google-cloud-logging's
+    ``StructuredLogHandler`` (the form Cloud Run forwards to Cloud Logging), with
+    ``run_id``, ``step`` and ``attempt`` as fields and labels. Falls back to
+    :class:`JsonFormatter` when google-cloud-logging is not installed."""
+    try:
+        from google.cloud.logging_v2.handlers import StructuredLogHandler
+    except ImportError:
+        configure_logging(verbose=verbose, json=True)
+        return
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for handler in list(logger.handlers):
+        if getattr(handler, "_resumable", False):
+            logger.removeHandler(handler)
+    cloud = StructuredLogHandler(stream=sys.stdout)  # type: ignore[no-untyped-call]
+    cloud.addFilter(_CloudFields())
+    cloud._resumable = True  # type: ignore[attr-defined]
+    logger.addHandler(cloud)
+    logger.propagate = False

@@ -1,0 +1,104 @@
+"""The Cloud Run function entry points (functions-framework, CloudEvent signature).
+
+Deployed from ``functions/main.py``: ``start_run`` consumes start messages, ``run_step``
+is deployed once per step (``RESUMABLE_STEP`` names it), ``dead_letter`` consumes the
+dead-letter topic, ``watchdog`` is triggered on a schedule.
+
+Answers follow Pub/Sub push semantics: returning normally acks (2xx); "retry later"
+raises an HTTP 503, so Pub/Sub redelivers with the subscription's backoff. A bad message
+is logged with its reason and acked: no retry can fix it.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import functions_framework
+from cloudevents.http import CloudEvent
+from werkzeug.exceptions import ServiceUnavailable
+
+from .config import Settings
+from .control import record_dead_letter, watchdog_sweep
+from .control import start_run as start_run_now
+from .engine import Engine
+from .log import configure_cloud_logging, logger
+from .messages import BadMessageError, parse_start, parse_step, pubsub_payload
+from .worker import handle_step
+
+_engine: Engine | None = None
+_engine_lock = threading.Lock()
+
+
+def engine() -> Engine:
+    """The process's engine, built on first use from the environment (then reused)."""
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            configure_cloud_logging()
+            _engine = Engine.from_settings(Settings.from_env())
+        return _engine
+
+
+def set_engine(value: Engine | None) -> None:
+    """Use another engine (tests wire in-memory services this way)."""
+    global _engine
+    with _engine_lock:
+        _engine = value
+
+
+def _message_id(event: CloudEvent) -> str | None:
+    data = event.get_data()
+    if isinstance(data, dict):
+        message = data.get("message") or {}
+        return message.get("messageId") or message.get("message_id")
+    return None
+
+
+@functions_framework.cloud_event
+def start_run(event: CloudEvent) -> None:
+    """Start a run from ``{"pipeline", "params", "run_id"?, "tenant_id"?}``."""
+    try:
+        data, _attributes, _attempt = pubsub_payload(event.get_data())
+        message = parse_start(data)
+        started = start_run_now(engine(), message, message_id=_message_id(event))
+    except BadMessageError as exc:
+        logger.error(f"bad start message, acked: {exc.reason}", extra={"run_id": exc.run_id})
+        return
+    logger.info(
+        "start message handled",
+        extra={"run_id": started.state.run_id, "pipeline": started.state.pipeline},
+    )
+
+
+@functions_framework.cloud_event
+def run_step(event: CloudEvent) -> None:
+    """Run one step of a run (the step protocol in ``resumable.worker``)."""
+    try:
+        data, _attributes, _attempt = pubsub_payload(event.get_data())
+        message = parse_step(data)
+    except BadMessageError as exc:
+        logger.error(f"bad step message, acked: {exc.reason}")
+        return
+    outcome = handle_step(engine(), message)
+    if not outcome.ack:
+        raise ServiceUnavailable(description=f"retry later: {outcome.reason}")
+
+
+@functions_framework.cloud_event
+def dead_letter(event: CloudEvent) -> None:
+    """A message that exhausted its delivery attempts: fail its run with the reason."""
+    try:
+        data, attributes, _attempt = pubsub_payload(event.get_data())
+        message = parse_step(data)
+    except BadMessageError as exc:
+        logger.error(f"dead-lettered message that is not a step message: {exc.reason}")
+        return
+    count = attributes.get("CloudPubSubDeadLetterSourceDeliveryCount")
+    record_dead_letter(engine(), message, count)
+
+
+@functions_framework.cloud_event
+def watchdog(event: CloudEvent) -> None:
+    """Re-publish steps whose lease expired or whose message was lost (scheduled)."""
+    republished = watchdog_sweep(engine())
+    logger.info(f"watchdog swept: {sum(len(v) for v in republished.values())} step(s) re-published")
