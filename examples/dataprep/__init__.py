@@ -1,0 +1,12 @@
+"""The video data-prep pipeline: a real example of a resumable pipeline.
+
+frames (PyAV) → detections → crops → background removal → augmentation → train/val
+split → dataset on storage. See README.md; load it as
+``examples.dataprep.pipeline:build``.
+"""
+
+from .dataset import read_dataset
+from .pipeline import DEFAULT_PARAMS, DataPrepPipeline, build
+from .video import make_test_clip
+
+__all__ = ["DEFAULT_PARAMS", "DataPrepPipeline", "build", "make_test_clip", "read_dataset"]
