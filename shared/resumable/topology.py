@@ -1,0 +1,148 @@
+"""The infrastructure a deployment needs, derived from its pipelines.
+
+Topics, push subscriptions (with their retry and dead-letter policies) and functions come
+from here for the local dev stack, the generated gcloud commands and the Terraform
+variables alike, so infrastructure and code agree by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from . import naming
+from .pipeline import Pipeline
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """How Pub/Sub pushes to a function: ack deadline, backoff, dead-lettering."""
+
+    ack_deadline_seconds: int = 600
+    min_backoff_seconds: float = 10.0
+    max_backoff_seconds: float = 600.0
+    max_delivery_attempts: int = 10
+
+    @classmethod
+    def local(cls) -> DeliveryPolicy:
+        """Fast feedback on the emulators: seconds, not minutes, between redeliveries."""
+        return cls(
+            ack_deadline_seconds=60,
+            min_backoff_seconds=1.0,
+            max_backoff_seconds=5.0,
+            max_delivery_attempts=10,
+        )
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One deployed function: its entry point, the topic that triggers it, its settings."""
+
+    name: str
+    target: str  # start_run, run_step, dead_letter, watchdog
+    topic: str
+    subscription: str
+    pipeline: str | None = None
+    step: str | None = None
+    timeout_seconds: int = 540
+    memory: str = "512Mi"
+    concurrency: int = 1
+    dead_letter: bool = True
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Variables this function needs beyond the deployment's common ones."""
+        return {"RESUMABLE_STEP": self.step} if self.step else {}
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Every topic, subscription and function of a deployment."""
+
+    prefix: str
+    functions: list[FunctionSpec] = field(default_factory=list)
+    dead_letter_topic: str = ""
+    start_topic: str = ""
+    watchdog_topic: str = ""
+
+    @property
+    def topics(self) -> list[str]:
+        names = [self.start_topic, self.dead_letter_topic, self.watchdog_topic]
+        names += [f.topic for f in self.functions if f.target == "run_step"]
+        return list(dict.fromkeys(names))
+
+    def step_functions(self, pipeline: str) -> dict[str, FunctionSpec]:
+        return {
+            f.step: f
+            for f in self.functions
+            if f.target == "run_step" and f.pipeline == pipeline and f.step
+        }
+
+    def step_topics(self, pipeline: str) -> dict[str, str]:
+        return {step: f.topic for step, f in self.step_functions(pipeline).items()}
+
+
+def _memory(value: str | None) -> str:
+    return value or "512Mi"
+
+
+def _timeout(seconds: float | None) -> int:
+    # Event-driven functions run at most 540 s; a step that needs longer saves progress.
+    return int(min(seconds, 540)) if seconds else 540
+
+
+def build_topology(pipelines: Iterable[Pipeline], prefix: str = "resumable") -> Topology:
+    """The deployment's topology for ``pipelines``, with names from :mod:`naming`."""
+    start = naming.start_topic(prefix)
+    dead_letter = naming.dead_letter_topic(prefix)
+    watchdog = naming.watchdog_topic(prefix)
+    functions = [
+        FunctionSpec(
+            name=naming.service_name(prefix, "start"),
+            target="start_run",
+            topic=start,
+            subscription=naming.push_subscription(start),
+            timeout_seconds=60,
+        ),
+        FunctionSpec(
+            name=naming.service_name(prefix, "dead-letter"),
+            target="dead_letter",
+            topic=dead_letter,
+            subscription=naming.push_subscription(dead_letter),
+            timeout_seconds=60,
+            dead_letter=False,
+        ),
+        FunctionSpec(
+            name=naming.service_name(prefix, "watchdog"),
+            target="watchdog",
+            topic=watchdog,
+            subscription=naming.push_subscription(watchdog),
+            timeout_seconds=300,
+            dead_letter=False,
+        ),
+    ]
+    for pipeline in pipelines:
+        spec = pipeline.spec
+        for step in spec.order:
+            definition = spec.steps[step]
+            topic = naming.step_topic(prefix, spec.name, step)
+            functions.append(
+                FunctionSpec(
+                    name=naming.step_function(prefix, spec.name, step),
+                    target="run_step",
+                    topic=topic,
+                    subscription=naming.push_subscription(topic),
+                    pipeline=spec.name,
+                    step=step,
+                    timeout_seconds=_timeout(definition.timeout),
+                    memory=_memory(definition.memory),
+                    concurrency=definition.concurrency or 1,
+                )
+            )
+    return Topology(
+        prefix=prefix,
+        functions=functions,
+        dead_letter_topic=dead_letter,
+        start_topic=start,
+        watchdog_topic=watchdog,
+    )
