@@ -87,6 +87,10 @@ class RunBoard:
         if event.kind == "run_finished":
             self.status = event.detail
             self.finished = now
+            if event.detail == "cancelled":  # as the run's result records them
+                for waiting in self.steps.values():
+                    if waiting.status == StepStatus.NOT_STARTED.value:
+                        waiting.status = StepStatus.CANCELLED.value
             return f"run {self.run_id} {event.detail} after {now - self.started:.2f}s"
         if event.kind.startswith("checkpoint"):
             return self._checkpoint(event)
