@@ -100,8 +100,7 @@ def run_command(
 ) -> None:
     """Run a pipeline in this process, checkpointing after every step.
 
-    Ctrl-C once: the run stops after its current step and keeps its checkpoint (exit
-    130). Ctrl-C twice: abort at once; the last checkpoint stays resumable.
+    Ctrl-C: stop after the current step, keeping the checkpoint (exit 130); twice: abort.
     """
     try:
         context = parse_params(param or [])
