@@ -99,7 +99,8 @@ def local_video(video_path: str, cache_dir: str | os.PathLike[str] | None = None
     """A local path for ``video_path``: the path itself, or a download of a ``gs://`` URL.
 
     Downloads go to ``cache_dir`` (default: the system temp folder) under a name derived
-    from the URL, written atomically, and are reused by later calls in the same machine.
+    from the URL and the object's generation, are written atomically, and are reused while
+    the object is unchanged. A missing file or object raises ``FileNotFoundError``.
     """
     if not video_path.startswith("gs://"):
         path = Path(video_path).expanduser()
@@ -109,18 +110,20 @@ def local_video(video_path: str, cache_dir: str | os.PathLike[str] | None = None
     bucket_name, _, blob_name = video_path[len("gs://") :].partition("/")
     if not bucket_name or not blob_name:
         raise ValueError(f"{video_path!r} is not a gs://BUCKET/OBJECT URL")
+    from resumable.storage.gcs import make_storage_client  # google-cloud-storage
+
+    blob = make_storage_client().bucket(bucket_name).get_blob(blob_name)
+    if blob is None:
+        raise FileNotFoundError(f"video {video_path!r} does not exist")
     folder = Path(cache_dir or tempfile.gettempdir()) / "dataprep-videos"
     folder.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256(video_path.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{video_path}#{blob.generation}".encode()).hexdigest()[:16]
     target = folder / f"{digest}{Path(blob_name).suffix}"
     if target.is_file():
         return target
-    from resumable.storage.gcs import make_storage_client  # google-cloud-storage
-
-    client = make_storage_client()
     partial = folder / f".{target.name}.{os.getpid()}.part"
     try:
-        client.bucket(bucket_name).blob(blob_name).download_to_filename(str(partial))
+        blob.download_to_filename(str(partial))
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
