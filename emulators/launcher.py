@@ -155,6 +155,11 @@ class LocalCloud:
         return self._log_dir
 
     @property
+    def is_external(self) -> bool:
+        """Whether the servers are run by someone else (see `external()`)."""
+        return self._external
+
+    @property
     def running(self) -> bool:
         """Whether this object started the servers and has not stopped them."""
         return bool(self._processes) or (self._external and self._resetter is not None)
@@ -261,7 +266,9 @@ class LocalCloud:
                     project=self.project,
                     data_dir=data_dir,
                 )
-                process = ManagedProcess(service.name, argv, log_path, env=env)
+                process = ManagedProcess(
+                    service.name, argv, log_path, env=env, leaves_first=service.wrapped
+                )
                 process.start()
                 self._processes[service.name] = process
                 self._record()
@@ -291,7 +298,7 @@ class LocalCloud:
                 owner_pid=owner,
                 owner_start=start_ticks(owner),
                 groups=[
-                    GroupRecord(name, process.pid, _service(name).signature)
+                    GroupRecord(name, process.pid, _service(name).signature, process.leaves_first)
                     for name, process in self._processes.items()
                 ],
                 info={

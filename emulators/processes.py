@@ -74,18 +74,25 @@ def start_ticks(pid: int) -> int | None:
 
 
 def terminate_group(
-    pgid: int, *, leader: subprocess.Popen[bytes] | None = None, timeout: float = 10.0
+    pgid: int,
+    *,
+    leader: subprocess.Popen[bytes] | None = None,
+    leaves_first: bool = False,
+    timeout: float = 10.0,
 ) -> None:
     """Stop every process in group `pgid` and return once none is left.
 
-    Leaves (the Java servers) get SIGTERM first so that their parents reap them and exit on
-    their own, leaving no zombie to the init process; then the group gets SIGTERM, and
-    SIGKILL once `timeout` has passed. `leader`, when this process started the group, is
-    reaped too.
+    With `leaves_first` (for wrappers such as gcloud → java), the processes without children
+    get SIGTERM first, so that their parents reap them and exit on their own, leaving no
+    zombie to the init process. Supervisors that restart their workers (gunicorn) must not
+    be stopped that way. Then the group gets SIGTERM, and SIGKILL once `timeout` has
+    passed. `leader`, when this process started the group, is reaped too.
     """
     deadline = time.monotonic() + timeout
-    if not _signal_leaves(pgid) or not _wait_group_gone(
-        pgid, leader, min(deadline, time.monotonic() + timeout / 2)
+    if (
+        not leaves_first
+        or not _signal_leaves(pgid)
+        or not _wait_group_gone(pgid, leader, min(deadline, time.monotonic() + timeout / 2))
     ):
         _killpg(pgid, signal.SIGTERM)
         if not _wait_group_gone(pgid, leader, deadline):
@@ -96,20 +103,21 @@ def terminate_group(
             leader.wait(timeout=5.0)
 
 
-def signal_group_now(pgid: int) -> None:
-    """Start stopping the group without waiting: SIGTERM its leaves (whose parents then
-    exit by themselves), or the whole group if it has no leaf below the leader.
+def signal_group_now(pgid: int, *, leaves_first: bool = False) -> None:
+    """Start stopping the group without waiting: SIGTERM the group, or with `leaves_first`
+    only its leaves (whose parents then exit by themselves) if there are any.
 
     For signal handlers: it takes no locks and returns at once.
     """
-    if not _signal_leaves(pgid):
+    if not leaves_first or not _signal_leaves(pgid):
         _killpg(pgid, signal.SIGTERM)
 
 
 class ManagedProcess:
     """A child process started in its own session, writing stdout and stderr to a log file.
 
-    Guarantee: after `stop()` returns, no process of its group is alive.
+    Guarantee: after `stop()` returns, no process of its group is alive. `leaves_first`:
+    see `terminate_group`.
     """
 
     def __init__(
@@ -120,8 +128,10 @@ class ManagedProcess:
         *,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        leaves_first: bool = False,
     ) -> None:
         self.name = name
+        self.leaves_first = leaves_first
         self.argv = list(argv)
         self.log_path = log_path
         self._env = dict(env) if env is not None else None
@@ -165,7 +175,12 @@ class ManagedProcess:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the whole group (see `terminate_group`); a no-op if never started."""
         if self._popen is not None:
-            terminate_group(self._popen.pid, leader=self._popen, timeout=timeout)
+            terminate_group(
+                self._popen.pid,
+                leader=self._popen,
+                leaves_first=self.leaves_first,
+                timeout=timeout,
+            )
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -173,7 +188,7 @@ class ManagedProcess:
     def signal_now(self) -> None:
         """SIGTERM the whole group without waiting (for signal handlers)."""
         if self._popen is not None and self._popen.returncode is None:
-            signal_group_now(self._popen.pid)
+            signal_group_now(self._popen.pid, leaves_first=self.leaves_first)
 
 
 def _signal_leaves(pgid: int) -> bool:

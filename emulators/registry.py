@@ -34,6 +34,7 @@ class GroupRecord:
     name: str
     pgid: int
     signature: str
+    leaves_first: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ class Registry:
             for group in record.groups:
                 members = group_members(group.pgid)
                 if any(group.signature in m.cmdline for m in members):
-                    terminate_group(group.pgid, timeout=10.0)
+                    terminate_group(group.pgid, leaves_first=group.leaves_first)
             self.remove(record.run_id)
             reaped.append(record)
         return reaped

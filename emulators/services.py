@@ -26,13 +26,15 @@ class Service:
 
     `ready_log` is the line the server logs once it listens (None: no such line);
     `ready_path` an HTTP path that answers 200 once it serves requests. `signature` is text
-    in the command line of each of its processes, used to recognise leftovers.
+    in the command line of each of its processes, used to recognise leftovers. `wrapped`:
+    started through gcloud, which runs the Java server as its child.
     """
 
     name: str
     ready_log: str | None
     ready_path: str
     signature: str
+    wrapped: bool
 
     def ready_url(self, port: int, project: str) -> str:
         """The URL polled for readiness."""
@@ -49,6 +51,7 @@ PUBSUB = Service(
     ready_log="Server started, listening on",
     ready_path="/v1/projects/{project}/topics",
     signature="pubsub",
+    wrapped=True,
 )
 # The Firestore emulator answers "Ok" on / over HTTP/1.1 on its gRPC port.
 FIRESTORE = Service(
@@ -56,12 +59,14 @@ FIRESTORE = Service(
     ready_log="Dev App Server is now running",
     ready_path="/",
     signature="firestore",
+    wrapped=True,
 )
 STORAGE = Service(
     name="storage",
     ready_log=None,
     ready_path="/storage/v1/b",
     signature="fake-gcs-server",
+    wrapped=False,
 )
 
 SERVICES = (PUBSUB, FIRESTORE, STORAGE)
