@@ -3,7 +3,8 @@
 One short synthetic clip (three colored rectangles moving over a textured background) is
 encoded once per module; the pipeline must find the three rectangles, track them, write
 a deterministic dataset, and resume to the very same bytes after a failed step or a
-SIGKILL in the middle of ``extract_frames``.
+SIGKILL in the middle of ``extract_frames``. The last test reads the video from and writes
+the dataset to a fake-gcs-server bucket (marked ``emulators``).
 """
 
 from __future__ import annotations
@@ -323,3 +324,25 @@ def test_tracking_follows_overlapping_boxes_and_starts_new_tracks() -> None:
         np.array([[100, 100, 110, 110]], dtype=np.float32),
     ]
     assert vision.track_ids(frames) == [[0, 1], [1, 0], [2]]
+
+
+# -- Cloud Storage (fake-gcs-server) ------------------------------------------------------
+
+
+def test_a_gs_video_becomes_a_dataset_in_a_bucket(
+    clip: Path, reference: tuple[dict[str, Any], Path, dict[str, bytes]], gcs_bucket: str
+) -> None:
+    from resumable.storage.gcs import make_storage_client
+
+    client = make_storage_client()
+    client.bucket(gcs_bucket).blob("videos/clip.mp4").upload_from_filename(str(clip))
+    context = {
+        "video_path": f"gs://{gcs_bucket}/videos/clip.mp4",
+        "video_guid": GUID,
+        "output": f"gs://{gcs_bucket}/out",
+    }
+    result = dataprep.build(f"gs://{gcs_bucket}/pipelines").run(context)
+
+    assert result["status"] == "completed", result["errors"]
+    assert result["context"]["dataset"]["url"] == f"gs://{gcs_bucket}/out/datasets/{GUID}/"
+    assert read_dataset(f"gs://{gcs_bucket}/out", GUID) == reference[2]
