@@ -15,6 +15,7 @@ RESUMABLE_LOCAL_CLOUD=external) uses servers that are already running, e.g. from
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -23,7 +24,7 @@ import pytest
 from emulators.launcher import LocalCloud
 
 _FIXTURES = frozenset({"local_cloud", "clean_cloud", "gcs_bucket"})
-_started: list[LocalCloud] = []
+_started: list[tuple[LocalCloud, float]] = []  # and its startup time (s)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -51,8 +52,9 @@ def local_cloud(request: pytest.FixtureRequest) -> Iterator[LocalCloud]:
         cloud = LocalCloud.external()
     else:
         cloud = LocalCloud()
+    started = time.monotonic()
     cloud.start()
-    _started.append(cloud)
+    _started.append((cloud, time.monotonic() - started))
     try:
         cloud.apply_env()
         yield cloud
@@ -90,6 +92,6 @@ def gcs_bucket(clean_cloud: LocalCloud) -> str:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    for cloud in _started:
-        if not cloud.is_external:
-            terminalreporter.write_line(f"local cloud logs: {cloud.log_dir}")
+    for cloud, seconds in _started:
+        where = "external" if cloud.is_external else f"logs in {cloud.log_dir}"
+        terminalreporter.write_line(f"local cloud: ready in {seconds:.1f} s, {where}")
