@@ -256,3 +256,32 @@ def test_a_new_pipeline_object_with_the_run_id_resumes_the_run() -> None:
     assert again["status"] == "completed"
     assert calls.count("a") == 1
     assert Pipeline("p", steps(), storage=store).run_guid != first.run_guid
+
+
+def test_progress_saved_before_a_failure_is_where_the_retry_and_the_resume_start() -> None:
+    store = MemoryStore()
+    seen: list[int] = []
+    failures = {"left": 2}
+
+    def items(context: dict[str, Any], save_progress: Any) -> dict[str, Any]:
+        start = context.get("done", 0)
+        seen.append(start)
+        for i in range(start + 1, 31):
+            if i % 10 == 0:
+                save_progress({"done": i})  # just the progress key: merged into the context
+            if i == 25 and failures["left"]:
+                failures["left"] -= 1
+                raise RetryableError("flaky") if failures["left"] else NonRetryableError("stop")
+        return {"total": 30}
+
+    pipeline = Pipeline(
+        "p", {"items": {"function": items, "retries": 1}}, storage=store, retry_backoff=0.01
+    )
+    first = pipeline.run({"x": 1})
+    assert first["status"] == "error"
+    assert seen == [0, 20]  # the retry started from the saved progress
+    resumed = Pipeline("p", {"items": items}, storage=store, run_guid=pipeline.run_guid).run(
+        resume_from_checkpoint=True
+    )
+    assert resumed["status"] == "completed"
+    assert seen == [0, 20, 20] and resumed["context"]["x"] == 1

@@ -151,9 +151,11 @@ class DevStack:
     lease_seconds: float = 10.0
     watchdog_interval: float = 10.0
     source: Path = FUNCTIONS_SOURCE
-    cloud: Any = None
+    cloud: Any = None  # a running emulators.LocalCloud to reuse (then not stopped by down)
+    extra_env: dict[str, str] = field(default_factory=dict)
     topology: Topology | None = None
     functions: dict[str, FunctionProcess] = field(default_factory=dict)
+    _owns_cloud: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -167,9 +169,12 @@ class DevStack:
 
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "logs").mkdir(exist_ok=True)
-        self.cloud = LocalCloud(project=self.project, log_dir=self.home / "logs" / "emulators")
-        self.cloud.start()
+        if self.cloud is None:
+            self.cloud = LocalCloud(project=self.project, log_dir=self.home / "logs" / "emulators")
+            self.cloud.start()
+            self._owns_cloud = True
         self.cloud.apply_env()
+        os.environ.update(self.client_env)
         try:
             pipelines = [load_pipeline(ref) for ref in self.pipelines]
             self.topology = build_topology(pipelines, self.prefix)
@@ -207,6 +212,7 @@ class DevStack:
             **os.environ,
             **self.client_env,
             **spec.env,
+            **self.extra_env,
             "RESUMABLE_LEASE_SECONDS": str(self.lease_seconds),
             "PYTHONPATH": os.pathsep.join(p for p in paths if p),
             "PYTHONUNBUFFERED": "1",
@@ -336,6 +342,11 @@ class DevStack:
             "logs": str(self.home / "logs"),
         }
 
+    def step_process(self, pipeline: str, step: str) -> FunctionProcess:
+        """The function process serving ``step`` of ``pipeline``."""
+        assert self.topology is not None
+        return self.functions[self.topology.step_functions(pipeline)[step].name]
+
     def serve_forever(self) -> None:
         """Block until SIGTERM or SIGINT, then stop everything."""
         stop = threading.Event()
@@ -353,7 +364,7 @@ class DevStack:
             thread.join(timeout=5)
         for process in self.functions.values():
             process.stop()
-        if self.cloud is not None:
+        if self.cloud is not None and self._owns_cloud:
             self.cloud.stop()
         with contextlib.suppress(FileNotFoundError):
             state_path(self.home).unlink()

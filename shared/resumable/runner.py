@@ -92,6 +92,7 @@ class InProcessRun:
         self.run_id = checkpoints.run_id
         self._lock = threading.RLock()
         self._state = _State(context={})
+        self._progress: dict[str, dict[str, Any]] = {}
         self.resumed = False
 
     # -- events and logs ----------------------------------------------------------------
@@ -195,7 +196,7 @@ class InProcessRun:
         began = time.monotonic()
 
         def progress(context: Mapping[str, Any] | None) -> bool:
-            return self.save_progress(step, step_context if context is None else context, snapshot)
+            return self.save_progress(step, step_context, snapshot, context)
 
         try:
             with current_step.bound(progress):
@@ -221,7 +222,8 @@ class InProcessRun:
                 logging.INFO, f"step {step} completed in {record.duration_seconds:.3f}s", step
             )
             self._emit("step_completed", step=step, attempt=record.attempts)
-            self._checkpoint()
+            self._progress.pop(step, None)
+            self._checkpoint(step=step)
 
     def _call_with_retries(
         self, spec: StepSpec, context: dict[str, Any], record: StepRecord
@@ -258,6 +260,9 @@ class InProcessRun:
                 )
                 if self.stop_event.wait(delay):
                     raise
+                with self._lock:
+                    # The retry starts from the progress the failed attempt saved.
+                    context.update(_changed(self._progress.get(spec.name, {}), context))
 
     def _record_failure(
         self, spec: StepSpec, record: StepRecord, exc: BaseException, took: float
@@ -293,10 +298,7 @@ class InProcessRun:
         if snapshot is not None:
             # Parallel mode: the step worked on a copy. Keep what it changed in place or
             # added, on top of what other steps committed meanwhile.
-            changed = {
-                k: v for k, v in step_context.items() if k not in snapshot or snapshot[k] is not v
-            }
-            updates = {**changed, **updates}
+            updates = {**_changed(step_context, snapshot), **updates}
         ancestors = self.spec.ancestors(step)
         for key in updates:
             writer = state.written_by.get(key)
@@ -317,7 +319,10 @@ class InProcessRun:
     # -- checkpoints --------------------------------------------------------------------
 
     def _checkpoint(
-        self, status: RunStatus = RunStatus.RUNNING, context: Mapping[str, Any] | None = None
+        self,
+        status: RunStatus = RunStatus.RUNNING,
+        context: Mapping[str, Any] | None = None,
+        step: str | None = None,
     ) -> bool:
         state = self._state
         try:
@@ -342,27 +347,40 @@ class InProcessRun:
             return False
         written = self.checkpoints.blobs.bytes_uploaded - before
         self._log(logging.DEBUG, f"checkpoint #{manifest.sequence} saved ({written} new bytes)")
-        self._emit("checkpoint_saved", detail=f"#{manifest.sequence}", bytes_written=written)
+        self._emit(
+            "checkpoint_saved", step=step, detail=f"#{manifest.sequence}", bytes_written=written
+        )
         return True
 
     def save_progress(
-        self, step: str, step_context: Mapping[str, Any], snapshot: Mapping[str, Any] | None
+        self,
+        step: str,
+        step_context: Mapping[str, Any],
+        snapshot: Mapping[str, Any] | None,
+        given: Mapping[str, Any] | None,
     ) -> bool:
-        """Checkpoint a running step's context without marking the step completed."""
+        """Checkpoint a running step's progress without marking the step completed.
+
+        What is saved: the committed context, plus what the step changed in its own
+        context, plus ``given`` (the whole context or just the progress keys). It is what
+        the step starts from when it runs again: after a resume, and after a retry.
+        """
         with self._lock:
+            merged = dict(self._state.context)
             if snapshot is not None:
-                merged = dict(self._state.context)
-                merged.update(
-                    {
-                        k: v
-                        for k, v in step_context.items()
-                        if k not in snapshot or snapshot[k] is not v
-                    }
-                )
-            else:
-                merged = dict(step_context)
+                merged.update(_changed(step_context, snapshot))
+            if given is not None:
+                merged.update(given)
+            self._progress[step] = merged
             self._state.records[step].progress_saved_at = now_iso()
-            return self._checkpoint(context=merged)
+            return self._checkpoint(context=merged, step=step)
+
+    def _context_with_progress(self) -> dict[str, Any]:
+        """The committed context plus the progress saved by steps that did not finish."""
+        context = dict(self._state.context)
+        for progress in self._progress.values():
+            context.update(_changed(progress, self._state.context))
+        return context
 
     # -- resume -------------------------------------------------------------------------
 
@@ -434,7 +452,7 @@ class InProcessRun:
             except Exception as exc:
                 self._log(logging.WARNING, f"cleanup of run {self.run_id} failed: {exc}")
         else:
-            self._checkpoint(status=status)
+            self._checkpoint(status=status, context=self._context_with_progress())
         self._log(
             logging.INFO if status is RunStatus.COMPLETED else logging.WARNING,
             f"run {self.run_id} {status.value} in {duration:.3f}s",
@@ -469,3 +487,8 @@ def _as_updates(step: str, result: Any) -> dict[str, Any]:
             raise ResumableError(f"step {step!r} returned non-string context keys {bad!r}")
         return result
     return {f"{step}_result": result}
+
+
+def _changed(context: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
+    """Entries of ``context`` that are new or another object than in ``base``."""
+    return {k: v for k, v in context.items() if k not in base or base[k] is not v}

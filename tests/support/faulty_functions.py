@@ -1,0 +1,50 @@
+"""The deployed entry points, plus crash points the fault tests switch on with files.
+
+``$RESUMABLE_TEST_FAULT_DIR/crash-before-commit-{run_id}-{step}`` makes the worker exit
+(as a killed instance would) after writing the step's checkpoint and before committing
+it; ``crash-before-publish-{run_id}-{step}`` after the commit and before publishing the
+successors. Each file is consumed by the crash it causes, so the redelivery runs normally.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import resumable.worker as worker
+from resumable.engine import Engine
+from resumable.entrypoints import dead_letter, run_step, start_run, watchdog
+
+_FAULTS = Path(os.environ.get("RESUMABLE_TEST_FAULT_DIR", "/nonexistent"))
+_real_commit = worker.commit_step
+_real_publish = Engine.publish_steps
+
+
+def _crash_if(kind: str, run_id: str, step: str) -> None:
+    marker = _FAULTS / f"{kind}-{run_id}-{step}"
+    if marker.exists():
+        marker.unlink()
+        os._exit(137)
+
+
+def _commit_step(engine: Engine, doc_id: str, spec: Any, step: str, *args: Any) -> Any:
+    _crash_if("crash-before-commit", doc_id.split("~")[-1], step)
+    state, commit = _real_commit(engine, doc_id, spec, step, *args)
+    if commit.committed:
+        engine._committed_step = step  # type: ignore[attr-defined]
+    return state, commit
+
+
+def _publish_steps(self: Engine, state: Any, steps: Any) -> list[str]:
+    committed = getattr(self, "_committed_step", None)
+    if committed is not None:
+        self._committed_step = None  # type: ignore[attr-defined]
+        _crash_if("crash-before-publish", state.run_id, committed)
+    return _real_publish(self, state, steps)
+
+
+worker.commit_step = _commit_step
+Engine.publish_steps = _publish_steps  # type: ignore[method-assign]
+
+__all__ = ["dead_letter", "run_step", "start_run", "watchdog"]

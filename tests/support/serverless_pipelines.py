@@ -1,0 +1,83 @@
+"""Pipelines the serverless integration tests deploy on the local stack.
+
+Faults are chosen per run through the params, so one deployment serves every test:
+``{"workdir": DIR, "faults": {"b": {"hang_first": true, "retryable_failures": 2,
+"nonretryable": true, "always_retryable": true, "sleep": 1.0, "sleep_first": 2.0}}}``. Every call appends
+the step's name to ``DIR/calls.log`` and creates ``DIR/started-{step}``, so a test can
+count calls across function processes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resumable import NonRetryableError, Pipeline, RetryableError
+
+
+def _append(path: Path, line: str) -> int:
+    with open(path, "a+") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+        f.seek(0)
+        return sum(1 for existing in f.read().split() if existing == line)
+
+
+def faulty_step(name: str) -> Any:
+    def run(context: dict[str, Any]) -> dict[str, Any]:
+        workdir = Path(context["workdir"])
+        calls = _append(workdir / "calls.log", name)
+        (workdir / f"started-{name}").touch()
+        faults = context.get("faults", {}).get(name, {})
+        if faults.get("hang_first") and calls == 1:
+            time.sleep(300)  # the test kills this process
+        if faults.get("sleep_first") and calls == 1:
+            time.sleep(float(faults["sleep_first"]))
+        if faults.get("sleep"):
+            time.sleep(float(faults["sleep"]))
+        if calls <= int(faults.get("retryable_failures", 0)):
+            raise RetryableError(f"{name}: transient failure {calls}")
+        if faults.get("always_retryable"):
+            raise RetryableError(f"{name}: still failing ({calls})")
+        if faults.get("nonretryable"):
+            raise NonRetryableError(f"{name}: the input is invalid")
+        rng = np.random.default_rng(len(name))
+        return {name: rng.integers(0, 255, (64, 48, 3), dtype=np.uint8)}
+
+    run.__name__ = name
+    return run
+
+
+faulty = Pipeline(
+    "faulty",
+    {
+        "a": {"function": faulty_step("a"), "retries": 3},
+        "b": {"function": faulty_step("b"), "retries": 3},
+        "c": {"function": faulty_step("c"), "retries": 3},
+    },
+    cleanup_on_success=False,
+)
+
+diamond = Pipeline(
+    "diamond",
+    {
+        "root": {"function": faulty_step("root")},
+        "left": {"function": faulty_step("left"), "dependencies": ["root"]},
+        "right": {"function": faulty_step("right"), "dependencies": ["root"]},
+        "join": {"function": faulty_step("join"), "dependencies": ["left", "right"]},
+    },
+    cleanup_on_success=False,
+)
+
+# A step that never stops failing and has retries to spare: its message exhausts its
+# delivery attempts first, and the dead-letter handler ends the run.
+exhaust = Pipeline(
+    "exhaust",
+    {"x": {"function": faulty_step("x"), "retries": 100}},
+    cleanup_on_success=False,
+)
