@@ -264,6 +264,7 @@ def describe(state: RunState) -> dict[str, Any]:
         "created_at": iso(state.created_at),
         "finished_at": iso(state.finished_at),
         "cancel_requested": state.cancel_requested,
+        "rejected_messages": list(state.rejected_messages),
         "steps": {
             name: {
                 "status": r.status,

@@ -23,6 +23,8 @@ from .status import RunStatus, StepStatus
 
 T = TypeVar("T")
 
+MAX_REJECTED = 20  # reasons of rejected messages kept on a run document
+
 
 class StepState(BaseModel):
     """A step's row in the run document."""
@@ -65,6 +67,7 @@ class RunState(BaseModel):
     cancel_requested: bool = False
     error: str | None = None
     steps: dict[str, StepState]
+    rejected_messages: list[str] = Field(default_factory=list)  # why bad messages were acked
     revision: int = 0
 
     @property

@@ -38,7 +38,7 @@ from .engine import Engine, log_fields
 from .errors import EncodingError, StepError
 from .log import logger
 from .messages import BadMessageError, StepMessage
-from .runstate import ContentionError, RunNotFoundError, RunState, Unchanged
+from .runstate import MAX_REJECTED, ContentionError, RunNotFoundError, RunState, Unchanged
 from .status import RunStatus, StepStatus
 
 # Claims beyond the step's retries that may end in a lost lease (a crash, a timeout)
@@ -403,19 +403,12 @@ def _bad_message(engine: Engine, message: StepMessage, reason: str) -> Outcome:
     doc_id = engine.doc_id(message.tenant_id, message.pipeline, message.run_id)
 
     def change(state: RunState) -> None:
-        if state.finished:
-            raise Unchanged(None)
-        _fail_run(state, f"bad step message: {reason}")
+        # Recorded, not fatal: a stray message must not be able to fail a healthy run.
+        state.rejected_messages = [*state.rejected_messages, reason][-MAX_REJECTED:]
 
     with contextlib.suppress(RunNotFoundError, ContentionError):
         engine.runs.mutate(doc_id, change)
     return Outcome.done(f"bad message: {reason}")
-
-
-def _fail_run(state: RunState, reason: str) -> None:
-    state.status = RunStatus.ERROR
-    state.error = reason
-    state.finished_at = time.time()
 
 
 def _finish_run(engine: Engine, state: RunState) -> None:
