@@ -4,9 +4,11 @@
         Start the three servers, print the export lines (or one JSON object) once they
         answer, and run in the foreground until Ctrl-C, SIGTERM or SIGHUP; then stop them all.
     python -m emulators env       Export lines of the running local cloud: eval "$(...)"
+                                  (--defaults: those of docker-compose.yml)
     python -m emulators status    Running local clouds of this user (--json)
     python -m emulators stop      Ask running local clouds to stop; reap leftovers of killed ones
     python -m emulators check     Check prerequisites (gcloud, emulator components, Java)
+    python -m emulators cycles -n 20   Start and stop 20 times; fail on any leftover
 
 Exit codes: 0 ok, 1 failure, 2 a prerequisite is missing.
 """
@@ -103,13 +105,26 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _env(args: argparse.Namespace) -> int:
-    runs = Registry().live_runs()
-    if not runs:
-        print("error: no local cloud is running (start one: make emulators)", file=sys.stderr)
+    if args.defaults:
+        env = _defaults_cloud().env
+    elif runs := Registry().live_runs():
+        env = runs[-1].info["env"]
+    else:
+        print(
+            "error: no local cloud is running (start one: make emulators; for "
+            "docker-compose.yml use --defaults)",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
-    env: dict[str, str] = runs[-1].info["env"]
     print("\n".join(f"export {name}={value}" for name, value in env.items()))
     return 0
+
+
+def _defaults_cloud() -> LocalCloud:
+    """The addresses the CLI and docker-compose.yml use by default (nothing started)."""
+    return LocalCloud(
+        DEFAULT_PROJECT, DEFAULT_PUBSUB_PORT, DEFAULT_FIRESTORE_PORT, DEFAULT_STORAGE_PORT
+    )
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -141,6 +156,27 @@ def _stop(args: argparse.Namespace) -> int:
         print(f"error: still running: {[r.owner_pid for r in left]}", file=sys.stderr)
         return EXIT_FAILURE
     return 0
+
+
+def _cycles(args: argparse.Namespace) -> int:
+    import statistics
+    import tempfile
+
+    from emulators.cycles import run_cycle
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="emulator-cycles-") as logs:
+        for i in range(args.count):
+            cycle = run_cycle(Path(logs) / str(i))
+            results.append(cycle)
+            left = "clean" if cycle.clean else f"LEFT {cycle.leaked_processes} {cycle.bound_ports}"
+            print(f"cycle {i + 1}: start {cycle.start_s:.2f} s, stop {cycle.stop_s:.2f} s, {left}")
+    starts, stops = [c.start_s for c in results], [c.stop_s for c in results]
+    dirty = sum(not c.clean for c in results)
+    print(f"{len(results)} cycles, {dirty} with leftovers")
+    print(f"start: median {statistics.median(starts):.2f} s, max {max(starts):.2f} s")
+    print(f"stop: median {statistics.median(stops):.2f} s, max {max(stops):.2f} s")
+    return EXIT_FAILURE if dirty else 0
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -188,6 +224,11 @@ def _parser() -> argparse.ArgumentParser:
     start.set_defaults(handler=_start)
 
     env = commands.add_parser("env", help="print export lines of the running local cloud")
+    env.add_argument(
+        "--defaults",
+        action="store_true",
+        help="the default addresses instead (those of docker-compose.yml)",
+    )
     env.set_defaults(handler=_env)
 
     status = commands.add_parser("status", help="list running local clouds")
@@ -197,6 +238,10 @@ def _parser() -> argparse.ArgumentParser:
     stop = commands.add_parser("stop", help="stop running local clouds")
     stop.add_argument("--timeout", type=float, default=20.0)
     stop.set_defaults(handler=_stop)
+
+    cycles = commands.add_parser("cycles", help="start and stop N times, checking for leftovers")
+    cycles.add_argument("-n", "--count", type=int, default=20)
+    cycles.set_defaults(handler=_cycles)
 
     check = commands.add_parser("check", help="check prerequisites")
     check.set_defaults(handler=_check)
