@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup demo test lint typecheck unit bench clean emulators emulators-cycles
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,18 +22,28 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check shared tests examples benchmarks emulators
-	$(BIN)/mypy shared/resumable
+	$(BIN)/mypy shared/resumable emulators
 
 typecheck: $(STAMP)
-	$(BIN)/mypy shared/resumable
+	$(BIN)/mypy shared/resumable emulators
 
+# pytest starts the local cloud (emulators/) once for the tests that need it and stops it at
+# the end, also when tests fail or the run is interrupted (Ctrl-C, SIGTERM).
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy shared/resumable
+	$(BIN)/mypy shared/resumable emulators
 	$(BIN)/python -m pytest
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not emulators"
+
+# The local cloud in the foreground: prints the export lines, Ctrl-C stops everything.
+emulators: $(STAMP)
+	$(BIN)/python -m emulators start
+
+# Acceptance check: 20 start/stop cycles of the local cloud, failing on any leftover.
+emulators-cycles: $(STAMP)
+	$(BIN)/python -m emulators cycles -n 20
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/w1_inprocess.py

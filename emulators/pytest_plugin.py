@@ -82,7 +82,7 @@ def gcs_bucket(clean_cloud: LocalCloud) -> str:
     The next reset removes it with its objects.
     """
     from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
+    from google.cloud import storage  # type: ignore[attr-defined,unused-ignore]
 
     name = f"test-{uuid.uuid4().hex[:16]}"
     client = storage.Client(

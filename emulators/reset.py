@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from emulators.localhttp import http_status
 
 if TYPE_CHECKING:
-    from google.cloud import storage
+    from google.cloud import storage  # type: ignore[attr-defined,unused-ignore]
 
 
 class ResetError(RuntimeError):
@@ -114,7 +114,7 @@ class Resetter:
     def _storage_client(self) -> storage.Client:
         if self._storage is None:
             from google.auth.credentials import AnonymousCredentials
-            from google.cloud import storage
+            from google.cloud import storage  # type: ignore[attr-defined,unused-ignore]
 
             self._storage = storage.Client(
                 project=self.project,
