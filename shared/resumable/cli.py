@@ -33,12 +33,8 @@ from .loader import load_pipeline
 from .log import configure_logging, logger
 from .pipeline import Pipeline
 from .progress import Progress, open_progress, summary_lines
+from .status import EXIT_USAGE, exit_code
 from .summary import summarize
-
-EXIT_COMPLETED = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_CANCELLED = 130
 
 app = typer.Typer(
     name="resumable",
@@ -145,7 +141,7 @@ def run_command(
     if json_output:
         stdout.write(json.dumps(summarize(result), indent=2, ensure_ascii=False) + "\n")
         stdout.flush()
-    raise typer.Exit(_exit_code(result["status"]))
+    raise typer.Exit(exit_code(result["status"]))
 
 
 def parse_params(items: Sequence[str]) -> dict[str, Any]:
@@ -225,14 +221,6 @@ def _resume_hint(target: str, pipeline: Pipeline, storage: str | None) -> str:
     return f"resume with: {command}"
 
 
-def _exit_code(status: str) -> int:
-    if status == "completed":
-        return EXIT_COMPLETED
-    if status == "cancelled":
-        return EXIT_CANCELLED
-    return EXIT_FAILED
-
-
 def _usage_error(exc: Exception, verbose: bool) -> NoReturn:
     typer.echo(f"error: {exc}", err=True)
     if verbose and exc.__cause__ is not None:
@@ -244,6 +232,14 @@ def main() -> None:
     """The ``resumable`` console script."""
     app()
 
+
+# The other commands register themselves on ``app`` when imported (they import it); the
+# order of these imports is the order of ``resumable --help``.
+# isort: off
+from . import cli_runs  # noqa: E402,F401
+from . import cli_inspect  # noqa: E402,F401
+from . import cli_dev  # noqa: E402,F401
+# isort: on
 
 if __name__ == "__main__":
     main()

@@ -340,6 +340,9 @@ class DevStack:
             "functions": functions,
             "env": self.client_env,
             "logs": str(self.home / "logs"),
+            # Process groups of the emulators this stack started (none when it reuses a
+            # running cloud): what `dev down` must leave nothing of.
+            "emulators": dict(self.cloud.process_groups) if self._owns_cloud else {},
         }
 
     def step_process(self, pipeline: str, step: str) -> FunctionProcess:
@@ -392,10 +395,14 @@ def down_detached(home: Path | None = None, timeout: float = 60.0) -> bool:
     if _alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    # Whatever the supervisor could not stop: its function servers, by process group.
-    for entry in state.get("functions", {}).values():
-        with contextlib.suppress(ProcessLookupError, TypeError):
-            os.killpg(int(entry["pid"]), signal.SIGKILL)
+    # Whatever the supervisor could not stop: its function servers and emulators, by
+    # process group.
+    groups = [entry.get("pid") for entry in state.get("functions", {}).values()]
+    groups += list(state.get("emulators", {}).values())
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError, TypeError, ValueError):
+            if int(group) > 1:  # never 0: that would be our own process group
+                os.killpg(int(group), signal.SIGKILL)
     with contextlib.suppress(FileNotFoundError):
         state_path(home).unlink()
     return True
