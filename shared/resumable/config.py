@@ -17,6 +17,11 @@ def _float(name: str, default: float) -> float:
     return float(raw) if raw else default
 
 
+def _number(value: float) -> str:
+    """``60.0`` → ``"60"``, ``0.5`` → ``"0.5"``: what a person would write."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where a deployment keeps its state and how its workers behave.
@@ -30,6 +35,11 @@ class Settings:
     - ``collection``: Firestore collection of run documents (``RESUMABLE_COLLECTION``).
     - ``lease_seconds`` / ``heartbeat_seconds``: how long a claim on a step lives without
       a heartbeat, and how often a running step renews it.
+    - ``run_retention_days``: how long a finished run's document is kept before Firestore's
+      TTL policy deletes it (``RESUMABLE_RUN_RETENTION_DAYS``; 0 keeps it forever).
+
+    :meth:`to_env` is the inverse of :meth:`from_env`: the deployment tools configure the
+    functions with it.
     """
 
     project: str
@@ -41,6 +51,7 @@ class Settings:
     lease_seconds: float = 60.0
     heartbeat_seconds: float = 15.0
     watchdog_grace_seconds: float = 120.0
+    run_retention_days: float = 30.0
     step: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -69,8 +80,38 @@ class Settings:
             lease_seconds=lease,
             heartbeat_seconds=_float("RESUMABLE_HEARTBEAT_SECONDS", max(lease / 4, 0.2)),
             watchdog_grace_seconds=_float("RESUMABLE_WATCHDOG_GRACE_SECONDS", 2 * lease),
+            run_retention_days=_float("RESUMABLE_RUN_RETENTION_DAYS", 30.0),
             step=os.environ.get("RESUMABLE_STEP") or None,
         )
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that make :meth:`from_env` return these settings.
+
+        Heartbeat and watchdog grace are left out when they are the values derived from
+        the lease, so that a deployment changing only the lease keeps them in proportion.
+        """
+        env = {
+            "RESUMABLE_PROJECT": self.project,
+            "RESUMABLE_STORAGE": self.storage,
+            "RESUMABLE_PIPELINES": ",".join(self.pipelines),
+            "RESUMABLE_TOPIC_PREFIX": self.topic_prefix,
+            "RESUMABLE_COLLECTION": self.collection,
+            "RESUMABLE_DATABASE": self.database,
+            "RESUMABLE_LEASE_SECONDS": _number(self.lease_seconds),
+            "RESUMABLE_RUN_RETENTION_DAYS": _number(self.run_retention_days),
+        }
+        if self.heartbeat_seconds != max(self.lease_seconds / 4, 0.2):
+            env["RESUMABLE_HEARTBEAT_SECONDS"] = _number(self.heartbeat_seconds)
+        if self.watchdog_grace_seconds != 2 * self.lease_seconds:
+            env["RESUMABLE_WATCHDOG_GRACE_SECONDS"] = _number(self.watchdog_grace_seconds)
+        if self.step:
+            env["RESUMABLE_STEP"] = self.step
+        return env
+
+    @property
+    def retention_seconds(self) -> float | None:
+        """Seconds a finished run's document is kept; ``None``: forever."""
+        return self.run_retention_days * 86400 if self.run_retention_days > 0 else None
 
     def require(self) -> Settings:
         """Raise a clear error when a setting every serverless component needs is missing."""

@@ -84,7 +84,9 @@ class Engine:
             settings=settings,
             registry=PipelineRegistry(settings.pipelines),
             runs=FirestoreRunStateStore(
-                make_firestore_client(settings.project, settings.database), settings.collection
+                make_firestore_client(settings.project, settings.database),
+                settings.collection,
+                retention_seconds=settings.retention_seconds,
             ),
             store=open_store(settings.storage),
             publisher=PubSubPublisher(settings.project),
