@@ -1,12 +1,14 @@
 # Two commands do everything on a fresh machine:
-#   make demo   — set up, then run the example pipeline, interrupt it and resume it
+#   make demo   — set up, then run the video data-prep pipeline event-driven on the local
+#                 cloud (emulators), kill one step's function instance mid-step, and watch
+#                 the run resume and finish (make demo-inprocess: the in-process demo)
 #   make test   — set up, then run lint, type checks and the whole test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit bench clean emulators emulators-cycles
+.PHONY: setup demo demo-inprocess test lint typecheck unit bench bench-serverless clean emulators emulators-cycles
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +19,9 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
+	$(BIN)/python examples/serverless_demo.py
+
+demo-inprocess: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 lint: $(STAMP)
@@ -47,6 +52,9 @@ emulators-cycles: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/w1_inprocess.py
+
+bench-serverless: $(STAMP)
+	$(BIN)/python benchmarks/w2_w3_serverless.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info shared/*.egg-info .pytest_cache .mypy_cache .ruff_cache
