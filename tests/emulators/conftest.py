@@ -62,11 +62,13 @@ def publisher(local_cloud: LocalCloud) -> pubsub_v1.PublisherClient:
 
 
 @pytest.fixture(scope="session")
-def subscriber(local_cloud: LocalCloud) -> Iterator[pubsub_v1.SubscriberClient]:
-    """A Pub/Sub subscriber reaching the emulator through PUBSUB_EMULATOR_HOST."""
-    client = pubsub_v1.SubscriberClient()
-    yield client
-    client.close()
+def subscriber(local_cloud: LocalCloud) -> pubsub_v1.SubscriberClient:
+    """A Pub/Sub subscriber reaching the emulator through PUBSUB_EMULATOR_HOST.
+
+    Not closed at the end: after SIGTERM the emulators are already gone, and close() would
+    wait for a streaming pull that keeps reconnecting. Its threads are daemons.
+    """
+    return pubsub_v1.SubscriberClient()
 
 
 @pytest.fixture(scope="session")
