@@ -6,7 +6,7 @@
     python -m emulators env       Export lines of the running local cloud: eval "$(...)"
                                   (--defaults: those of docker-compose.yml)
     python -m emulators status    Running local clouds of this user (--json)
-    python -m emulators stop      Ask running local clouds to stop; reap leftovers of killed ones
+    python -m emulators stop      Stop the `start` commands running; reap leftovers of killed runs
     python -m emulators check     Check prerequisites (gcloud, emulator components, Java)
     python -m emulators cycles -n 20   Start and stop 20 times; fail on any leftover
 
@@ -31,7 +31,7 @@ from emulators.defaults import (
     DEFAULT_STORAGE_PORT,
 )
 from emulators.errors import LocalCloudError
-from emulators.launcher import LocalCloud
+from emulators.launcher import LOCAL_CLOUD_KIND, LocalCloud
 from emulators.prereqs import MissingPrerequisite, check_prerequisites
 from emulators.registry import Registry, RunRecord
 
@@ -65,6 +65,7 @@ def _start(args: argparse.Namespace) -> int:
         firestore_port=port(args.firestore_port, DEFAULT_FIRESTORE_PORT),
         storage_port=port(args.storage_port, DEFAULT_STORAGE_PORT),
         log_dir=args.log_dir,
+        started_by="cli",
     )
     started = time.monotonic()
     # A shell starts background jobs with SIGINT ignored; a foreground server must still
@@ -107,7 +108,7 @@ def _group_alive(pgid: int) -> bool:
 def _env(args: argparse.Namespace) -> int:
     if args.defaults:
         env = _defaults_cloud().env
-    elif runs := Registry().live_runs():
+    elif runs := _local_clouds():
         env = runs[-1].info["env"]
     else:
         print(
@@ -127,8 +128,13 @@ def _defaults_cloud() -> LocalCloud:
     )
 
 
+def _local_clouds() -> list[RunRecord]:
+    """Running local clouds (the registry also lists other processes, e.g. test servers)."""
+    return [r for r in Registry().live_runs() if r.info.get("kind") == LOCAL_CLOUD_KIND]
+
+
 def _status(args: argparse.Namespace) -> int:
-    runs = Registry().live_runs()
+    runs = _local_clouds()
     if args.json:
         print(json.dumps([_record_json(r) for r in runs]))
     elif not runs:
@@ -136,13 +142,20 @@ def _status(args: argparse.Namespace) -> int:
     for run in [] if args.json else runs:
         env = run.info.get("env", {})
         hosts = ", ".join(f"{k}={v}" for k, v in env.items() if k.endswith("_HOST"))
-        print(f"{run.run_id} (pid {run.owner_pid}): {hosts}; logs {run.info.get('log_dir')}")
+        owner = f"pid {run.owner_pid}, {run.info.get('started_by')}"
+        print(f"{run.run_id} ({owner}): {hosts}; logs {run.info.get('log_dir')}")
     return 0
 
 
 def _stop(args: argparse.Namespace) -> int:
+    """Stop the foreground `start` commands; reap leftovers of killed runs. Local clouds
+    owned by other programs (pytest, the dev stack) are theirs to stop: only listed."""
     registry = Registry()
-    runs = registry.live_runs()
+    clouds = _local_clouds()
+    runs = [r for r in clouds if r.info.get("started_by") == "cli"]
+    for other in clouds:
+        if other not in runs:
+            print(f"left running: {other.run_id}, owned by pid {other.owner_pid}")
     for run in runs:
         with contextlib.suppress(ProcessLookupError):
             os.kill(run.owner_pid, signal.SIGTERM)

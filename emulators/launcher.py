@@ -46,6 +46,7 @@ from emulators.reset import Resetter
 from emulators.services import FIRESTORE, PUBSUB, SERVICES, STORAGE, Service, child_env, command
 
 DEFAULT_LOG_ROOT = Path(".emulators") / "logs"
+LOCAL_CLOUD_KIND = "local-cloud"  # registry records of other kinds name other processes
 _KEEP_LOG_DIRS = 20
 _run_counter = count(1)
 
@@ -55,7 +56,9 @@ class LocalCloud:
 
     Ports left as None are chosen free at `start()`. Logs go to `log_dir` (default:
     `.emulators/logs/<run id>/` under the current directory, the newest 20 kept), one file
-    per server. `external()` builds one for servers someone else runs (docker-compose).
+    per server. `state_dir` overrides where runs are recorded (see `emulators.registry`);
+    `started_by` labels the record ("cli" runs are those `python -m emulators stop` stops).
+    `external()` builds one for servers someone else runs (docker-compose).
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class LocalCloud:
         *,
         startup_timeout: float = 120.0,
         state_dir: Path | None = None,
+        started_by: str = "library",
     ) -> None:
         self.project = project
         self._ports: dict[str, int | None] = {
@@ -78,6 +82,7 @@ class LocalCloud:
         self._log_dir = Path(log_dir) if log_dir is not None else None
         self.startup_timeout = startup_timeout
         self._registry = Registry(state_dir)
+        self.started_by = started_by
         self._external = False
         self._processes: dict[str, ManagedProcess] = {}
         self._run_id: str | None = None
@@ -305,6 +310,8 @@ class LocalCloud:
                     "project": self.project,
                     "env": self.env,
                     "log_dir": str(self.log_dir),
+                    "kind": LOCAL_CLOUD_KIND,
+                    "started_by": self.started_by,
                 },
             )
         )

@@ -57,7 +57,7 @@ def local_cloud(request: pytest.FixtureRequest) -> Iterator[LocalCloud]:
     if request.config.getoption("--local-cloud") == "external":
         cloud = LocalCloud.external()
     else:
-        cloud = LocalCloud()
+        cloud = LocalCloud(started_by="pytest")
     started = time.monotonic()
     cloud.start()
     _started.append((cloud, time.monotonic() - started))
