@@ -1,0 +1,36 @@
+"""``make demo``: the serverless demo script, run as users run it, starts its own local
+stack, kills one step's instance mid-step, sees the run resume and finish, and exits 0
+only when every check it prints holds (one commit per step, an identical dataset)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.emulators, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+BUDGET_SECONDS = 90
+
+
+def test_the_serverless_demo_resumes_a_killed_step_and_exits_0() -> None:
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "serverless_demo.py"), "--plain"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=3 * BUDGET_SECONDS,  # a loaded machine may be slower; the budget is below
+    )
+    took = time.monotonic() - started
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "SIGKILL to the process group" in output
+    assert "restarting it (restart #1)" in output
+    assert "identical: yes" in output
+    assert "run completed" in output
+    assert took < 2 * BUDGET_SECONDS, f"the demo took {took:.0f}s\n{output}"
