@@ -524,7 +524,7 @@ def test_dev_down_without_a_stack_says_so_and_exits_0(tmp_path: Path) -> None:
     assert "no local stack running" in result.stdout
 
 
-def test_dev_up_tells_how_to_start_a_run_three_ways() -> None:
+def test_dev_up_tells_how_to_start_a_run_three_ways(tmp_path: Path) -> None:
     info = {
         "project": "resumable-local",
         "storage": "gs://resumable-local/resumable",
@@ -534,9 +534,10 @@ def test_dev_up_tells_how_to_start_a_run_three_ways() -> None:
         "env": {"PUBSUB_EMULATOR_HOST": "127.0.0.1:8123", "RESUMABLE_PROJECT": "resumable-local"},
         "logs": ".resumable-dev/logs",
     }
-    text = "\n".join(describe_stack(info, detached=True))
-    assert "resumable start dataprep --param key=value" in text
+    text = "\n".join(describe_stack(info, tmp_path, detached=True))
+    assert "resumable start dataprep --param video_path=/path/to/clip.mp4 --param" in text
     assert "CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB=http://127.0.0.1:8123/" in text
+    assert f"CLOUDSDK_AUTH_ACCESS_TOKEN_FILE={tmp_path}/gcloud-token" in text
     assert "gcloud pubsub topics publish resumable-start --project=resumable-local" in text
     assert "export PUBSUB_EMULATOR_HOST=127.0.0.1:8123" in text
     assert "resumable dev down" in text

@@ -243,4 +243,8 @@ from .deploy import cli as deploy_cli  # noqa: E402,F401
 # isort: on
 
 if __name__ == "__main__":
-    main()
+    # Run as ``python -m resumable.cli``, this file is ``__main__``, a copy of the module on
+    # which the other commands do not register: use the one they do register on.
+    from resumable.cli import main as registered_main
+
+    registered_main()

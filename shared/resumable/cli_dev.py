@@ -31,6 +31,8 @@ from .status import EXIT_CANCELLED, EXIT_FAILED, EXIT_USAGE
 DEFAULT_PIPELINE = "examples.dataprep.pipeline:build"
 START_TIMEOUT = 300.0
 SUPERVISOR_LOG = "stack.log"
+EXAMPLE_PARAMS = {"dataprep": {"video_path": "/path/to/clip.mp4", "video_guid": "clip-1"}}
+GCLOUD_TOKEN = "gcloud-token"  # a placeholder credential for gcloud against the emulator
 
 dev_app = typer.Typer(
     help="The local stack: emulators and one function process per step.", no_args_is_help=True
@@ -81,7 +83,7 @@ def up_command(
     _refuse_a_second_stack(folder)
     if detach:
         info = _up_detached(references, folder, lease_seconds)
-        _announce(info, json_output, detached=True)
+        _announce(info, folder, json_output, detached=True)
         return
     stack = devstack.DevStack(references, home=folder, lease_seconds=lease_seconds)
     typer.echo("starting the local stack (emulators, then one function per step)...", err=True)
@@ -91,7 +93,7 @@ def up_command(
         raise typer.Exit(EXIT_CANCELLED) from None
     except Exception as exc:
         _fail(f"the local stack did not start: {type(exc).__name__}: {exc}", EXIT_FAILED)
-    _announce(info, json_output, detached=False)
+    _announce(info, folder, json_output, detached=False)
     stack.serve_forever()  # until Ctrl-C or SIGTERM; then every process is stopped
     typer.echo("local stack stopped", err=True)
 
@@ -183,34 +185,39 @@ def _stop_supervisor(process: subprocess.Popen[bytes], home: Path) -> None:
     devstack.down_detached(home)
 
 
-def _announce(info: dict[str, Any], json_output: bool, *, detached: bool) -> None:
+def _announce(info: dict[str, Any], home: Path, json_output: bool, *, detached: bool) -> None:
+    # gcloud wants credentials even for an emulator: any token will do.
+    (home / GCLOUD_TOKEN).write_text("local-emulator\n")
     if json_output:
         sys.stdout.write(json.dumps(info, indent=2) + "\n")
         sys.stdout.flush()
         return
-    for line in describe_stack(info, detached=detached):
+    for line in describe_stack(info, home, detached=detached):
         typer.echo(line)
 
 
-def describe_stack(info: dict[str, Any], *, detached: bool) -> list[str]:
+def describe_stack(info: dict[str, Any], home: Path, *, detached: bool) -> list[str]:
     """How to use a running stack: where things are, how to start a run, the exports."""
     pipelines = list(info.get("pipelines") or {}) or ["PIPELINE"]
     project = info["project"]
     start_topic = str(info["start_topic"]).rsplit("/", 1)[-1]
     env = dict(info.get("env") or {})
     pubsub_host = env.get("PUBSUB_EMULATOR_HOST", "127.0.0.1:8085")
-    body = json.dumps({"pipeline": pipelines[0], "params": {"key": "value"}, "run_id": "run-1"})
+    params = EXAMPLE_PARAMS.get(pipelines[0], {"key": "value"})
+    flags = " ".join(f"--param {shlex.quote(f'{k}={v}')}" for k, v in params.items())
+    body = json.dumps({"pipeline": pipelines[0], "params": params, "run_id": "run-1"})
     lines = [
         f"local stack up: project {project}, storage {info.get('storage')}",
         f"  pipelines: {', '.join(pipelines)}",
         f"  start topic: {info['start_topic']}",
         f"  functions: {len(info.get('functions') or {})} processes; logs in {info.get('logs')}",
         "",
-        "start a run (in another shell, from this folder):",
-        f"  resumable start {pipelines[0]} --param key=value",
+        "start a run (from this folder, or anywhere after the exports below):",
+        f"  resumable start {pipelines[0]} {flags}",
         "  resumable watch RUN        # or: status RUN, cancel RUN, resume RUN, replay RUN STEP",
         "or publish the start message yourself:",
         f"  CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB=http://{pubsub_host}/ \\",
+        f"  CLOUDSDK_AUTH_ACCESS_TOKEN_FILE={shlex.quote(str(home / GCLOUD_TOKEN))} \\",
         f"    gcloud pubsub topics publish {start_topic} --project={project} \\",
         f"    --message={shlex.quote(body)}",
         "",

@@ -103,8 +103,9 @@ def checkpoint_show_command(
     console = console_for()
     console.print(f"[bold]{state.pipeline}[/] · run {state.run_id} · {state.status}")
     console.print(f"checkpoints in {report['run_folder']}", highlight=False)
+    run_prefix = engine.files(state).prefix  # object names below are relative to it
     params = report["params"]
-    console.print(f"params: {params['manifest']}", highlight=False)
+    console.print(f"params: {params['manifest'].removeprefix(run_prefix)}", highlight=False)
     console.print(_values_table(params["values"]))
     table = Table(box=None, pad_edge=False)
     for column in ("step", "status", "manifest", "bytes", "output keys"):
@@ -114,7 +115,7 @@ def checkpoint_show_command(
         table.add_row(
             name,
             entry["status"],
-            entry["manifest"] or "",
+            (entry["manifest"] or "").removeprefix(run_prefix),
             format_size(size) if size else "",
             ", ".join(entry["output_keys"]),
         )
