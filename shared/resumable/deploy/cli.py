@@ -40,7 +40,7 @@ Pipelines = Annotated[
         "--pipeline",
         "-p",
         metavar="MODULE:ATTR",
-        help="A pipeline to deploy (repeat for several).",
+        help="A pipeline to deploy (repeat, or separate with commas, for several).",
         show_default=False,
     ),
 ]
@@ -86,7 +86,7 @@ def bundle_command(
     ] = Path("build/functions"),
     extra: Annotated[
         list[str] | None,
-        typer.Option(help="An extra of the library the pipelines need (e.g. dataprep)."),
+        typer.Option(help="Extras of the library the pipelines need (e.g. dataprep,numpy)."),
     ] = None,
     requirement: Annotated[
         list[str] | None,
@@ -103,8 +103,8 @@ def bundle_command(
     try:
         manifest = build_bundle(
             output,
-            pipeline,
-            extras=extra or [],
+            _split(pipeline),
+            extras=_split(extra or []),
             requirements=requirement or [],
             include=include or [],
         )
@@ -171,12 +171,12 @@ def gcloud_command(
         sys.stdout.write(script(plan, steps))
         return
     try:
-        check_bundle(source, pipeline)
+        check_bundle(source, _split(pipeline))
     except ResumableError as exc:
         _usage_error(exc)
     summary = (
         f"deploy {len(plan.functions)} functions and {len(plan.topology.topics)} topics of "
-        f"{', '.join(pipeline)} to {project} ({region}) with {len(steps)} gcloud commands"
+        f"{', '.join(plan.pipelines)} to {project} ({region}) with {len(steps)} gcloud commands"
     )
     if not yes:
         if not sys.stdin.isatty():
@@ -205,7 +205,7 @@ def _plan(
         _usage_error(ValueError(f"--delivery must be one of {', '.join(DELIVERIES)}"))
     try:
         return build_plan(
-            pipelines,
+            _split(pipelines),
             project=project,
             region=region,
             prefix=prefix,
@@ -215,6 +215,11 @@ def _plan(
         )
     except (ResumableError, ValueError) as exc:
         _usage_error(exc)
+
+
+def _split(values: list[str]) -> list[str]:
+    """``["a,b", "c"]`` → ``["a", "b", "c"]``: as RESUMABLE_PIPELINES lists them."""
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
 
 def _usage_error(exc: Exception) -> NoReturn:

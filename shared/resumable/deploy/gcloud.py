@@ -106,7 +106,10 @@ def lifecycle(plan: DeploymentPlan) -> dict[str, Any]:
     rules: list[dict[str, Any]] = [
         {
             "action": {"type": "Delete"},
-            "condition": {"daysSinceNoncurrentTime": NONCURRENT_DAYS, "isLive": False},
+            "condition": {
+                "daysSinceNoncurrentTime": plan.noncurrent_retention_days,
+                "isLive": False,
+            },
         }
     ]
     if plan.run_retention_days > 0:
@@ -118,10 +121,6 @@ def lifecycle(plan: DeploymentPlan) -> dict[str, Any]:
             },
         )
     return {"rule": rules}
-
-
-NONCURRENT_DAYS = 7
-"""Days an overwritten or deleted object version is kept (for recovery) before deletion."""
 
 
 def _firestore(b: _Builder) -> None:

@@ -93,6 +93,8 @@ class DeploymentPlan:
     watchdog_schedule: str = "*/2 * * * *"
     python_runtime: str = ""
     max_instances: int = 100
+    # Days an overwritten or deleted object version stays recoverable in the bucket.
+    noncurrent_retention_days: int = 7
 
     @property
     def prefix(self) -> str:

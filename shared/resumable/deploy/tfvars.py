@@ -23,6 +23,7 @@ def function_vars(plan: DeploymentPlan, spec: FunctionSpec) -> dict[str, Any]:
         "entry_point": spec.target,
         "topic": spec.topic,
         "subscription": spec.subscription,
+        "push_path": plan.pubsub_endpoint_path(spec),
         "timeout_seconds": spec.timeout_seconds,
         "memory": spec.memory,
         "cpu": cpu(spec),
@@ -60,6 +61,7 @@ def tfvars(plan: DeploymentPlan, *, source_dir: str) -> dict[str, Any]:
             for index in plan.indexes
         ],
         "run_retention_days": plan.run_retention_days,
+        "noncurrent_retention_days": plan.noncurrent_retention_days,
         "environment": plan.environment(),
         "delivery_policy": {
             "ack_deadline_seconds": policy.ack_deadline_seconds,

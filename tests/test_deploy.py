@@ -1,0 +1,524 @@
+"""Deployment of examples/dataprep: the Terraform variables and the gcloud commands name
+exactly the topics, subscriptions, functions and grants the code derives from the
+pipeline, with the delivery, dead-letter and timeout settings the code expects."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from resumable.cli import app
+from resumable.config import Settings
+from resumable.deploy import BundleError, build_bundle, build_plan, check_bundle, tfvars
+from resumable.deploy.commands import Action, Lookup, TempFile, run
+from resumable.deploy.gcloud import actions, script
+from resumable.deploy.plan import DeploymentPlan
+from resumable.loader import load_pipeline
+from resumable.topology import DeliveryPolicy, Topology, build_topology
+
+DATAPREP = "examples.dataprep.pipeline:build"
+PROJECT, REGION = "acme-video", "europe-west1"
+
+
+@pytest.fixture(scope="module")
+def plan() -> DeploymentPlan:
+    return build_plan([DATAPREP], project=PROJECT, region=REGION)
+
+
+@pytest.fixture(scope="module")
+def expected() -> Topology:
+    """What the runtime and the local stack derive from the pipeline."""
+    return build_topology([load_pipeline(DATAPREP)], "resumable")
+
+
+@pytest.fixture(scope="module")
+def variables(plan: DeploymentPlan) -> dict[str, Any]:
+    return tfvars(plan, source_dir="../build/functions")
+
+
+def all_functions(variables: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    functions = dict(variables["control_functions"])
+    for pipeline, body in variables["pipelines"].items():
+        for step, function in body["steps"].items():
+            functions[f"{pipeline}.{step}"] = function
+    return functions
+
+
+def commands(deploy_actions: list[Action], *prefix: str) -> Iterator[list[str]]:
+    """The plain-string arguments of every command starting with ``gcloud *prefix``."""
+    for action in deploy_actions:
+        for command in (action.command, action.update):
+            if command and tuple(command[1 : 1 + len(prefix)]) == prefix:
+                yield [a for a in command if isinstance(a, str)]
+
+
+def flag(args: list[str], name: str) -> str | None:
+    values = [a.split("=", 1)[1] for a in args if a.startswith(f"--{name}=")]
+    return values[-1] if values else None
+
+
+# -- Terraform variables ---------------------------------------------------------------------
+
+
+def test_tfvars_name_exactly_the_topology_of_dataprep(
+    variables: dict[str, Any], expected: Topology
+) -> None:
+    functions = all_functions(variables)
+    assert {f["name"] for f in functions.values()} == {f.name for f in expected.functions}
+    assert {f["subscription"] for f in functions.values()} == {
+        f.subscription for f in expected.functions
+    }
+    step_topics = {f["topic"] for f in functions.values() if f["entry_point"] == "run_step"}
+    assert step_topics | set(variables["topics"].values()) == set(expected.topics)
+    assert variables["topics"] == {
+        "start": expected.start_topic,
+        "dead_letter": expected.dead_letter_topic,
+        "watchdog": expected.watchdog_topic,
+    }
+    by_name = {f.name: f for f in expected.functions}
+    for function in functions.values():
+        spec = by_name[function["name"]]
+        assert (function["entry_point"], function["topic"]) == (spec.target, spec.topic)
+        assert function["push_path"] == f"/projects/{PROJECT}/topics/{spec.topic}"
+
+
+def test_tfvars_steps_get_the_timeout_memory_and_retry_settings_of_their_definition(
+    variables: dict[str, Any],
+) -> None:
+    definitions = load_pipeline(DATAPREP).spec.steps
+    steps = variables["pipelines"]["dataprep"]["steps"]
+    assert list(steps) == list(load_pipeline(DATAPREP).spec.order)
+    for name, function in steps.items():
+        step = definitions[name]
+        assert function["timeout_seconds"] == min(int(step.timeout or 540), 540)
+        assert function["memory"] == (step.memory or "512Mi")
+        assert function["concurrency"] == (step.concurrency or 1)
+        assert function["environment"] == {"RESUMABLE_STEP": name}
+        assert function["dead_letter"] is True
+    assert steps["extract_frames"]["timeout_seconds"] == 540
+    assert steps["extract_frames"]["memory"] == "2Gi"
+    assert steps["split"]["timeout_seconds"] == 60
+    policy = DeliveryPolicy()
+    assert variables["delivery_policy"] == {
+        "ack_deadline_seconds": policy.ack_deadline_seconds,
+        "min_backoff_seconds": policy.min_backoff_seconds,
+        "max_backoff_seconds": policy.max_backoff_seconds,
+        "max_delivery_attempts": policy.max_delivery_attempts,
+    }
+    # The dead-letter and watchdog functions never dead-letter their own messages.
+    control = variables["control_functions"]
+    assert (control["dead_letter"]["dead_letter"], control["watchdog"]["dead_letter"]) == (
+        False,
+        False,
+    )
+    assert control["start"]["dead_letter"] is True
+
+
+def test_tfvars_environment_configures_the_runtime_as_planned(
+    variables: dict[str, Any], plan: DeploymentPlan
+) -> None:
+    env = variables["environment"]
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        patch.setenv("RESUMABLE_STEP", "detect")
+        settings = Settings.from_env()
+    assert settings.project == PROJECT
+    assert settings.storage == f"gs://{variables['bucket']}"
+    assert settings.pipelines == (DATAPREP,)
+    assert (settings.topic_prefix, settings.collection, settings.database) == (
+        "resumable",
+        "resumable_runs",
+        "(default)",
+    )
+    assert settings.step == "detect"
+    assert settings.run_retention_days == variables["run_retention_days"] == 30
+    assert settings == Settings(**{**plan.settings.__dict__, "step": "detect"})
+
+
+def test_tfvars_firestore_index_and_ttl_are_the_run_stores(variables: dict[str, Any]) -> None:
+    from resumable.firestore_state import COMPOSITE_INDEXES, EXPIRE_AT
+
+    assert variables["ttl_field"] == EXPIRE_AT
+    assert variables["firestore_indexes"] == [
+        [{"field_path": f, "order": o} for f, o in index] for index in COMPOSITE_INDEXES
+    ]
+    assert [f["field_path"] for f in variables["firestore_indexes"][0]] == ["status", "created_at"]
+
+
+def test_concurrent_step_gets_a_whole_cpu() -> None:
+    from resumable.deploy.plan import cpu
+    from resumable.topology import FunctionSpec
+
+    spec = FunctionSpec(name="f", target="run_step", topic="t", subscription="s", concurrency=4)
+    assert cpu(spec) == "1"
+    assert cpu(FunctionSpec(name="f", target="run_step", topic="t", subscription="s")) is None
+
+
+# -- gcloud commands -------------------------------------------------------------------------
+
+
+def test_gcloud_creates_exactly_the_topology(plan: DeploymentPlan, expected: Topology) -> None:
+    steps = actions(plan, source="build/functions")
+    topics = [args[4] for args in commands(steps, "pubsub", "topics", "create")]
+    assert sorted(topics) == sorted(expected.topics)
+    deployed = {args[3]: args for args in commands(steps, "functions", "deploy")}
+    assert set(deployed) == {f.name for f in expected.functions}
+    subscriptions = {args[4]: args for args in commands(steps, "pubsub", "subscriptions", "create")}
+    assert set(subscriptions) == {f.subscription for f in expected.functions}
+    for spec in expected.functions:
+        function = deployed[spec.name]
+        assert flag(function, "entry-point") == spec.target
+        assert flag(function, "timeout") == f"{spec.timeout_seconds}s"
+        assert flag(function, "memory") == spec.memory
+        assert flag(function, "concurrency") == str(spec.concurrency)
+        assert flag(function, "ingress-settings") == "internal-only"
+        assert "--no-allow-unauthenticated" in function and "--trigger-http" in function
+        env = flag(function, "set-env-vars") or ""
+        delimiter = env[1]
+        pairs = dict(p.split("=", 1) for p in env[3:].split(delimiter))
+        assert pairs == plan.environment(spec)
+        subscription = subscriptions[spec.subscription]
+        assert flag(subscription, "topic") == spec.topic
+        assert flag(subscription, "push-auth-service-account") == plan.trigger_email
+
+
+def test_gcloud_subscriptions_have_the_codes_delivery_policy(
+    plan: DeploymentPlan, expected: Topology
+) -> None:
+    policy = DeliveryPolicy()
+    steps = actions(plan, source="build/functions")
+    for verb in ("create", "update"):
+        found = {args[4]: args for args in commands(steps, "pubsub", "subscriptions", verb)}
+        assert set(found) == {f.subscription for f in expected.functions}
+        for spec in expected.functions:
+            args = found[spec.subscription]
+            assert flag(args, "ack-deadline") == str(policy.ack_deadline_seconds)
+            assert flag(args, "min-retry-delay") == f"{int(policy.min_backoff_seconds)}s"
+            assert flag(args, "max-retry-delay") == f"{int(policy.max_backoff_seconds)}s"
+            assert flag(args, "expiration-period") == "never"
+            if spec.dead_letter:
+                assert flag(args, "dead-letter-topic") == expected.dead_letter_topic
+                assert flag(args, "max-delivery-attempts") == str(policy.max_delivery_attempts)
+            else:
+                assert flag(args, "dead-letter-topic") is None
+
+
+def test_gcloud_push_endpoint_and_audience_are_the_functions_url(plan: DeploymentPlan) -> None:
+    steps = actions(plan, source="build/functions")
+    action = next(a for a in steps if a.summary.startswith("push subscription resumable-start-"))
+    lookups = [a for a in action.command if isinstance(a, Lookup)]
+    assert {(lk.before, lk.after) for lk in lookups} == {
+        ("--push-endpoint=", f"/projects/{PROJECT}/topics/resumable-start"),
+        ("--push-auth-token-audience=", ""),
+    }
+    assert all("serviceConfig.uri" in " ".join(lk.command) for lk in lookups)
+
+
+def test_gcloud_grants_exactly_the_plans_bindings(plan: DeploymentPlan) -> None:
+    kinds = {
+        "projects": "project",
+        "storage": "bucket",
+        "topics": "topic",
+        "subscriptions": "subscription",
+        "service-accounts": "service_account",
+        "run": "function",
+    }
+    granted = set()
+    for action in actions(plan, source="build/functions"):
+        if "add-iam-policy-binding" not in action.command:
+            continue
+        args = [a for a in action.command if isinstance(a, str)]
+        verb = args.index("add-iam-policy-binding")
+        kind = kinds[args[verb - 1] if args[verb - 1] in kinds else args[1]]
+        member = " ".join(
+            a.before + a.after if isinstance(a, Lookup) else a for a in action.command
+        )
+        principal = (
+            "runtime"
+            if plan.runtime_email in member
+            else "trigger"
+            if f"--member=serviceAccount:{plan.trigger_email}" in member
+            else "pubsub_agent"
+            if "@gcp-sa-pubsub.iam.gserviceaccount.com" in member
+            else "?"
+        )
+        condition = flag(args, "condition")
+        granted.add(
+            (principal, flag(args, "role"), kind, args[verb + 1].removeprefix("gs://"), condition)
+        )
+    wanted = {
+        (
+            b.principal,
+            b.role,
+            b.kind,
+            b.resource,
+            f"expression={b.condition},title=only-default"
+            if b.condition
+            else "None"
+            if b.kind == "project"
+            else None,
+        )
+        for b in plan.bindings()
+    }
+    assert granted == wanted
+
+
+def test_grants_are_least_privilege(plan: DeploymentPlan, expected: Topology) -> None:
+    grants = {(b.principal, b.role, b.kind, b.resource) for b in plan.bindings()}
+    runtime = {g for g in grants if g[0] == "runtime"}
+    step_topics = {f.topic for f in expected.functions if f.target == "run_step"}
+    assert runtime == {
+        ("runtime", "roles/storage.objectUser", "bucket", plan.bucket),
+        ("runtime", "roles/datastore.user", "project", PROJECT),
+        *{("runtime", "roles/pubsub.publisher", "topic", t) for t in step_topics},
+    }
+    firestore = next(b for b in plan.bindings() if b.role == "roles/datastore.user")
+    assert firestore.condition == f'resource.name == "projects/{PROJECT}/databases/(default)"'
+    trigger = {g for g in grants if g[0] == "trigger"}
+    assert trigger == {
+        ("trigger", "roles/run.invoker", "function", f.name) for f in expected.functions
+    }
+    agent = {(g[1], g[2]) for g in grants if g[0] == "pubsub_agent"}
+    assert agent == {
+        ("roles/iam.serviceAccountTokenCreator", "service_account"),
+        ("roles/pubsub.publisher", "topic"),
+        ("roles/pubsub.subscriber", "subscription"),
+    }
+
+
+def test_no_function_is_public(plan: DeploymentPlan) -> None:
+    text = script(plan, actions(plan, source="build/functions"))
+    assert "allUsers" not in text and "allAuthenticatedUsers" not in text
+    assert "--allow-unauthenticated" not in text.replace("--no-allow-unauthenticated", "")
+
+
+def test_eventarc_delivery_deploys_triggers_with_retry_and_no_subscriptions() -> None:
+    plan = build_plan([DATAPREP], project=PROJECT, region=REGION, delivery="eventarc")
+    steps = actions(plan, source="build/functions")
+    assert not list(commands(steps, "pubsub", "subscriptions", "create"))
+    for args in commands(steps, "functions", "deploy"):
+        spec = next(f for f in plan.functions if f.name == args[3])
+        assert flag(args, "trigger-topic") == spec.topic
+        assert flag(args, "trigger-service-account") == plan.trigger_email
+        assert "--retry" in args and "--trigger-http" not in args
+    assert {b.principal for b in plan.bindings()} == {"runtime", "trigger"}
+    assert tfvars(plan, source_dir="x")["delivery"] == "eventarc"
+
+
+def test_dry_run_script_is_valid_bash(plan: DeploymentPlan) -> None:
+    text = script(plan, actions(plan, source="build/functions"))
+    subprocess.run(["bash", "-n"], input=text, text=True, check=True)
+    assert text.count('uri_resumable_start="$(gcloud functions describe resumable-start') == 1
+
+
+# -- running the commands --------------------------------------------------------------------
+
+
+class FakeGcloud:
+    """Answers gcloud invocations: existing resources, lookups, ALREADY_EXISTS."""
+
+    def __init__(self, existing: set[str] = frozenset(), flaky: int = 0) -> None:  # type: ignore[assignment]
+        self.existing = existing
+        self.flaky = flaky
+        self.calls: list[list[str]] = []
+        self.files: dict[str, str] = {}
+
+    def __call__(self, args: list[str]) -> subprocess.CompletedProcess[str]:
+        self.calls.append(args)
+        for arg in args:
+            if arg.startswith("--lifecycle-file="):
+                self.files[arg] = Path(arg.split("=", 1)[1]).read_text()
+        out, err, code = "", "", 0
+        if "describe" in args:
+            if "--format=value(serviceConfig.uri)" in args:
+                out = f"https://{args[3]}-x.a.run.app\n"
+            elif "--format=value(projectNumber)" in args:
+                out = "1234\n"
+            elif not any(name in args for name in self.existing):
+                code, err = 1, "NOT_FOUND"
+        elif "composite" in args:
+            code, err = 1, "ERROR: (gcloud) ALREADY_EXISTS: index already exists"
+        elif "add-iam-policy-binding" in args and self.flaky:
+            self.flaky -= 1
+            code, err = 1, "Service account does not exist"
+        return subprocess.CompletedProcess(args, code, out, err)
+
+
+def test_run_resolves_lookups_and_skips_what_exists(plan: DeploymentPlan) -> None:
+    gcloud = FakeGcloud(existing={"resumable-start", "resumable-start-push"}, flaky=2)
+    run(actions(plan, source="b"), runner=gcloud, echo=lambda _: None, sleep=lambda _: None)
+    created = [c for c in gcloud.calls if c[1:4] == ["pubsub", "topics", "create"]]
+    assert "resumable-start" not in {c[4] for c in created}
+    assert len(created) == len(plan.topology.topics) - 1
+    sub = next(
+        c
+        for c in gcloud.calls
+        if c[1:5] == ["pubsub", "subscriptions", "create", "resumable-watchdog-push"]
+    )
+    assert (
+        "--push-endpoint=https://resumable-watchdog-x.a.run.app/projects/acme-video/topics/"
+        "resumable-watchdog"
+    ) in sub
+    assert "--push-auth-token-audience=https://resumable-watchdog-x.a.run.app" in sub
+    assert any(
+        "--member=serviceAccount:service-1234@gcp-sa-pubsub.iam.gserviceaccount.com" in c
+        for c in gcloud.calls
+    )
+    # The start topic's subscription existed: updated, not created.
+    start = [c[:5] for c in gcloud.calls if "resumable-start-push" in c[:5]]
+    assert ["gcloud", "pubsub", "subscriptions", "update", "resumable-start-push"] in start
+    assert ["gcloud", "pubsub", "subscriptions", "create", "resumable-start-push"] not in start
+    lifecycle = json.loads(next(iter(gcloud.files.values())))
+    assert lifecycle["rule"][0]["condition"] == {"age": 30, "matchesPrefix": ["runs/"]}
+
+
+def test_run_stops_at_the_first_failure(plan: DeploymentPlan) -> None:
+    from resumable.deploy import DeployError
+
+    def failing(args: list[str]) -> subprocess.CompletedProcess[str]:
+        if args[1:3] == ["functions", "deploy"]:
+            return subprocess.CompletedProcess(args, 1, "", "PERMISSION_DENIED: no")
+        return FakeGcloud()(args)
+
+    with pytest.raises(DeployError, match="PERMISSION_DENIED"):
+        run(actions(plan, source="b"), runner=failing, echo=lambda _: None)
+
+
+def test_script_passes_a_file_argument_by_process_substitution() -> None:
+    from resumable.deploy.commands import action_lines
+
+    action = Action(
+        "bucket",
+        ("gcloud", "storage", "buckets", "update", "gs://b", TempFile("--lifecycle-file", "{}")),
+    )
+    assert action_lines(action)[1].startswith("gcloud storage buckets update gs://b ")
+    assert "--lifecycle-file=<(printf '%s' '{}')" in action_lines(action)[1]
+
+
+# -- bundle ----------------------------------------------------------------------------------
+
+
+def test_bundle_holds_entry_points_library_pipelines_and_pinned_requirements(
+    tmp_path: Path,
+) -> None:
+    output = tmp_path / "bundle"
+    manifest = build_bundle(output, [DATAPREP], extras=["dataprep"])
+    assert (output / "main.py").read_text() == Path("functions/main.py").read_text()
+    assert (output / "resumable" / "entrypoints.py").is_file()
+    assert (output / "examples" / "dataprep" / "pipeline.py").is_file()
+    assert not list(output.rglob("__pycache__"))
+    requirements = (output / "requirements.txt").read_text().split()
+    names = {r.split("==")[0] for r in requirements}
+    assert {"functions-framework", "google-cloud-firestore", "google-cloud-pubsub", "av"} <= names
+    assert all("==" in r for r in requirements)
+    assert manifest["pipelines"][DATAPREP]["name"] == "dataprep"
+    check_bundle(output, [DATAPREP])
+
+
+def test_bundle_of_other_code_is_refused(tmp_path: Path) -> None:
+    output = tmp_path / "bundle"
+    build_bundle(output, [DATAPREP])
+    manifest = json.loads((output / "resumable-bundle.json").read_text())
+    manifest["pipelines"][DATAPREP]["fingerprint"] = "0" * 32
+    (output / "resumable-bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="another version"):
+        check_bundle(output, [DATAPREP])
+    with pytest.raises(BundleError, match="holds"):
+        check_bundle(output, ["examples/quickstart.py:QuickstartPipeline"])
+
+
+def test_bundle_refuses_to_replace_a_folder_that_is_not_a_bundle(tmp_path: Path) -> None:
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(BundleError, match="not a bundle"):
+        build_bundle(tmp_path, [DATAPREP])
+    assert (tmp_path / "keep.txt").exists()
+
+
+def test_bundle_module_in_a_namespace_folder_is_copied_alone(tmp_path: Path) -> None:
+    build_bundle(tmp_path / "b", ["examples.quickstart:QuickstartPipeline"], extras=["numpy"])
+    assert (tmp_path / "b" / "examples" / "quickstart.py").is_file()
+    assert not (tmp_path / "b" / "examples" / "dataprep").exists()
+
+
+# -- command line ----------------------------------------------------------------------------
+
+
+def test_cli_tfvars_writes_the_variables_with_the_bundle_relative_to_them(tmp_path: Path) -> None:
+    output = tmp_path / "infra" / "terraform.tfvars.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "deploy",
+            "tfvars",
+            "--pipeline",
+            DATAPREP,
+            "--project",
+            PROJECT,
+            "--region",
+            REGION,
+            "--source",
+            str(tmp_path / "build" / "functions"),
+            "--output",
+            str(output),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    written = json.loads(output.read_text())
+    assert written["source_dir"] == "../build/functions"
+    assert written["project_id"] == PROJECT
+
+
+def test_cli_gcloud_dry_run_prints_the_script() -> None:
+    result = CliRunner().invoke(
+        app,
+        ["deploy", "gcloud", "-p", DATAPREP, "--project", PROJECT, "--region", REGION, "--dry-run"],
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("#!/usr/bin/env bash")
+    assert "gcloud functions deploy resumable-dataprep-detect " in result.output
+
+
+def test_cli_gcloud_refuses_a_missing_bundle_before_running_anything(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "deploy",
+            "gcloud",
+            "-p",
+            DATAPREP,
+            "--project",
+            PROJECT,
+            "--region",
+            REGION,
+            "--source",
+            str(tmp_path),
+            "--yes",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "not a function bundle" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-p", "examples.nothing:build"], "cannot import module"),
+        (["-p", DATAPREP, "--project", "X"], "not a Google Cloud project id"),
+        (["-p", DATAPREP, "--delivery", "carrier-pigeon"], "--delivery must be one of"),
+    ],
+)
+def test_cli_wrong_input_exits_2_with_the_reason(args: list[str], message: str) -> None:
+    base = {"--project": PROJECT, "--region": REGION}
+    for name, value in base.items():
+        if name not in args:
+            args = [*args, name, value]
+    result = CliRunner().invoke(app, ["deploy", "tfvars", *args, "--output", "-"])
+    assert result.exit_code == 2
+    assert message in result.output
