@@ -387,6 +387,21 @@ def test_resume_refuses_what_does_not_apply(
     assert take_messages(deployment.engine) == []
 
 
+def test_a_run_whose_checkpoints_were_deleted_cannot_be_rolled_back(
+    deployment: Deployment,
+) -> None:
+    completed_run(deployment)
+    state = state_of(deployment.engine, "lin")
+    deployment.engine.files(state).delete()  # what cleanup_on_success does
+    take_messages(deployment.engine)
+    result = cli("resume", "run-1", "--from-step", "detect")
+    assert result.exit_code == 2
+    assert "no stored checkpoints left" in result.stderr
+    assert take_messages(deployment.engine) == []
+    shown = cli("checkpoint", "show", "run-1")
+    assert shown.exit_code == 1 and "a checkpoint of the run is gone" in shown.stderr
+
+
 # -- checkpoint show and replay ---------------------------------------------------------
 
 

@@ -395,6 +395,12 @@ def resume_command(
     with reported_errors():
         engine = cli_cloud.engine_from_env()
         state = find_run(engine, run_id, pipeline=pipeline, tenant=tenant)
+        if not engine.store.exists(state.params_manifest):
+            raise RunControlError(
+                f"run {run_id!r} has no stored checkpoints left (a completed run's are deleted "
+                "unless its pipeline has cleanup_on_success=False): it cannot continue; start "
+                "a new run"
+            )
         after, published = resume_run(engine, state, from_step=from_step)
     prefix = engine.settings.topic_prefix
     topics = {
