@@ -145,6 +145,24 @@ def test_start_without_a_run_id_chooses_one_and_prints_it(deployment: Deployment
     assert f"resumable watch {run_id}" in result.stdout
 
 
+def test_start_with_watch_prints_the_run_id_then_follows_the_run(
+    deployment: Deployment,
+) -> None:
+    def run_the_start_function() -> None:
+        deadline = time.monotonic() + 10
+        while not deployment.messages.messages and time.monotonic() < deadline:
+            time.sleep(0.01)
+        start_run(deployment.engine, parse_start(deployment.messages.messages.pop().data))
+        drain(deployment.engine)
+
+    threading.Thread(target=run_the_start_function, daemon=True).start()
+    result = cli("start", "lin", "--run-id", "r1", "--watch")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "r1"
+    assert lines[-1].startswith("run r1 completed after ")
+
+
 def test_start_refuses_a_pipeline_the_deployment_does_not_serve(deployment: Deployment) -> None:
     result = cli("start", "nope")
     assert result.exit_code == 2

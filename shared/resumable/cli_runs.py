@@ -97,10 +97,7 @@ def start_command(
         topic = naming.start_topic(engine.settings.topic_prefix)
         message_id = engine.publisher.publish(topic, encode(message))
     topic_path = naming.topic_path(engine.settings.project, topic)
-    if watch:
-        code = _watch(engine, message.run_id, pipeline, tenant_id, json_output=json_output)
-        raise typer.Exit(code)
-    if json_output:
+    if json_output and not watch:
         print_json(
             {
                 "run_id": message.run_id,
@@ -112,11 +109,17 @@ def start_command(
             }
         )
         return
-    typer.echo(message.run_id)
-    typer.echo(
-        f"start message for run {message.run_id} of {pipeline} published to {topic_path} "
-        f"(message id {message_id})\nfollow it with: resumable watch {message.run_id}"
-    )
+    if not json_output:
+        typer.echo(message.run_id)
+        typer.echo(
+            f"start message for run {message.run_id} of {pipeline} published to {topic_path} "
+            f"(message id {message_id})"
+        )
+    if watch:
+        raise typer.Exit(
+            _watch(engine, message.run_id, pipeline, tenant_id, json_output=json_output)
+        )
+    typer.echo(f"follow it with: resumable watch {message.run_id}")
 
 
 def _check_served(engine: Engine, pipeline: str) -> None:
