@@ -2,7 +2,8 @@
 
 Faults are chosen per run through the params, so one deployment serves every test:
 ``{"workdir": DIR, "faults": {"b": {"hang_first": true, "retryable_failures": 2,
-"nonretryable": true, "always_retryable": true, "sleep": 1.0, "sleep_first": 2.0}}}``. Every call appends
+"nonretryable": true, "always_retryable": true, "sleep": 1.0,
+"sleep_first": 2.0}}}``. Every call appends
 the step's name to ``DIR/calls.log`` and creates ``DIR/started-{step}``, so a test can
 count calls across function processes.
 """
