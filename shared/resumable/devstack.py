@@ -239,8 +239,34 @@ class DevStack:
             )
             process.start()
             self.functions[spec.name] = process
+        self._record_functions()
         for process in self.functions.values():
             process.wait_ready()
+
+    def _record_functions(self) -> None:
+        """Register the function servers with the emulators' registry, so that if this
+        process is killed outright, the next local-cloud start stops them."""
+        from emulators.processes import start_ticks
+        from emulators.registry import GroupRecord, Registry, RunRecord
+
+        owner = os.getpid()
+        Registry().write(
+            RunRecord(
+                run_id=self._registry_id,
+                owner_pid=owner,
+                owner_start=start_ticks(owner),
+                groups=[
+                    GroupRecord(p.spec.name, p.pid, "functions_framework")
+                    for p in self.functions.values()
+                    if p.pid is not None
+                ],
+                info={"kind": "resumable-dev-functions", "home": str(self.home)},
+            )
+        )
+
+    @property
+    def _registry_id(self) -> str:
+        return f"dev-functions-{os.getpid()}-{id(self)}"
 
     def _provision(self) -> None:
         """Topics, then push subscriptions with retry and dead-letter policies."""
@@ -288,6 +314,7 @@ class DevStack:
                 for process in self.functions.values():
                     try:
                         if process.ensure_running():
+                            self._record_functions()
                             process.wait_ready()
                     except Exception:
                         logger.exception(f"restarting {process.spec.name} failed")
@@ -371,6 +398,10 @@ class DevStack:
             stopper.start()
         for stopper in stoppers:
             stopper.join()
+        if self.functions:
+            from emulators.registry import Registry
+
+            Registry().remove(self._registry_id)
         if self.cloud is not None and self._owns_cloud:
             self.cloud.stop()
         with contextlib.suppress(FileNotFoundError):
