@@ -1,0 +1,41 @@
+variable "steps" {
+  description = "Step name => its function, as `resumable deploy tfvars` derives it."
+  type = map(object({
+    name            = string
+    entry_point     = string
+    topic           = string
+    subscription    = string
+    push_path       = string
+    timeout_seconds = number
+    memory          = string
+    cpu             = optional(string)
+    concurrency     = number
+    dead_letter     = bool
+    environment     = map(string)
+  }))
+}
+
+variable "deployment" {
+  description = "What all functions of the deployment share (passed on to modules/function)."
+  type = object({
+    project_id              = string
+    region                  = string
+    python_runtime          = string
+    source_bucket           = string
+    source_object           = string
+    build_service_account   = string
+    environment             = map(string)
+    max_instances           = number
+    runtime_service_account = string
+    trigger_service_account = string
+    delivery                = string
+    delivery_policy = object({
+      ack_deadline_seconds  = number
+      min_backoff_seconds   = number
+      max_backoff_seconds   = number
+      max_delivery_attempts = number
+    })
+    dead_letter_topic_id = string
+    pubsub_agent         = string
+  })
+}

@@ -1,0 +1,400 @@
+"""infra/ and cloudbuild.yaml, offline: the HCL is formatted and parses, checkov finds
+nothing beyond the reasoned skip list, the Terraform variables match what
+``resumable deploy tfvars`` writes, its grants are the plan's, and every Cloud Build
+step runs something that exists in the repository."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import pytest
+import yaml
+
+from resumable.deploy import build_plan, tfvars
+from resumable.deploy.tfvars import function_vars
+
+ROOT = Path(__file__).resolve().parent.parent
+INFRA = ROOT / "infra"
+DATAPREP = "examples.dataprep.pipeline:build"
+CHECKOV = "checkov==3.3.30"
+CHECKOV_VENV = ROOT / ".venv-checkov"
+
+
+def _unquote(value: Any) -> Any:
+    """python-hcl2 keeps HCL's quotes on keys and strings; drop them."""
+    if isinstance(value, dict):
+        return {_unquote(k): _unquote(v) for k, v in value.items() if k != "__is_block__"}
+    if isinstance(value, list):
+        return [_unquote(v) for v in value]
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def parse(path: Path) -> dict[str, Any]:
+    with path.open() as f:
+        return dict(_unquote(hcl2.load(f)))
+
+
+def tf_files() -> list[Path]:
+    return sorted(p for p in INFRA.rglob("*.tf") if ".terraform" not in p.parts)
+
+
+def resources(kind_suffix: str = "") -> Iterator[tuple[str, str, dict[str, Any], Path]]:
+    """(type, name, body, file) of every resource whose type ends with ``kind_suffix``."""
+    for path in tf_files():
+        for block in parse(path).get("resource", []):
+            for kind, named in block.items():
+                if kind.endswith(kind_suffix):
+                    for name, body in named.items():
+                        yield kind, name, body, path
+
+
+def variables(path: Path) -> dict[str, dict[str, Any]]:
+    return {k: v for block in parse(path).get("variable", []) for k, v in block.items()}
+
+
+def object_attributes(type_expression: str) -> set[str]:
+    """Attribute names of the innermost object type in a variable's type expression."""
+    inner = type_expression[type_expression.rindex("object({") :]
+    return set(re.findall(r"(\w+)\s*=", inner))
+
+
+@pytest.fixture(scope="module")
+def dataprep_tfvars() -> dict[str, Any]:
+    plan = build_plan([DATAPREP], project="acme-video", region="europe-west1")
+    variables = tfvars(plan, source_dir="../build/functions")
+    first = next(iter(variables["control_functions"].values()))
+    assert set(first) == set(function_vars(plan, plan.functions[0]))
+    return variables
+
+
+# -- the HCL -----------------------------------------------------------------------------
+
+
+def test_terraform_files_are_formatted() -> None:
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("terraform is not installed (infra/ci/install-test-tools.sh installs it)")
+    result = subprocess.run(
+        [terraform, "fmt", "-check", "-recursive", "-diff", str(INFRA)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, f"terraform fmt would change:\n{result.stdout}"
+
+
+def test_every_terraform_file_parses() -> None:
+    files = tf_files()
+    assert {p.relative_to(INFRA).parts[0] for p in files} >= {"main.tf", "modules"}
+    for path in files:
+        assert isinstance(parse(path), dict), path
+
+
+def test_root_module_and_pipeline_module_exist() -> None:
+    calls = {
+        name: body["source"]
+        for path in tf_files()
+        for block in parse(path).get("module", [])
+        for name, body in block.items()
+    }
+    assert calls == {
+        "control_function": "./modules/function",
+        "pipeline": "./modules/pipeline",
+        "step": "../function",
+    }
+
+
+def test_tfvars_set_exactly_the_variables_the_root_module_declares(
+    dataprep_tfvars: dict[str, Any],
+) -> None:
+    declared = variables(INFRA / "variables.tf")
+    required = {name for name, body in declared.items() if "default" not in body}
+    assert required <= set(dataprep_tfvars), "variables tfvars leaves unset"
+    assert set(dataprep_tfvars) <= set(declared), "tfvars sets undeclared variables"
+
+
+def test_function_objects_have_the_attributes_every_module_expects(
+    dataprep_tfvars: dict[str, Any],
+) -> None:
+    written = set(next(iter(dataprep_tfvars["control_functions"].values())))
+    expected_by = {
+        "root control_functions": variables(INFRA / "variables.tf")["control_functions"]["type"],
+        "root pipelines": variables(INFRA / "variables.tf")["pipelines"]["type"],
+        "modules/pipeline steps": variables(INFRA / "modules/pipeline/variables.tf")["steps"][
+            "type"
+        ],
+        "modules/function function": variables(INFRA / "modules/function/variables.tf")["function"][
+            "type"
+        ],
+    }
+    for where, type_expression in expected_by.items():
+        assert object_attributes(type_expression) == written, where
+
+
+def test_modules_take_the_deployment_object_the_root_module_builds() -> None:
+    locals_ = {k: v for block in parse(INFRA / "main.tf")["locals"] for k, v in block.items()}
+    built = set(locals_["deployment"])
+    for module in ("function", "pipeline"):
+        declared = variables(INFRA / "modules" / module / "variables.tf")["deployment"]["type"]
+        top_level = set(re.findall(r"(\w+)\s*=", declared)) - {
+            "ack_deadline_seconds",
+            "min_backoff_seconds",
+            "max_backoff_seconds",
+            "max_delivery_attempts",
+        }
+        assert top_level == built, module
+
+
+# -- what the HCL provisions -------------------------------------------------------------------
+
+
+_KINDS = {
+    "google_project_iam_member": "project",
+    "google_storage_bucket_iam_member": "bucket",
+    "google_pubsub_topic_iam_member": "topic",
+    "google_pubsub_subscription_iam_member": "subscription",
+    "google_service_account_iam_member": "service_account",
+    "google_cloud_run_service_iam_member": "function",
+}
+
+
+def _principal(member: str) -> str:
+    if "runtime" in member:
+        return "runtime"
+    if "trigger" in member:
+        return "trigger"
+    if "pubsub_agent" in member:
+        return "pubsub_agent"
+    raise AssertionError(f"unknown member {member}")
+
+
+def test_terraform_grants_are_the_plans_bindings() -> None:
+    plan = build_plan([DATAPREP], project="acme-video", region="europe-west1")
+    granted = {
+        (_principal(body["member"]), body["role"], _KINDS[kind])
+        for kind, _, body, _ in resources("_iam_member")
+    }
+    assert granted == {(b.principal, b.role, b.kind) for b in plan.bindings()}
+    firestore = next(b for _, _, b, _ in resources("google_project_iam_member"))
+    assert "databases/${var.database}" in firestore["condition"][0]["expression"]
+
+
+def test_no_authoritative_iam_and_no_public_access() -> None:
+    members = [body["member"] for *_, body, _ in resources("_iam_member")]
+    assert not [m for m in members if "allUsers" in m or "allAuthenticatedUsers" in m]
+    assert not [k for k, *_ in resources("_iam_binding")]
+    assert not [k for k, *_ in resources("_iam_policy")]
+    for _, _, body, _ in resources("google_storage_bucket"):
+        assert body["uniform_bucket_level_access"] is True
+        assert body["public_access_prevention"] == "enforced"
+    (function,) = [b for _, _, b, _ in resources("google_cloudfunctions2_function")]
+    assert function["service_config"][0]["ingress_settings"] == "ALLOW_INTERNAL_ONLY"
+
+
+def test_function_settings_come_from_the_function_object() -> None:
+    (function,) = [b for _, _, b, _ in resources("google_cloudfunctions2_function")]
+    service = function["service_config"][0]
+    assert service["available_memory"] == "${var.function.memory}"
+    assert service["timeout_seconds"] == "${var.function.timeout_seconds}"
+    assert service["max_instance_request_concurrency"] == "${var.function.concurrency}"
+    assert service["service_account_email"] == "${var.deployment.runtime_service_account}"
+    trigger = function["dynamic"][0]["event_trigger"]["content"][0]
+    assert trigger["event_type"] == "google.cloud.pubsub.topic.v1.messagePublished"
+    assert trigger["retry_policy"] == "RETRY_POLICY_RETRY"
+    assert trigger["service_account_email"] == "${var.deployment.trigger_service_account}"
+
+
+def test_push_subscription_has_the_delivery_policy_and_dead_letter() -> None:
+    (subscription,) = [b for _, _, b, _ in resources("google_pubsub_subscription")]
+    policy = "var.deployment.delivery_policy"
+    assert subscription["name"] == "${var.function.subscription}"
+    assert subscription["ack_deadline_seconds"] == f"${{{policy}.ack_deadline_seconds}}"
+    retry = subscription["retry_policy"][0]
+    assert retry["minimum_backoff"] == f"${{{policy}.min_backoff_seconds}}s"
+    assert retry["maximum_backoff"] == f"${{{policy}.max_backoff_seconds}}s"
+    assert subscription["expiration_policy"][0]["ttl"] == ""
+    dead_letter = subscription["dynamic"][0]["dead_letter_policy"]["content"][0]
+    assert dead_letter["max_delivery_attempts"] == f"${{{policy}.max_delivery_attempts}}"
+    oidc = subscription["push_config"][0]["oidc_token"][0]
+    assert oidc["service_account_email"] == "${var.deployment.trigger_service_account}"
+
+
+def test_bucket_deletes_old_run_folders_and_firestore_has_ttl_and_indexes() -> None:
+    buckets = {name: body for _, name, body, _ in resources("google_storage_bucket")}
+    rule = buckets["runs"]["dynamic"][0]["lifecycle_rule"]["content"][0]
+    assert rule["condition"][0]["matches_prefix"] == ["runs/"]
+    assert rule["action"][0]["type"] == "Delete"
+    (field,) = [b for _, _, b, _ in resources("google_firestore_field")]
+    assert field["field"] == "${var.ttl_field}" and "ttl_config" in field
+    assert [k for k, *_ in resources("google_firestore_index")]
+    (job,) = [b for _, _, b, _ in resources("google_cloud_scheduler_job")]
+    assert "watchdog" in job["pubsub_target"][0]["topic_name"]
+
+
+# -- checkov -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def checkov() -> Path:
+    """checkov in its own virtual environment (it pins libraries the project's venv must
+    not get), created once and reused."""
+    binary = CHECKOV_VENV / "bin" / "checkov"
+    stamp = CHECKOV_VENV / f".installed-{CHECKOV}"
+    if not stamp.exists():
+        try:
+            subprocess.run(
+                [sys.executable, "-m", "venv", "--clear", str(CHECKOV_VENV)],
+                check=True,
+                capture_output=True,
+                timeout=300,
+            )
+            subprocess.run(
+                [str(CHECKOV_VENV / "bin" / "pip"), "install", "--quiet", CHECKOV],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=1200,
+            )
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+            detail = getattr(exc, "stderr", "") or str(exc)
+            pytest.skip(f"could not install {CHECKOV} into {CHECKOV_VENV}: {detail[-500:]}")
+        stamp.touch()
+    return binary
+
+
+@pytest.mark.slow
+def test_checkov_fails_only_the_reasoned_skips(checkov: Path) -> None:
+    skips = yaml.safe_load((INFRA / "checkov-skips.yaml").read_text())
+    for check, entry in skips.items():
+        assert len(entry.get("reason", "").split()) >= 10, f"{check} needs a reason"
+    result = subprocess.run(
+        [
+            str(checkov),
+            "-d",
+            str(INFRA),
+            "--framework",
+            "terraform",
+            "--output=json",
+            "--skip-download",
+            "--quiet",
+            "--compact",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    report = json.loads(result.stdout)
+    reports = report if isinstance(report, list) else [report]
+    failed = {
+        (c["check_id"], c["resource"]) for r in reports for c in r["results"]["failed_checks"]
+    }
+    passed = sum(r["summary"]["passed"] for r in reports)
+    assert passed > 10, "checkov checked almost nothing"
+    unexpected = {(check, where) for check, where in failed if check not in skips}
+    assert not unexpected, f"checkov failures not in infra/checkov-skips.yaml: {unexpected}"
+    stale = set(skips) - {check for check, _ in failed}
+    assert not stale, f"skips that no longer fail, remove them: {stale}"
+
+
+# -- cloudbuild.yaml -------------------------------------------------------------------------
+
+# What each builder image provides; anything else a step runs must be in the repository.
+_IMAGE_TOOLS = {
+    "python:3.11": {"make", "bash", "python3"},
+    "hashicorp/terraform": {"terraform", "sh"},
+    "gcr.io/google.com/cloudsdktool/cloud-sdk": {"gcloud", "bash"},
+}
+_SHELL_WORDS = {"if", "then", "else", "fi", "echo", "exit", "[", "test", "true"}
+
+
+def _commands(script: str) -> Iterator[list[str]]:
+    """The simple commands of a shell script (enough for cloudbuild.yaml's one-liners)."""
+    lexer = shlex.shlex(script, posix=True, punctuation_chars=";&|<>")
+    lexer.whitespace_split = True
+    command: list[str] = []
+    for token in lexer:
+        if token in (";", "&&", "||", "|"):
+            if command:
+                yield command
+            command = []
+        else:
+            command.append(token)
+    if command:
+        yield command
+
+
+def _makefile_targets() -> set[str]:
+    text = (ROOT / "Makefile").read_text()
+    return set(re.findall(r"^([A-Za-z][\w-]*):", text, re.MULTILINE))
+
+
+def _console_scripts() -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return set(project.get("scripts", {}))
+
+
+def _check_command(words: list[str], tools: set[str], step_dir: Path, made: set[Path]) -> None:
+    program = words[0]
+    if program in _SHELL_WORDS:
+        return
+    if program == "make":
+        targets = [w for w in words[1:] if not w.startswith("-")]
+        assert set(targets) <= _makefile_targets(), f"no Makefile target {targets}"
+    elif program.startswith(".venv/bin/"):
+        name = program.removeprefix(".venv/bin/")
+        assert name in {"python", "pip"} | _console_scripts(), f"{program} is not installed"
+    elif "/" in program:
+        assert (step_dir / program).is_file(), f"{program} is not in the repository"
+    else:
+        assert program in tools, f"{program} is not in the step's image"
+    if program in {"bash", "sh"} and len(words) > 1 and words[1] != "-c":
+        script = (step_dir / words[1]).resolve()
+        assert script.is_file() or script in made, f"{words[1]} is neither in the repo nor made"
+    for i, word in enumerate(words[:-1]):
+        if word == ">":
+            made.add((step_dir / words[i + 1]).resolve())
+
+
+def test_every_cloud_build_step_runs_something_that_exists() -> None:
+    build = yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())
+    made: set[Path] = set()
+    for step in build["steps"]:
+        image = step["name"]
+        tools = next(t for prefix, t in _IMAGE_TOOLS.items() if image.startswith(prefix))
+        step_dir = ROOT / step.get("dir", ".")
+        entrypoint, args = step["entrypoint"], [str(a) for a in step.get("args", [])]
+        if entrypoint in {"bash", "sh"} and args[:1] == ["-c"]:
+            for words in _commands(args[1]):
+                _check_command(words, tools, step_dir, made)
+        else:
+            _check_command([entrypoint, *args], tools, step_dir, made)
+
+
+def test_cloud_build_tests_with_the_readmes_test_command_and_deploys_either_way() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in readme
+    build = yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())
+    steps = {s["id"]: s for s in build["steps"]}
+    test_commands = re.split(r"\s*&&\s*", steps["test"]["args"][1])
+    assert [c for c in test_commands if c.startswith("make")] == ["make test"]
+    assert list(steps)[:3] == ["install", "lint", "test"]
+    substitutions = build["substitutions"]
+    assert {"_PROJECT", "_REGION", "_DEPLOY_WITH"} <= set(substitutions)
+    assert substitutions["_DEPLOY_WITH"] in {"terraform", "gcloud"}
+    text = (ROOT / "cloudbuild.yaml").read_text()
+    assert '"${_DEPLOY_WITH}" != terraform' in text and '"${_DEPLOY_WITH}" != gcloud' in text
+    used = set(re.findall(r"\$\{(_[A-Z_]+)\}", text))
+    assert used <= set(substitutions), f"undefined substitutions {used - set(substitutions)}"
