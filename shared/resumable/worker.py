@@ -40,6 +40,7 @@ from .log import logger
 from .messages import BadMessageError, StepMessage
 from .runstate import MAX_REJECTED, ContentionError, RunNotFoundError, RunState, Unchanged
 from .status import RunStatus, StepStatus
+from .step_outputs import RunFiles
 
 # Claims beyond the step's retries that may end in a lost lease (a crash, a timeout)
 # before the step is given up: crashes are not the step's fault, but must not loop forever.
@@ -119,9 +120,11 @@ def handle_step(engine: Engine, message: StepMessage) -> Outcome:
     attempt = claim.attempt
     fields = log_fields(state, step=step.name, attempt=attempt)
     logger.info(f"step {step.name} claimed", extra=fields)
+    # One RunFiles for the whole delivery: its blob store remembers what was read and
+    # written, so unchanged input values and earlier progress are not uploaded again.
     files = engine.files(state)
     try:
-        before, context = load_input(engine, state, spec, step.name)
+        before, context = load_input(engine, state, spec, step.name, files=files)
     except Exception as exc:
         return fail_step(engine, doc_id, step, attempt, f"cannot load the step's input: {exc}")
 
@@ -129,7 +132,8 @@ def handle_step(engine: Engine, message: StepMessage) -> Outcome:
         try:
             with current_step.bound(
                 lambda ctx: save_step_progress(engine, doc_id, state, spec, step.name, attempt,
-                                               before, context if ctx is None else ctx)
+                                               before, context if ctx is None else ctx,
+                                               files=files)
             ):  # fmt: skip
                 result = step.function(
                     context, **current_step.step_kwargs(step.function, heartbeat.should_stop)
@@ -215,10 +219,14 @@ def claim_step(
 
 
 def load_input(
-    engine: Engine, state: RunState, spec: PipelineSpec, step: str
+    engine: Engine, state: RunState, spec: PipelineSpec, step: str, *, files: RunFiles | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The step's input as encoded entries (to diff against) and as a decoded context."""
-    files = engine.files(state)
+    """The step's input as encoded entries (to diff against) and as a decoded context.
+
+    Pass the ``files`` the step's output will be written with, so that its blob store
+    knows the input's blobs are stored.
+    """
+    files = files or engine.files(state)
     before = files.input_entries(state, spec, step)
     progress = state.steps[step].progress_manifest
     entries = dict(before)
@@ -239,9 +247,11 @@ def save_step_progress(
     attempt: int,
     before: Mapping[str, Any],
     context: Mapping[str, Any],
+    *,
+    files: RunFiles | None = None,
 ) -> bool:
     """Store the running step's context so that its next attempt starts from it."""
-    files = engine.files(state)
+    files = files or engine.files(state)
     name, _size, _keys = files.write_step_output(
         step=step, attempt=attempt, step_fingerprint=spec.step_fingerprints[step],
         before=before, context=context, label=f"progress-{uuid.uuid4().hex[:8]}",
