@@ -3,16 +3,23 @@ output "start_topic" {
   value       = google_pubsub_topic.control["start"].id
 }
 
+locals {
+  client_environment = {
+    for name in [
+      "RESUMABLE_PROJECT", "RESUMABLE_STORAGE", "RESUMABLE_PIPELINES",
+      "RESUMABLE_TOPIC_PREFIX", "RESUMABLE_COLLECTION", "RESUMABLE_DATABASE",
+    ] : name => var.environment[name]
+  }
+}
+
 output "client_environment" {
   description = "Variables for the resumable CLI (status, list, watch) against this deployment."
-  value = {
-    RESUMABLE_PROJECT      = var.environment["RESUMABLE_PROJECT"]
-    RESUMABLE_STORAGE      = var.environment["RESUMABLE_STORAGE"]
-    RESUMABLE_PIPELINES    = var.environment["RESUMABLE_PIPELINES"]
-    RESUMABLE_TOPIC_PREFIX = var.environment["RESUMABLE_TOPIC_PREFIX"]
-    RESUMABLE_COLLECTION   = var.environment["RESUMABLE_COLLECTION"]
-    RESUMABLE_DATABASE     = var.environment["RESUMABLE_DATABASE"]
-  }
+  value       = local.client_environment
+}
+
+output "client_exports" {
+  description = "The same as shell lines: eval \"$(terraform output -raw client_exports)\"."
+  value       = join("\n", [for name, value in local.client_environment : "export ${name}='${value}'"])
 }
 
 output "functions" {
