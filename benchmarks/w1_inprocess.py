@@ -171,6 +171,11 @@ def measure_fast_methods(
     }
     for key, values in samples.items():
         results[key].samples.update(values)
+    for key, values in samples.items():
+        totals = values["total"]
+        results[key].notes.append(
+            f"spread of the {reps} runs: min {min(totals):.3f} s, max {max(totals):.3f} s"
+        )
     results["A"].bytes_written = 0
     results["A"].resume_s = a_total
     results["A"].notes.append("resume = re-running all 10 steps (nothing was kept)")
