@@ -83,7 +83,7 @@ class Observed:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--frames", type=int, default=96, help="frames in the test clip")
+    parser.add_argument("--frames", type=int, default=192, help="frames in the test clip")
     parser.add_argument("--size", default="320x240", help="clip size, WIDTHxHEIGHT")
     parser.add_argument("--progress-every", type=int, default=8, help="frames per progress save")
     parser.add_argument(
@@ -245,6 +245,7 @@ class Follower:
         self.seen = Observed()
         self.files: RunFiles | None = None
         self.last: dict[str, tuple[str, int]] = {}
+        self.manifests: dict[str, tuple[int, int]] = {}  # progress manifest → (attempt, frames)
         self.started = time.monotonic()
 
     def say(self, line: str) -> None:
@@ -270,8 +271,8 @@ class Follower:
                     self.say(_EVENTS.pop(0))
                 if state is not None:
                     self.files = self.files or self.engine.files(state)
-                    self.report_changes(state)
                     self.track_progress(state)
+                    self.report_changes(state)
                     if self.should_kill(state):
                         self.kill()
                     if display is not None:
@@ -322,12 +323,12 @@ class Follower:
         # Once the step has completed, one last listing catches saves made since the last poll.
         self.seen.progress_listed = state.steps[KILL_STEP].status == "completed"
         known = {(a, n) for a, ns in self.seen.saves.items() for n in ns}
-        for name in sorted(self.files.store.list(f"{self.files.prefix}steps/{KILL_STEP}/")):
-            if "-progress-" not in name:
-                continue
-            attempt, frames = self.saved_frames(name)
-            if (attempt, frames) in known:
-                continue
+        names = self.files.store.list(f"{self.files.prefix}steps/{KILL_STEP}/")
+        for name in names:
+            if "-progress-" in name and name not in self.manifests:
+                self.manifests[name] = self.saved_frames(name)
+        found = self.manifests.values()
+        for attempt, frames in sorted(set(found) - known):
             self.seen.saves.setdefault(attempt, []).append(frames)
             self.seen.saves[attempt].sort()
             self.say(f"{KILL_STEP} saved progress mid-step: {frames} frames (attempt {attempt})")
