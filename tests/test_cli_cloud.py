@@ -555,6 +555,7 @@ def test_dev_down_without_a_stack_says_so_and_exits_0(tmp_path: Path) -> None:
     result = cli("dev", "down", "--home", str(tmp_path))
     assert result.exit_code == 0
     assert "no local stack running" in result.stdout
+    assert as_json(cli("dev", "down", "--home", str(tmp_path), "--json"))["stopped"] is False
 
 
 def test_dev_up_tells_how_to_start_a_run_three_ways(tmp_path: Path) -> None:

@@ -99,11 +99,21 @@ def up_command(
 
 
 @dev_app.command("down")
-def down_command(home: HomeOpt = None) -> None:
-    """Stop the detached local stack: functions, emulators and their supervisor. Exit 0
-    also when none was running."""
+def down_command(
+    home: HomeOpt = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help='Print {"stopped": true|false, "home": ...}.')
+    ] = False,
+) -> None:
+    """Stop the detached local stack: functions, emulators and their supervisor.
+
+    Leaves no process of the stack behind. Exit 0 also when none was running.
+    """
     folder = dev_home(home)
-    if devstack.down_detached(folder):
+    stopped = devstack.down_detached(folder)
+    if json_output:
+        sys.stdout.write(json.dumps({"stopped": stopped, "home": str(folder)}) + "\n")
+    elif stopped:
         typer.echo(f"local stack in {folder} stopped")
     else:
         typer.echo(f"no local stack running (no {devstack.state_path(folder)})")
