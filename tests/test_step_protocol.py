@@ -409,3 +409,17 @@ def test_a_step_that_saves_progress_resumes_from_it_in_its_next_attempt(
     assert processed == [*range(1, 26), *range(21, 31)]
     drain(engine)
     assert state_of(engine, "lin").status == "completed"
+
+
+def test_cancelling_a_run_whose_worker_died_mid_step_ends_cancelled() -> None:
+    engine = make_engine(linear(), lease_seconds=0.1)
+    start(engine, "lin", {})
+    take_messages(engine)
+    spec = linear().spec
+    claim_step(engine, engine.doc_id("default", "lin", "run-1"), spec, spec.steps["a"])
+    state = cancel_run(engine, state_of(engine, "lin"))
+    assert state.status == "running" and state.cancel_requested  # a's lease is still live
+    time.sleep(0.15)  # ... then its worker is gone for good
+    watchdog_sweep(engine)
+    state = state_of(engine, "lin")
+    assert state.status == "cancelled" and state.steps["a"].status == "cancelled"

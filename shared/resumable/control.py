@@ -17,7 +17,7 @@ from .errors import ResumableError
 from .ids import new_run_id
 from .log import logger
 from .messages import BadMessageError, StartMessage, StepMessage
-from .runstate import RunState, StepState, Unchanged
+from .runstate import RunState, StepState, Unchanged, apply_cancel
 from .status import RunStatus, StepStatus
 from .step_outputs import RunFiles
 
@@ -115,13 +115,7 @@ def cancel_run(engine: Engine, state: RunState) -> RunState:
     def change(current: RunState) -> None:
         if current.finished:
             raise Unchanged(None)
-        current.cancel_requested = True
-        for record in current.steps.values():
-            if record.status in (StepStatus.QUEUED, StepStatus.NOT_STARTED):
-                record.status = StepStatus.CANCELLED
-        if not any(r.status == StepStatus.RUNNING for r in current.steps.values()):
-            current.status = RunStatus.CANCELLED
-            current.finished_at = now
+        apply_cancel(current, now)
 
     return engine.runs.mutate(doc_id, change)[0]
 
@@ -236,10 +230,8 @@ def watchdog_sweep(engine: Engine, *, now: float | None = None) -> dict[str, lis
             lost = record.status == StepStatus.QUEUED and (record.queued_at or now) < now - grace
             if expired or lost:
                 stuck.append(name)
-        if state.cancel_requested and not any(
-            r.status == StepStatus.RUNNING for r in state.steps.values()
-        ):
-            cancel_run(engine, state)
+        if state.cancel_requested:
+            cancel_run(engine, state)  # finishes it once its running steps are done or lost
             continue
         if stuck:
             republished[state.run_id] = engine.publish_steps(state, stuck)

@@ -75,6 +75,24 @@ class RunState(BaseModel):
         return RunStatus(self.status).finished
 
 
+def apply_cancel(state: RunState, now: float) -> None:
+    """Cancel what has not started; the run is ``cancelled`` once no step runs any more.
+
+    A step still ``running`` under an expired lease has lost its worker: it will never
+    commit, so it is cancelled too rather than waited for.
+    """
+    state.cancel_requested = True
+    for record in state.steps.values():
+        abandoned = record.status == StepStatus.RUNNING and (record.lease_expires or 0) < now
+        if record.status in (StepStatus.QUEUED, StepStatus.NOT_STARTED) or abandoned:
+            record.status = StepStatus.CANCELLED
+            record.lease_owner = None
+            record.lease_expires = None
+    if not any(r.status == StepStatus.RUNNING for r in state.steps.values()):
+        state.status = RunStatus.CANCELLED
+        state.finished_at = now
+
+
 def document_id(tenant_id: str, pipeline: str, run_id: str) -> str:
     """Ids are validated (no ``~``), so ``~`` separates them unambiguously."""
     return f"{tenant_id}~{pipeline}~{run_id}"

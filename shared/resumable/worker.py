@@ -38,7 +38,14 @@ from .engine import Engine, log_fields
 from .errors import EncodingError, StepError
 from .log import logger
 from .messages import BadMessageError, StepMessage
-from .runstate import MAX_REJECTED, ContentionError, RunNotFoundError, RunState, Unchanged
+from .runstate import (
+    MAX_REJECTED,
+    ContentionError,
+    RunNotFoundError,
+    RunState,
+    Unchanged,
+    apply_cancel,
+)
 from .status import RunStatus, StepStatus
 from .step_outputs import RunFiles
 
@@ -185,7 +192,7 @@ def claim_step(
         if state.finished:
             raise Unchanged(Claim("finished"))
         if state.cancel_requested:
-            _cancel_now(state, now)
+            apply_cancel(state, now)
             return Claim("finished")
         record = state.steps[step.name]
         if record.status == StepStatus.COMPLETED:
@@ -300,7 +307,7 @@ def commit_step(
         record.lease_expires = None
         record.progress_manifest = None
         if state.cancel_requested or state.status == RunStatus.CANCELLED:
-            _cancel_now(state, now)
+            apply_cancel(state, now)
             return Commit(committed=True, run_status=state.status)
         ready = [
             s
@@ -391,16 +398,6 @@ def _fail(state: RunState, step: str, reason: str, now: float) -> None:
     state.status = RunStatus.ERROR
     state.error = reason
     state.finished_at = now
-
-
-def _cancel_now(state: RunState, now: float) -> None:
-    """Mark a cancel-requested run cancelled once no step of it is running."""
-    for record in state.steps.values():
-        if record.status in (StepStatus.QUEUED, StepStatus.NOT_STARTED):
-            record.status = StepStatus.CANCELLED
-    if not any(r.status == StepStatus.RUNNING for r in state.steps.values()):
-        state.status = RunStatus.CANCELLED
-        state.finished_at = now
 
 
 def _queued_successors(state: RunState, spec: PipelineSpec, step: str) -> list[str]:
