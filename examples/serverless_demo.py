@@ -83,7 +83,7 @@ class Observed:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--frames", type=int, default=192, help="frames in the test clip")
+    parser.add_argument("--frames", type=int, default=144, help="frames in the test clip")
     parser.add_argument("--size", default="320x240", help="clip size, WIDTHxHEIGHT")
     parser.add_argument("--progress-every", type=int, default=8, help="frames per progress save")
     parser.add_argument(
