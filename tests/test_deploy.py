@@ -506,6 +506,14 @@ def test_cli_gcloud_refuses_a_missing_bundle_before_running_anything(tmp_path: P
     assert "not a function bundle" in result.output
 
 
+def test_cli_gcloud_asks_before_deploying(tmp_path: Path) -> None:
+    build_bundle(tmp_path / "bundle", [DATAPREP])
+    args = ["deploy", "gcloud", "-p", DATAPREP, "--project", PROJECT, "--region", REGION]
+    result = CliRunner().invoke(app, [*args, "--source", str(tmp_path / "bundle")])
+    assert result.exit_code == 2
+    assert "pass --yes to deploy 10 functions and 10 topics" in result.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .. import naming
 from ..config import Settings
 from ..firestore_state import COMPOSITE_INDEXES, EXPIRE_AT
 from ..ids import validate_id
@@ -150,7 +151,7 @@ class DeploymentPlan:
         As on the local stack, it makes functions-framework name the topic as the
         CloudEvent's source.
         """
-        return f"/projects/{self.project}/topics/{spec.topic}"
+        return "/" + naming.topic_path(self.project, spec.topic)
 
     def bindings(self) -> list[Binding]:
         """Every IAM grant the deployment needs, and nothing more."""
