@@ -213,10 +213,15 @@ class PushProbe:
         probe = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            # Keep-alive, as functions-framework's gunicorn does: the emulator reuses its
+            # connection instead of opening one per push.
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self) -> None:
                 at = time.perf_counter()
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 self.send_response(204)
+                self.send_header("Content-Length", "0")
                 self.end_headers()
                 attributes = orjson.loads(body).get("message", {}).get("attributes", {})
                 probe.arrive(str(attributes.get("probe", "")), at)
