@@ -28,11 +28,27 @@ _HEADER = struct.Struct("<4sB3xQ")  # magic, codec, padding, raw length: 16 byte
 _RAW, _ZSTD = 0, 1
 _SAMPLE = 64 * 1024
 _SMALL = 4 * 1024
+_PARALLEL_HASH = 4 * 1024 * 1024
 ADDRESS_PREFIX = "b3-"
 
 
+def _sample(parts: Sequence[memoryview]) -> bytes:
+    """Slices of the largest part, from its start, middle and end: the bulk of the data
+    decides, not a small JSON header in front of it."""
+    largest = max(parts, key=lambda p: p.nbytes)
+    piece = _SAMPLE // 4
+    if largest.nbytes <= 3 * piece:
+        return bytes(largest) if largest.nbytes >= _SMALL else b"".join(parts)[:_SAMPLE]
+    middle = largest.nbytes // 2
+    return b"".join(
+        (largest[:piece], largest[middle : middle + piece], largest[largest.nbytes - piece :])
+    )
+
+
 def address_of(parts: Sequence[memoryview]) -> str:
-    hasher = blake3.blake3()
+    size = sum(p.nbytes for p in parts)
+    # Large contents are hashed on all cores (BLAKE3 is a tree hash: same digest).
+    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO if size >= _PARALLEL_HASH else 1)
     for part in parts:
         hasher.update(part)
     return ADDRESS_PREFIX + hasher.hexdigest()
@@ -100,9 +116,7 @@ class BlobStore:
         if size < _SMALL or self.compression_level <= 0:
             return list(parts), _RAW
         compressor = zstandard.ZstdCompressor(level=self.compression_level)
-        sample = (
-            bytes(parts[0][:_SAMPLE]) if parts[0].nbytes >= _SAMPLE else b"".join(parts)[:_SAMPLE]
-        )
+        sample = _sample(parts)
         if len(compressor.compress(sample)) > 0.9 * len(sample):
             return list(parts), _RAW
         chunker = compressor.chunker(size=size, chunk_size=1 << 20)

@@ -93,6 +93,7 @@ class CheckpointStore:
         )
         self.sequence = 0
         self._latest_generation: int | None = None
+        self._last_entries: dict[str, Any] | None = None
 
     @property
     def run_folder(self) -> str:
@@ -117,14 +118,20 @@ class CheckpointStore:
         status: str = "running",
         errors: list[str] | None = None,
         params: Mapping[str, Any] | None = None,
+        unchanged: bool = False,
     ) -> Manifest:
         """Write a checkpoint of ``context``; only values not stored before are uploaded.
 
+        ``unchanged=True`` says the context is the one of this store's previous save,
+        untouched since (a status-only checkpoint): its encoding is reused.
         Raises :class:`~resumable.errors.EncodingError` for a value that cannot be stored
         exactly (nothing is written then), :class:`ConcurrentWriterError` if another process
         replaced the latest checkpoint meanwhile.
         """
-        entries = encode_context(context, self.blobs)
+        if unchanged and self._last_entries is not None:
+            entries = self._last_entries
+        else:
+            entries = encode_context(context, self.blobs)
         if self._latest_generation is None:
             self._discover_latest()
         manifest = Manifest(
@@ -161,6 +168,7 @@ class CheckpointStore:
                 "two processes are running this run"
             ) from None
         self.sequence = manifest.sequence
+        self._last_entries = entries
         return manifest
 
     def _discover_latest(self) -> None:

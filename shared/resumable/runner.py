@@ -93,6 +93,7 @@ class InProcessRun:
         self._lock = threading.RLock()
         self._state = _State(context={})
         self._progress: dict[str, dict[str, Any]] = {}
+        self._saved_as_is = False  # the last checkpoint holds state.context, untouched since
         self.resumed = False
 
     # -- events and logs ----------------------------------------------------------------
@@ -190,6 +191,8 @@ class InProcessRun:
     ) -> None:
         spec = self.spec.steps[step]
         record = self._state.records[step]
+        with self._lock:
+            self._saved_as_is = False  # the step may change the context in place
         record.status = StepStatus.RUNNING
         record.started_at = now_iso()
         record.error = None
@@ -325,6 +328,8 @@ class InProcessRun:
         step: str | None = None,
     ) -> bool:
         state = self._state
+        # No step ran since the context was last saved as it is: only the status changes.
+        unchanged = context is None and self._saved_as_is
         try:
             before = self.checkpoints.blobs.bytes_uploaded
             manifest = self.checkpoints.save(
@@ -334,6 +339,7 @@ class InProcessRun:
                 steps_summary=state.records,
                 status=status,
                 errors=state.errors,
+                unchanged=unchanged,
             )
         except ConcurrentWriterError:
             raise
@@ -345,6 +351,7 @@ class InProcessRun:
             self._log(logging.WARNING, message + " (the run goes on)")
             self._emit("checkpoint_failed", detail=message)
             return False
+        self._saved_as_is = context is None
         written = self.checkpoints.blobs.bytes_uploaded - before
         self._log(logging.DEBUG, f"checkpoint #{manifest.sequence} saved ({written} new bytes)")
         self._emit(
@@ -452,7 +459,9 @@ class InProcessRun:
             except Exception as exc:
                 self._log(logging.WARNING, f"cleanup of run {self.run_id} failed: {exc}")
         else:
-            self._checkpoint(status=status, context=self._context_with_progress())
+            self._checkpoint(
+                status=status, context=self._context_with_progress() if self._progress else None
+            )
         self._log(
             logging.INFO if status is RunStatus.COMPLETED else logging.WARNING,
             f"run {self.run_id} {status.value} in {duration:.3f}s",

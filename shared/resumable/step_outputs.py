@@ -123,6 +123,7 @@ class RunFiles:
         name = f"{self.prefix}steps/{step}/attempt-{attempt:04d}{suffix}.json"
         # Create-only: an attempt number is claimed once, so this object is new.
         self.store.write(name, data, if_generation_match=0)
+        self.store.flush()  # durable before the run document can point at it
         uploaded = self.blobs.bytes_uploaded - uploaded_before + len(data)
         return name, uploaded, sorted(outputs) + deleted
 

@@ -56,6 +56,10 @@ class ObjectStore(Protocol):
         """
         ...
 
+    def flush(self) -> None:
+        """Make every object written so far durable (a no-op where writes already are)."""
+        ...
+
     def exists(self, name: str) -> bool: ...
 
     def list(self, prefix: str = "") -> Iterator[str]:

@@ -98,6 +98,9 @@ class GCSStore:
             self.stats.bytes_written += len(payload)
         return int(blob.generation or 0)
 
+    def flush(self) -> None:
+        """Nothing to do: an upload is durable once it returns."""
+
     def exists(self, name: str) -> bool:
         return bool(self._blob(name).exists())
 

@@ -20,9 +20,11 @@ class LocalStore:
 
     Every write goes to a temporary file in the same folder, is fsynced (``durable=True``),
     then renamed over the target, and the folder is fsynced: a crash, even a power loss,
-    leaves the old object or the new one. A generation is the file's modification time
-    in nanoseconds; conditional writes hold an advisory lock so that two processes on one
-    machine cannot both win.
+    leaves the old object or the new one. Folders of create-only objects are synced in
+    one batch, at the latest before the next replacing write or :meth:`flush`, so an
+    object that refers to them is never durable before they are. A generation is the
+    file's modification time in nanoseconds; conditional writes hold an advisory lock so
+    that two processes on one machine cannot both win.
     """
 
     def __init__(self, root: str | os.PathLike[str], *, durable: bool = True) -> None:
@@ -31,6 +33,7 @@ class LocalStore:
         self.durable = durable
         self.stats = WriteStats()
         self._stats_lock = threading.Lock()
+        self._unsynced_dirs: set[Path] = set()
 
     def _path(self, name: str) -> Path:
         if not name or name.startswith("/") or any(p in ("", ".", "..") for p in name.split("/")):
@@ -88,27 +91,45 @@ class LocalStore:
         tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:12]}"
         size = self._write_file(tmp, parts)
         try:
-            if if_generation_match is None:
-                os.replace(tmp, path)
-            elif if_generation_match == 0:
+            if if_generation_match == 0:
                 self._create_only(tmp, path, name)
             else:
-                with self._locked(path):
-                    current = self._generation(path)
-                    if current != if_generation_match:
-                        raise PreconditionFailedError(
-                            f"{self.url}/{name}: generation is {current}, "
-                            f"expected {if_generation_match}"
-                        )
-                    os.replace(tmp, path)
+                # What this object may refer to (created before it) must be durable first.
+                self.flush()
+                self._replace(tmp, path, name, if_generation_match)
         finally:
             tmp.unlink(missing_ok=True)
         if self.durable:
-            self._fsync_dir(path.parent)
+            if if_generation_match == 0:
+                # New immutable objects (blobs, history): their folder entries are synced
+                # together, before the next replacing write makes them reachable.
+                with self._stats_lock:
+                    self._unsynced_dirs.add(path.parent)
+            else:
+                self._fsync_dir(path.parent)
         with self._stats_lock:
             self.stats.objects_written += 1
             self.stats.bytes_written += size
         return self._generation(path)
+
+    def _replace(self, tmp: Path, path: Path, name: str, if_generation_match: int | None) -> None:
+        if if_generation_match is None:
+            os.replace(tmp, path)
+            return
+        with self._locked(path):
+            current = self._generation(path)
+            if current != if_generation_match:
+                raise PreconditionFailedError(
+                    f"{self.url}/{name}: generation is {current}, expected {if_generation_match}"
+                )
+            os.replace(tmp, path)
+
+    def flush(self) -> None:
+        """Make every object written so far durable (their folder entries included)."""
+        with self._stats_lock:
+            folders, self._unsynced_dirs = self._unsynced_dirs, set()
+        for folder in folders:
+            self._fsync_dir(folder)
 
     def _write_file(self, tmp: Path, parts: list[memoryview]) -> int:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)

@@ -54,6 +54,9 @@ class MemoryStore:
             self.stats.bytes_written += len(payload)
             return self._generation
 
+    def flush(self) -> None:
+        """Nothing to do: memory is as durable as it gets."""
+
     def exists(self, name: str) -> bool:
         with self._lock:
             return name in self._objects
