@@ -21,7 +21,10 @@ class PubSubPublisher:
 
         self.project = project
         self.timeout = timeout
-        self.client = client or pubsub_v1.PublisherClient()
+        # One message per request, sent at once: a step hop waits on its publish, and the
+        # default 10 ms batching window would add to every hop.
+        batching = pubsub_v1.types.BatchSettings(max_messages=1)
+        self.client = client or pubsub_v1.PublisherClient(batch_settings=batching)
 
     def publish(self, topic: str, data: bytes, attributes: dict[str, str] | None = None) -> str:
         path = self.client.topic_path(self.project, topic)
