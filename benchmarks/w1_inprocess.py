@@ -112,6 +112,22 @@ def resume_with(
 # -- A, C and resumable: interleaved repetitions ------------------------------------------
 
 
+def time_resumable_now(
+    config: W1Config, workdir: Path, reps: int, tag: str
+) -> tuple[list[float], list[float]]:
+    """A and resumable, interleaved, now: (A totals, resumable totals).
+
+    The machine's load drifts over minutes, so a peer is compared with resumable runs
+    made just before and just after it, not with those at the start of the benchmark.
+    """
+    plain, ours = [], []
+    for rep in range(reps):
+        plain.append(timed(partial(run_steps, config))[0])
+        pipeline = make_pipeline(config, workdir / "resumable-beside", f"{tag}-{rep}")
+        ours.append(timed(partial(pipeline.run, initial_context(config)))[0])
+    return plain, ours
+
+
 def measure_fast_methods(
     config: W1Config, workdir: Path, reps: int, load_reps: int, reference: str
 ) -> tuple[dict[str, MethodResult], float, dict[str, Any]]:
@@ -454,17 +470,27 @@ def main() -> None:
                     ordered.append(MethodResult(key, label, False, reason))
                     continue
                 log(f"{key} (subprocesses of {args.peers_venv}) ...")
-                ordered.append(
-                    measure_peer(
-                        key,
-                        python,
-                        workdir,
-                        reps=args.peer_reps,
-                        load_reps=args.load_reps,
-                        resume_reps=args.resume_reps,
-                        reference_digest=reference,
-                    )
+                plain, ours = time_resumable_now(config, workdir, args.reps, f"{key}-before")
+                peer = measure_peer(
+                    key,
+                    python,
+                    workdir,
+                    reps=args.peer_reps,
+                    load_reps=args.load_reps,
+                    resume_reps=args.resume_reps,
+                    reference_digest=reference,
                 )
+                after = time_resumable_now(config, workdir, args.reps, f"{key}-after")
+                plain, ours = plain + after[0], ours + after[1]
+                beside = median(ours) - median(plain)
+                peer.samples["resumable_beside"] = {"plain": plain, "total": ours}
+                peer.samples["resumable_overhead_beside"] = beside
+                if peer.available:
+                    peer.notes.append(
+                        f"compared with resumable re-measured just before and after it "
+                        f"({len(ours)} runs): overhead {beside:.3f} s"
+                    )
+                ordered.append(peer)
         by_key = {r.key: r for r in ordered}
         ratios, targets = evaluate_targets(by_key, raw_read_s)
         report(args, config, info, context_mb, workdir, ordered, ratios, targets)
