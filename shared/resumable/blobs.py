@@ -27,22 +27,29 @@ _MAGIC = b"RBL1"
 _HEADER = struct.Struct("<4sB3xQ")  # magic, codec, padding, raw length: 16 bytes
 _RAW, _ZSTD = 0, 1
 _SAMPLE = 64 * 1024
+_SAMPLE_SLICES = 16
 _SMALL = 4 * 1024
 _PARALLEL_HASH = 4 * 1024 * 1024
 ADDRESS_PREFIX = "b3-"
 
 
 def _sample(parts: Sequence[memoryview]) -> bytes:
-    """Slices of the largest part, from its start, middle and end: the bulk of the data
-    decides, not a small JSON header in front of it."""
-    largest = max(parts, key=lambda p: p.nbytes)
-    piece = _SAMPLE // 4
-    if largest.nbytes <= 3 * piece:
-        return bytes(largest) if largest.nbytes >= _SMALL else b"".join(parts)[:_SAMPLE]
-    middle = largest.nbytes // 2
-    return b"".join(
-        (largest[:piece], largest[middle : middle + piece], largest[largest.nbytes - piece :])
-    )
+    """Small slices spread evenly over the whole content: their compressibility estimates
+    the content's, in proportion (a JSON header in front of pixel data weighs what it
+    weighs, not the whole sample)."""
+    size = sum(p.nbytes for p in parts)
+    if size <= _SAMPLE:
+        return b"".join(parts)
+    step = size // _SAMPLE_SLICES
+    wanted = [i * step for i in range(_SAMPLE_SLICES)]
+    slices = []
+    base = 0
+    for part in parts:
+        while wanted and wanted[0] < base + part.nbytes:
+            offset = wanted.pop(0) - base
+            slices.append(part[offset : offset + _SAMPLE // _SAMPLE_SLICES])
+        base += part.nbytes
+    return b"".join(slices)
 
 
 def address_of(parts: Sequence[memoryview]) -> str:

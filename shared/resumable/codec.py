@@ -262,19 +262,29 @@ class Encoder:
     def _ndarray(self, array: Any, path: str, out: EncodedValue) -> Any:
         np = self._np
         assert np is not None
-        if array.dtype.hasobject:
-            raise EncodingError(
-                path, f"numpy.ndarray[{array.dtype}]", "object arrays are not supported"
-            )
-        descr = _dtype_descr(array.dtype, path)
+        dtype = array.dtype
+        descr = _DESCR_CACHE.get(dtype)
+        if descr is None:
+            if dtype.hasobject:
+                raise EncodingError(
+                    path, f"numpy.ndarray[{dtype}]", "object arrays are not supported"
+                )
+            descr = _dtype_descr(dtype, path)
         order = "C"
-        if array.flags.c_contiguous:
+        flags = array.flags
+        if flags.c_contiguous:
             data = array
-        elif array.flags.f_contiguous:
+        elif flags.f_contiguous:
             order, data = "F", array.T
         else:
             data = np.ascontiguousarray(array)
-        raw = memoryview(data.reshape(-1).view(np.uint8)) if data.size else memoryview(b"")
+        if not data.size:
+            raw = memoryview(b"")
+        else:
+            try:  # the cheap path: the array's own buffer, as bytes
+                raw = memoryview(data).cast("B")
+            except (TypeError, ValueError):  # dtypes without a buffer format (datetime64...)
+                raw = memoryview(data.reshape(-1).view(np.uint8))
         return self._binary(
             "ndarray", raw, out, {"dtype": descr, "shape": list(array.shape), "order": order}
         )

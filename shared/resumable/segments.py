@@ -52,8 +52,7 @@ def encode_context(
 
 
 def _entry(encoded: EncodedValue, blobs: BlobStore) -> Entry:
-    node_json = orjson.dumps(encoded.node)
-    if not encoded.parts and len(node_json) <= INLINE_LIMIT:
+    if not encoded.parts and len(orjson.dumps(encoded.node)) <= INLINE_LIMIT:
         return {"v": encoded.node}
     table: list[list[int]] = []
     offset = 0
