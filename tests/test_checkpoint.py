@@ -324,3 +324,16 @@ def test_history_keeps_every_checkpoint_and_cleanup_removes_the_run(tmp_path: An
     done = Pipeline("pipe", steps("a"), storage=tmp_path).run()
     assert done["status"] == "completed"
     assert not (tmp_path / "runs" / "default" / "pipe" / done["run_id"]).exists()
+
+
+def test_every_entry_lists_the_blobs_it_refers_to() -> None:
+    from resumable.blobs import BlobStore
+    from resumable.segments import encode_context, entry_addresses
+
+    store = MemoryStore()
+    frames = [np.full((300, 300), i, dtype=np.uint8) for i in range(3)]  # 90 kB: own blobs
+    entries = encode_context({"frames": frames}, BlobStore(store, "b/"))
+    assert "v" in entries["frames"]  # small enough to sit inline in the manifest
+    assert sorted(entry_addresses(entries["frames"])) == sorted(
+        "b3-" + name.split("b3-")[1] for name in store.list("b/")
+    )

@@ -53,7 +53,10 @@ def encode_context(
 
 def _entry(encoded: EncodedValue, blobs: BlobStore) -> Entry:
     if not encoded.parts and len(orjson.dumps(encoded.node)) <= INLINE_LIMIT:
-        return {"v": encoded.node}
+        inline: Entry = {"v": encoded.node}
+        if encoded.blobs:  # listed, so validation and cleanup never need to parse the value
+            inline["blobs"] = sorted(set(encoded.blobs))
+        return inline
     table: list[list[int]] = []
     offset = 0
     for part in encoded.parts:
