@@ -60,7 +60,7 @@ def local_stack_env() -> dict[str, str] | None:
     if state is None:
         return None
     pid = int(state.get("supervisor_pid") or 0)
-    if pid <= 0 or not _process_exists(pid):
+    if pid <= 0 or not devstack.process_alive(pid):
         print(
             f"note: ignoring {devstack.state_path()}: the local stack that wrote it (pid "
             f"{pid}) is gone; `resumable dev down` removes it",
@@ -68,16 +68,6 @@ def local_stack_env() -> dict[str, str] | None:
         )
         return None
     return {str(k): str(v) for k, v in dict(state.get("env") or {}).items()}
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def engine_from_env() -> Engine:

@@ -127,7 +127,7 @@ def _refuse_a_second_stack(home: Path) -> None:
     if state is None:
         return
     pid = int(state.get("supervisor_pid") or 0)
-    if pid > 0 and _alive(pid):
+    if pid > 0 and devstack.process_alive(pid):
         _fail(
             f"a local stack is already running in {home} (pid {pid}): use it, or stop it "
             "first with `resumable dev down`",
@@ -248,16 +248,6 @@ def _tail(path: Path, lines: int = 30) -> str:
     except FileNotFoundError:
         return "(no log)"
     return "\n".join(text.splitlines()[-lines:])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _fail(message: str, code: int) -> NoReturn:

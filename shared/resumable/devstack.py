@@ -425,9 +425,9 @@ def down_detached(home: Path | None = None, timeout: float = 60.0) -> bool:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and process_alive(pid):
         time.sleep(0.1)
-    if _alive(pid):
+    if process_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     # Whatever the supervisor could not stop: its function servers and emulators, by
@@ -443,7 +443,8 @@ def down_detached(home: Path | None = None, timeout: float = 60.0) -> bool:
     return True
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid runs (a zombie child of ours counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
