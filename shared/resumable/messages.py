@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InvalidIdError, ResumableError
 from .ids import validate_id
@@ -34,13 +34,20 @@ class BadMessageError(ResumableError):
         super().__init__(reason)
 
 
-def _safe(value: str | None, what: str) -> str | None:
-    if value is None:
-        return None
-    try:
-        return validate_id(value, what)
-    except InvalidIdError as exc:
-        raise ValueError(str(exc)) from None
+def _safe_id(what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        try:
+            return validate_id(value, what)
+        except InvalidIdError as exc:
+            raise ValueError(str(exc)) from None
+
+    return AfterValidator(check)
+
+
+PipelineName = Annotated[str, _safe_id("pipeline")]
+RunId = Annotated[str, _safe_id("run id")]
+StepName = Annotated[str, _safe_id("step")]
+TenantId = Annotated[str, _safe_id("tenant id")]
 
 
 class StartMessage(BaseModel):
@@ -48,25 +55,10 @@ class StartMessage(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    pipeline: str
+    pipeline: PipelineName
     params: dict[str, Any]
-    run_id: str | None = None
-    tenant_id: str | None = None
-
-    @field_validator("pipeline")
-    @classmethod
-    def _pipeline(cls, v: str) -> str:
-        return _safe(v, "pipeline") or v
-
-    @field_validator("run_id")
-    @classmethod
-    def _run_id(cls, v: str | None) -> str | None:
-        return _safe(v, "run id")
-
-    @field_validator("tenant_id")
-    @classmethod
-    def _tenant(cls, v: str | None) -> str | None:
-        return _safe(v, "tenant id")
+    run_id: RunId | None = None
+    tenant_id: TenantId | None = None
 
 
 class StepMessage(BaseModel):
@@ -74,31 +66,11 @@ class StepMessage(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    pipeline: str
-    run_id: str
-    step: str
-    tenant_id: str = "default"
+    pipeline: PipelineName
+    run_id: RunId
+    step: StepName
+    tenant_id: TenantId = "default"
     attempt: int | None = Field(default=None, description="hint only; the run document decides")
-
-    @field_validator("pipeline")
-    @classmethod
-    def _pipeline(cls, v: str) -> str:
-        return _safe(v, "pipeline") or v
-
-    @field_validator("run_id")
-    @classmethod
-    def _run_id(cls, v: str) -> str:
-        return _safe(v, "run id") or v
-
-    @field_validator("step")
-    @classmethod
-    def _step(cls, v: str) -> str:
-        return _safe(v, "step") or v
-
-    @field_validator("tenant_id")
-    @classmethod
-    def _tenant(cls, v: str) -> str:
-        return _safe(v, "tenant id") or v
 
 
 def pubsub_payload(event_data: Any) -> tuple[bytes, dict[str, str], int | None]:
