@@ -104,7 +104,10 @@ def configure_cloud_logging(*, verbose: bool = False) -> None:
         if getattr(handler, "_resumable", False):
             logger.removeHandler(handler)
     cloud = StructuredLogHandler(stream=sys.stdout)  # type: ignore[no-untyped-call]
-    cloud.addFilter(_CloudFields())
+    # On the logger, not the handler: it must run before the handler's own filter reads
+    # the record's labels.
+    if not any(isinstance(f, _CloudFields) for f in logger.filters):
+        logger.addFilter(_CloudFields())
     cloud._resumable = True  # type: ignore[attr-defined]
     logger.addHandler(cloud)
     logger.propagate = False
