@@ -15,6 +15,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import blake3
 import xxhash
@@ -68,6 +69,20 @@ def fingerprint_of(parts: Iterable[memoryview]) -> bytes:
     return hasher.digest()
 
 
+_WRITER: ThreadPoolExecutor | None = None
+_WRITER_LOCK = threading.Lock()
+
+
+def _writer() -> ThreadPoolExecutor:
+    """The process's blob writers: two, so that one compresses while another waits on
+    its fsync or upload."""
+    global _WRITER
+    with _WRITER_LOCK:
+        if _WRITER is None:
+            _WRITER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="resumable-blob-writer")
+        return _WRITER
+
+
 class BlobStore:
     """Blobs of one run under ``prefix`` in an object store. Thread-safe."""
 
@@ -80,6 +95,7 @@ class BlobStore:
         self.verify = verify
         self._by_fingerprint: dict[bytes, str] = {}
         self._present: set[str] = set()
+        self._writing: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
         self.bytes_uploaded = 0
 
@@ -103,8 +119,14 @@ class BlobStore:
         address = address_of(parts)
         with self._lock:
             self._by_fingerprint[fingerprint] = address
-            if address in self._present:
+            if address in self._present or address in self._writing:
                 return address
+            # Compressed and written in the background while the caller encodes the next
+            # values; wait() is the barrier (encode_context calls it before returning).
+            self._writing[address] = _writer().submit(self._write, address, list(parts))
+        return address
+
+    def _write(self, address: str, parts: list[memoryview]) -> None:
         body, codec = self._compress(parts)
         raw_size = sum(p.nbytes for p in parts)
         header = _HEADER.pack(_MAGIC, codec, raw_size)
@@ -116,7 +138,19 @@ class BlobStore:
         with self._lock:
             self._present.add(address)
             self.bytes_uploaded += uploaded
-        return address
+
+    def wait(self) -> None:
+        """Block until every blob put so far is stored; raise the first write error."""
+        with self._lock:
+            pending, self._writing = self._writing, {}
+        failures = []
+        for future in pending.values():
+            try:
+                future.result()
+            except Exception as exc:
+                failures.append(exc)
+        if failures:
+            raise failures[0]
 
     def _compress(self, parts: Sequence[memoryview]) -> tuple[list[bytes | memoryview], int]:
         size = sum(p.nbytes for p in parts)

@@ -10,6 +10,7 @@ garbage collection never need to open the segment.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from collections.abc import Mapping
 from typing import Any
@@ -18,7 +19,7 @@ import orjson
 
 from .blobs import BlobStore
 from .codec import LARGE_BINARY, Decoder, EncodedValue, Encoder
-from .errors import CorruptCheckpointError
+from .errors import CorruptCheckpointError, EncodingError
 
 INLINE_LIMIT = 4 * 1024
 _SEGMENT_MAGIC = b"RSG1"
@@ -39,16 +40,26 @@ def encode_context(
     """Encode every key of ``context``; new blobs are written through ``blobs``."""
     encoder = Encoder(lambda buffer: blobs.put([buffer]), large_binary=large_binary)
     entries: dict[str, Entry] = {}
+    try:
+        _encode_into(entries, context, encoder, blobs)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            blobs.wait()  # no write of ours outlives the call; the encoding error wins
+        raise
+    blobs.wait()  # every blob an entry names is stored before the entries are used
+    return entries
+
+
+def _encode_into(
+    entries: dict[str, Entry], context: Mapping[str, Any], encoder: Encoder, blobs: BlobStore
+) -> None:
     for key, value in context.items():
         if type(key) is not str:
-            from .errors import EncodingError
-
             raise EncodingError(
                 f"<key {key!r}>", type(key).__name__, "context keys must be strings"
             )
         encoded = encoder.encode(value, f"context[{key!r}]")
         entries[key] = _entry(encoded, blobs)
-    return entries
 
 
 def _entry(encoded: EncodedValue, blobs: BlobStore) -> Entry:
