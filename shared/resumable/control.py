@@ -80,6 +80,8 @@ def start_run(engine: Engine, message: StartMessage, *, message_id: str | None =
             f"run {run_id!r} already exists with other params or another pipeline version; "
             "start message ignored (use a new run id)",
             run_id=run_id,
+            pipeline=spec.name,
+            tenant_id=tenant,
         )
     never_claimed = [
         s

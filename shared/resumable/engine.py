@@ -98,6 +98,28 @@ class Engine:
     def doc_id(self, tenant_id: str, pipeline: str, run_id: str) -> str:
         return document_id(tenant_id, pipeline, run_id)
 
+    def record_rejection(self, tenant_id: str, pipeline: str, run_id: str, reason: str) -> bool:
+        """Note on the run why a message about it was acked unused; ``False`` if there is no
+        such run. Recorded, never fatal: a stray message cannot fail a healthy run."""
+        from .errors import InvalidIdError
+        from .ids import validate_id
+        from .runstate import MAX_REJECTED, ContentionError, RunNotFoundError
+
+        try:  # ids from a rejected message may be what made it invalid
+            for value, what in ((tenant_id, "tenant"), (pipeline, "pipeline"), (run_id, "run")):
+                validate_id(value, what)
+        except InvalidIdError:
+            return False
+
+        def change(state: RunState) -> None:
+            state.rejected_messages = [*state.rejected_messages, reason][-MAX_REJECTED:]
+
+        try:
+            self.runs.mutate(self.doc_id(tenant_id, pipeline, run_id), change)
+        except (RunNotFoundError, ContentionError):
+            return False
+        return True
+
     def publish_steps(self, state: RunState, steps: Iterable[str]) -> list[str]:
         """Publish one message per step; returns the steps published."""
         published = []

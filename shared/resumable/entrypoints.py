@@ -63,6 +63,10 @@ def start_run(event: CloudEvent) -> None:
         started = start_run_now(engine(), message, message_id=_message_id(event))
     except BadMessageError as exc:
         logger.error(f"bad start message, acked: {exc.reason}", extra={"run_id": exc.run_id})
+        if exc.run_id and exc.pipeline:
+            engine().record_rejection(
+                exc.tenant_id or "default", exc.pipeline, exc.run_id, exc.reason
+            )
         return
     logger.info(
         "start message handled",

@@ -125,8 +125,11 @@ def parse_start(data: bytes) -> StartMessage:
     try:
         return StartMessage.model_validate(body)
     except ValidationError as exc:
-        run_id = body.get("run_id") if isinstance(body.get("run_id"), str) else None
-        raise BadMessageError(f"invalid start message: {_explain(exc)}", run_id=run_id) from None
+        known = {k: body.get(k) for k in ("run_id", "pipeline", "tenant_id")}
+        raise BadMessageError(
+            f"invalid start message: {_explain(exc)}",
+            **{k: v for k, v in known.items() if isinstance(v, str)},
+        ) from None
 
 
 def parse_step(data: bytes) -> StepMessage:

@@ -24,7 +24,6 @@ same end state: every step's output committed exactly once, and the run ending
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 import uuid
@@ -39,7 +38,6 @@ from .errors import EncodingError, StepError
 from .log import logger
 from .messages import BadMessageError, StepMessage
 from .runstate import (
-    MAX_REJECTED,
     ContentionError,
     RunNotFoundError,
     RunState,
@@ -407,14 +405,7 @@ def _queued_successors(state: RunState, spec: PipelineSpec, step: str) -> list[s
 def _bad_message(engine: Engine, message: StepMessage, reason: str) -> Outcome:
     """Log a message no retry can fix, record the reason on its run if it has one, ack."""
     logger.error(f"bad step message, acked: {reason}", extra=log_fields(message))
-    doc_id = engine.doc_id(message.tenant_id, message.pipeline, message.run_id)
-
-    def change(state: RunState) -> None:
-        # Recorded, not fatal: a stray message must not be able to fail a healthy run.
-        state.rejected_messages = [*state.rejected_messages, reason][-MAX_REJECTED:]
-
-    with contextlib.suppress(RunNotFoundError, ContentionError):
-        engine.runs.mutate(doc_id, change)
+    engine.record_rejection(message.tenant_id, message.pipeline, message.run_id, reason)
     return Outcome.done(f"bad message: {reason}")
 
 

@@ -273,3 +273,29 @@ def test_a_diamond_runs_both_branches_in_parallel_and_joins_once(
     assert calls(workdir) == {"root": 1, "left": 1, "right": 1, "join": 1}
     assert commits(state) == {"root": 1, "left": 1, "right": 1, "join": 1}
     assert time.monotonic() - started < 30
+
+
+def test_bad_messages_are_acked_with_their_reason_recorded_on_a_known_run(
+    stack: DevStack, engine: Engine, workdir: Path
+) -> None:
+    run_id = new_run()
+    publish_start(stack, "faulty", {"workdir": str(workdir), "faults": {"b": {"sleep": 3}}}, run_id)
+    wait_file(workdir / "started-b")
+    publisher = pubsub_v1.PublisherClient()
+    start_topic = publisher.topic_path(stack.project, f"{stack.prefix}-start")
+    step_topic = publisher.topic_path(stack.project, f"{stack.prefix}-faulty-c")
+    garbage = [
+        (start_topic, b"not json"),
+        (start_topic, orjson.dumps({"pipeline": "faulty", "run_id": run_id})),  # no params
+        (start_topic, orjson.dumps({"pipeline": "faulty", "params": {}, "run_id": "../x"})),
+        (step_topic, b"\xff\xfe"),
+        (step_topic, orjson.dumps({"pipeline": "faulty", "run_id": run_id, "step": "zzz"})),
+    ]
+    for topic, data in garbage:
+        publisher.publish(topic, data).result(timeout=30)
+    state = wait_for(engine, run_id, "faulty", finished)
+    assert state.status == "completed"  # stray messages cannot fail a healthy run
+    assert commits(state) == {"a": 1, "b": 1, "c": 1}
+    reasons = "\n".join(state.rejected_messages)
+    assert "params: Field required" in reasons
+    assert "pipeline 'faulty' has no step 'zzz'" in reasons
