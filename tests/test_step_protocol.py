@@ -423,3 +423,26 @@ def test_cancelling_a_run_whose_worker_died_mid_step_ends_cancelled() -> None:
     watchdog_sweep(engine)
     state = state_of(engine, "lin")
     assert state.status == "cancelled" and state.steps["a"].status == "cancelled"
+
+
+def test_a_storage_hiccup_while_loading_is_retried_not_fatal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = make_engine(linear())
+    start(engine, "lin", {})
+    drain(engine, limit=1)
+    import resumable.worker as worker
+
+    real_load = worker.load_input
+    calls: list[int] = []
+
+    def flaky_load(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("storage unavailable")
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(worker, "load_input", flaky_load)
+    log = drain(engine)
+    assert [o.ack for m, o in log if m.step == "b"] == [False, True]
+    assert state_of(engine, "lin").status == "completed"

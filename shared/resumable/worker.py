@@ -34,7 +34,7 @@ from typing import Any
 from . import current_step
 from .definition import PipelineSpec, StepSpec
 from .engine import Engine, log_fields
-from .errors import EncodingError, StepError
+from .errors import CheckpointError, EncodingError, StepError
 from .log import logger
 from .messages import BadMessageError, StepMessage
 from .runstate import (
@@ -130,8 +130,10 @@ def handle_step(engine: Engine, message: StepMessage) -> Outcome:
     files = engine.files(state)
     try:
         before, context = load_input(engine, state, spec, step.name, files=files)
-    except Exception as exc:
+    except (CheckpointError, StepError) as exc:  # damaged or conflicting input: final
         return fail_step(engine, doc_id, step, attempt, f"cannot load the step's input: {exc}")
+    except Exception as exc:  # a storage hiccup: another attempt may well succeed
+        return handle_step_error(engine, doc_id, step, attempt, exc)
 
     with Heartbeat(engine, doc_id, step.name, attempt) as heartbeat:
         try:
@@ -160,6 +162,8 @@ def handle_step(engine: Engine, message: StepMessage) -> Outcome:
         )  # fmt: skip
     except EncodingError as exc:
         return fail_step(engine, doc_id, step, attempt, str(exc))
+    except Exception as exc:
+        return handle_step_error(engine, doc_id, step, attempt, exc)
 
     try:
         state, commit = commit_step(engine, doc_id, spec, step.name, attempt, manifest, size, keys)
