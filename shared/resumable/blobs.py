@@ -74,8 +74,8 @@ _WRITER_LOCK = threading.Lock()
 
 
 def _writer() -> ThreadPoolExecutor:
-    """The process's blob writers: two, so that one compresses while another waits on
-    its fsync or upload."""
+    """The process's blob workers: two, so that one compresses or hashes while another
+    waits on its fsync, upload or read."""
     global _WRITER
     with _WRITER_LOCK:
         if _WRITER is None:
@@ -96,6 +96,7 @@ class BlobStore:
         self._by_fingerprint: dict[bytes, str] = {}
         self._present: set[str] = set()
         self._writing: dict[str, Future[None]] = {}
+        self._fetching: dict[str, Future[memoryview]] = {}
         self._lock = threading.Lock()
         self.bytes_uploaded = 0
 
@@ -167,8 +168,23 @@ class BlobStore:
         out.extend(chunker.finish())  # type: ignore[no-untyped-call]
         return out, _ZSTD
 
+    def prefetch(self, addresses: Iterable[str]) -> None:
+        """Start reading and verifying these blobs in the background (two at a time);
+        :meth:`get` then waits for them instead of reading them itself."""
+        with self._lock:
+            for address in addresses:
+                if address not in self._fetching:
+                    self._fetching[address] = _writer().submit(self._read, address)
+
     def get(self, address: str) -> memoryview:
         """The blob's content as a writable buffer, verified against its address."""
+        with self._lock:
+            future = self._fetching.pop(address, None)
+        if future is not None:
+            return future.result()
+        return self._read(address)
+
+    def _read(self, address: str) -> memoryview:
         try:
             data = self.store.read_buffer(self.name(address))
         except ObjectNotFoundError:

@@ -117,4 +117,6 @@ def decode_entry(key: str, entry: Entry, blobs: BlobStore) -> Any:
 
 
 def decode_context(entries: Mapping[str, Entry], blobs: BlobStore) -> dict[str, Any]:
+    # Every blob is known up front (entries list them): read them while decoding.
+    blobs.prefetch(a for entry in entries.values() for a in entry_addresses(entry))
     return {key: decode_entry(key, entry, blobs) for key, entry in entries.items()}
