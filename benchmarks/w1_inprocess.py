@@ -52,7 +52,7 @@ from w1_results import (
     format_table,
     format_targets,
 )
-from w1_resumable import make_pipeline
+from w1_resumable import TRUST_ENV, make_pipeline
 from w1_workload import (
     CRASH_EXIT_CODE,
     CRASH_STEP,
@@ -406,6 +406,12 @@ def parse_args() -> argparse.Namespace:
         help="where runs write; use a real disk, not tmpfs (default benchmarks/.bench-tmp)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the runs' files")
+    parser.add_argument(
+        "--trust-returned-keys",
+        action="store_true",
+        help="resumable with detect_in_place_changes=False (keys a step did not return or "
+        "rebind keep their previous encoding)",
+    )
     args = parser.parse_args()
     args.reps = args.reps or (3 if args.quick else 7)
     args.resume_reps = args.resume_reps or 3
@@ -419,6 +425,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.trust_returned_keys:
+        os.environ[TRUST_ENV] = "1"
     config = W1Config()
     args.tmp_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="w1-", dir=args.tmp_dir))

@@ -66,7 +66,12 @@ def make_pipeline(config: W1Config, storage: Path, run_id: str) -> Pipeline:
         run_guid=run_id,
         cleanup_on_success=False,
         fail_on_checkpoint_error=True,
+        # --trust-returned-keys (via the environment, so the crash/resume subprocesses see it)
+        detect_in_place_changes=os.environ.get(TRUST_ENV) != "1",
     )
+
+
+TRUST_ENV = "W1_TRUST_RETURNED_KEYS"
 
 
 def run_folder(storage: Path, run_id: str) -> Path:

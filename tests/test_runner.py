@@ -285,3 +285,43 @@ def test_progress_saved_before_a_failure_is_where_the_retry_and_the_resume_start
     )
     assert resumed["status"] == "completed"
     assert seen == [0, 20, 20] and resumed["context"]["x"] == 1
+
+
+def test_in_place_changes_are_saved_by_default_and_trusted_away_on_request() -> None:
+    import numpy as np
+
+    def make(store: MemoryStore, detect: bool) -> Pipeline:
+        def fill(context: dict[str, Any]) -> dict[str, Any]:
+            return {"frames": np.zeros(100_000, dtype=np.uint8), "note": "a"}
+
+        def touch(context: dict[str, Any]) -> dict[str, Any]:
+            context["frames"][0] = 7  # changed in place, not returned
+            context["note"] = "b"  # rebound without being returned
+            return {"done": True}
+
+        return Pipeline(
+            "p",
+            {"fill": fill, "touch": touch},
+            storage=store,
+            cleanup_on_success=False,
+            detect_in_place_changes=detect,
+        )
+
+    exact, trusting = MemoryStore(), MemoryStore()
+    make(exact, True).run()
+    make(trusting, False).run()
+    loaded_exact = Pipeline(
+        "p", {"fill": len, "touch": len}, storage=exact, run_guid=_only_run(exact)
+    ).load_checkpoint()
+    loaded_trusting = Pipeline(
+        "p", {"fill": len, "touch": len}, storage=trusting, run_guid=_only_run(trusting)
+    ).load_checkpoint()
+    assert loaded_exact is not None and loaded_trusting is not None
+    assert loaded_exact.context["frames"][0] == 7
+    assert loaded_trusting.context["frames"][0] == 0  # the documented trade-off
+    assert loaded_exact.context["note"] == loaded_trusting.context["note"] == "b"
+
+
+def _only_run(store: MemoryStore) -> str:
+    (run,) = {name.split("/")[3] for name in store.list("runs/default/p/")}
+    return run

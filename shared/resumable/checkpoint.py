@@ -14,7 +14,7 @@ the same run cannot silently overwrite each other: the second one gets
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +94,7 @@ class CheckpointStore:
         self.sequence = 0
         self._latest_generation: int | None = None
         self._last_entries: dict[str, Any] | None = None
+        self._last_values: dict[str, Any] = {}
 
     @property
     def run_folder(self) -> str:
@@ -118,20 +119,19 @@ class CheckpointStore:
         status: str = "running",
         errors: list[str] | None = None,
         params: Mapping[str, Any] | None = None,
-        unchanged: bool = False,
+        changed_keys: Collection[str] | None = None,
     ) -> Manifest:
         """Write a checkpoint of ``context``; only values not stored before are uploaded.
 
-        ``unchanged=True`` says the context is the one of this store's previous save,
-        untouched since (a status-only checkpoint): its encoding is reused.
+        By default every value is encoded again, so a value changed in place is saved
+        too. ``changed_keys`` says which keys may have changed since this store's previous
+        save: any other key still bound to the same object reuses its previous encoding
+        (``()`` for a status-only checkpoint).
         Raises :class:`~resumable.errors.EncodingError` for a value that cannot be stored
         exactly (nothing is written then), :class:`ConcurrentWriterError` if another process
         replaced the latest checkpoint meanwhile.
         """
-        if unchanged and self._last_entries is not None:
-            entries = self._last_entries
-        else:
-            entries = encode_context(context, self.blobs)
+        entries = self._encode(context, changed_keys)
         if self._latest_generation is None:
             self._discover_latest()
         manifest = Manifest(
@@ -169,7 +169,22 @@ class CheckpointStore:
             ) from None
         self.sequence = manifest.sequence
         self._last_entries = entries
+        self._last_values = dict(context)
         return manifest
+
+    def _encode(
+        self, context: Mapping[str, Any], changed_keys: Collection[str] | None
+    ) -> dict[str, Any]:
+        last = self._last_entries
+        if changed_keys is None or last is None:
+            return encode_context(context, self.blobs)
+        reused = {
+            key
+            for key, value in context.items()
+            if key not in changed_keys and key in last and self._last_values.get(key) is value
+        }
+        fresh = encode_context({k: v for k, v in context.items() if k not in reused}, self.blobs)
+        return {key: last[key] if key in reused else fresh[key] for key in context}
 
     def _discover_latest(self) -> None:
         try:

@@ -62,6 +62,11 @@ class Pipeline:
             warning and go on, as the original did).
         retry_backoff: first delay in seconds between a step's retries (doubles each time).
         compression_level: zstd level for compressible blobs (0 disables compression).
+        detect_in_place_changes: encode every context value at every checkpoint (default),
+            so that a value a step changed in place without returning it is saved too.
+            ``False`` trusts the steps: a value neither returned by the step nor rebound
+            to a new object keeps its previous encoding — cheaper for large contexts, and
+            exact for steps that return what they change.
     """
 
     def __init__(
@@ -80,6 +85,7 @@ class Pipeline:
         fail_on_checkpoint_error: bool = False,
         retry_backoff: float = 1.0,
         compression_level: int = 3,
+        detect_in_place_changes: bool = True,
     ) -> None:
         if run_guid and run_id and run_guid != run_id:
             raise ValueError("run_guid and run_id are aliases: pass one of them")
@@ -97,6 +103,7 @@ class Pipeline:
             cleanup_on_success=cleanup_on_success,
             fail_on_checkpoint_error=fail_on_checkpoint_error,
             retry_backoff=retry_backoff,
+            detect_in_place_changes=detect_in_place_changes,
         )
         self.compression_level = compression_level
         if storage is None:

@@ -17,7 +17,7 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +58,7 @@ class RunOptions:
     fail_on_checkpoint_error: bool = False
     retry_backoff: float = 1.0
     retry_backoff_max: float = 60.0
+    detect_in_place_changes: bool = True
 
 
 @dataclass
@@ -328,8 +329,11 @@ class InProcessRun:
         step: str | None = None,
     ) -> bool:
         state = self._state
-        # No step ran since the context was last saved as it is: only the status changes.
-        unchanged = context is None and self._saved_as_is
+        changed_keys: Collection[str] | None = None
+        if context is None and self._saved_as_is:
+            changed_keys = ()  # no step ran since the context was saved: only the status
+        elif context is None and step is not None and not self.options.detect_in_place_changes:
+            changed_keys = state.records[step].output_keys  # trusted: what the step returned
         try:
             before = self.checkpoints.blobs.bytes_uploaded
             manifest = self.checkpoints.save(
@@ -339,7 +343,7 @@ class InProcessRun:
                 steps_summary=state.records,
                 status=status,
                 errors=state.errors,
-                unchanged=unchanged,
+                changed_keys=changed_keys,
             )
         except ConcurrentWriterError:
             raise
