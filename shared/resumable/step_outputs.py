@@ -14,7 +14,7 @@ applied in graph order; only the manifests the run document points at are read.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Literal
 
 import orjson
@@ -142,13 +142,19 @@ class RunFiles:
 
     def input_entries(self, state: RunState, spec: PipelineSpec, step: str) -> dict[str, Entry]:
         """The encoded input context of ``step``: params, then each completed ancestor's
-        outputs in graph order. Two unordered ancestors writing one key is an error."""
+        outputs in graph order."""
+        return self._accumulate(state, spec, spec.ancestors(step))
+
+    def _accumulate(
+        self, state: RunState, spec: PipelineSpec, steps: Collection[str]
+    ) -> dict[str, Entry]:
+        """Params, then the outputs of the completed steps among ``steps`` in graph order.
+        Two of them writing one key, neither depending on the other, is an error."""
         entries = dict(self.read_manifest(state.params_manifest).outputs)
         written_by: dict[str, str] = {}
-        ancestors = spec.ancestors(step)
         for name in spec.order:
             record = state.steps.get(name)
-            if name not in ancestors or record is None or record.status != StepStatus.COMPLETED:
+            if name not in steps or record is None or record.status != StepStatus.COMPLETED:
                 continue
             if not record.manifest:
                 raise CorruptCheckpointError(f"completed step {name!r} has no output manifest")
@@ -161,9 +167,7 @@ class RunFiles:
                         "neither depends on the other"
                     )
                 written_by[key] = name
-            entries.update(manifest.outputs)
-            for key in manifest.deleted:
-                entries.pop(key, None)
+            apply_outputs(entries, manifest)
         return entries
 
     def decode(self, entries: Mapping[str, Entry]) -> dict[str, Any]:
@@ -175,15 +179,14 @@ class RunFiles:
 
     def final_context(self, state: RunState, spec: PipelineSpec) -> dict[str, Any]:
         """Params plus the outputs of every completed step, in graph order."""
-        entries = dict(self.read_manifest(state.params_manifest).outputs)
-        for name in spec.order:
-            record = state.steps.get(name)
-            if record is not None and record.status == StepStatus.COMPLETED and record.manifest:
-                manifest = self.read_manifest(record.manifest)
-                entries.update(manifest.outputs)
-                for key in manifest.deleted:
-                    entries.pop(key, None)
-        return self.decode(entries)
+        return self.decode(self._accumulate(state, spec, set(spec.order)))
 
     def delete(self) -> int:
         return self.store.delete_prefix(self.prefix)
+
+
+def apply_outputs(entries: dict[str, Entry], manifest: OutputManifest) -> None:
+    """Apply what one step attempt (or its saved progress) changed to ``entries``."""
+    entries.update(manifest.outputs)
+    for key in manifest.deleted:
+        entries.pop(key, None)

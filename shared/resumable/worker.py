@@ -45,7 +45,7 @@ from .runstate import (
     apply_cancel,
 )
 from .status import RunStatus, StepStatus
-from .step_outputs import RunFiles
+from .step_outputs import RunFiles, apply_outputs
 
 # Claims beyond the step's retries that may end in a lost lease (a crash, a timeout)
 # before the step is given up: crashes are not the step's fault, but must not loop forever.
@@ -240,10 +240,7 @@ def load_input(
     progress = state.steps[step].progress_manifest
     entries = dict(before)
     if progress:
-        saved = files.read_manifest(progress)
-        entries.update(saved.outputs)
-        for key in saved.deleted:
-            entries.pop(key, None)
+        apply_outputs(entries, files.read_manifest(progress))
     return before, files.decode(entries)
 
 
