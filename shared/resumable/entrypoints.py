@@ -22,7 +22,7 @@ from .control import record_dead_letter, watchdog_sweep
 from .control import start_run as start_run_now
 from .engine import Engine
 from .log import configure_cloud_logging, logger
-from .messages import BadMessageError, parse_start, parse_step, pubsub_payload
+from .messages import BadMessageError, StepMessage, parse_start, parse_step, pubsub_payload
 from .worker import handle_step
 
 _engine: Engine | None = None
@@ -54,6 +54,16 @@ def _message_id(event: CloudEvent) -> str | None:
     return None
 
 
+def _step_message(event: CloudEvent, complaint: str) -> tuple[StepMessage, dict[str, str]] | None:
+    """The step message and attributes of a push event; ``None`` (logged) if it is bad."""
+    try:
+        data, attributes, _attempt = pubsub_payload(event.get_data())
+        return parse_step(data), attributes
+    except BadMessageError as exc:
+        logger.error(f"{complaint}: {exc.reason}")
+        return None
+
+
 @functions_framework.cloud_event
 def start_run(event: CloudEvent) -> None:
     """Start a run from ``{"pipeline", "params", "run_id"?, "tenant_id"?}``."""
@@ -77,13 +87,10 @@ def start_run(event: CloudEvent) -> None:
 @functions_framework.cloud_event
 def run_step(event: CloudEvent) -> None:
     """Run one step of a run (the step protocol in ``resumable.worker``)."""
-    try:
-        data, _attributes, _attempt = pubsub_payload(event.get_data())
-        message = parse_step(data)
-    except BadMessageError as exc:
-        logger.error(f"bad step message, acked: {exc.reason}")
+    decoded = _step_message(event, "bad step message, acked")
+    if decoded is None:
         return
-    outcome = handle_step(engine(), message)
+    outcome = handle_step(engine(), decoded[0])
     if not outcome.ack:
         raise ServiceUnavailable(description=f"retry later: {outcome.reason}")
 
@@ -91,12 +98,10 @@ def run_step(event: CloudEvent) -> None:
 @functions_framework.cloud_event
 def dead_letter(event: CloudEvent) -> None:
     """A message that exhausted its delivery attempts: fail its run with the reason."""
-    try:
-        data, attributes, _attempt = pubsub_payload(event.get_data())
-        message = parse_step(data)
-    except BadMessageError as exc:
-        logger.error(f"dead-lettered message that is not a step message: {exc.reason}")
+    decoded = _step_message(event, "dead-lettered message that is not a step message")
+    if decoded is None:
         return
+    message, attributes = decoded
     count = attributes.get("CloudPubSubDeadLetterSourceDeliveryCount")
     record_dead_letter(engine(), message, count)
 
