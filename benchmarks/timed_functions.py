@@ -23,11 +23,11 @@ import functions_framework
 import orjson
 from cloudevents.http import CloudEvent
 
-import resumable.worker as worker
 from resumable import entrypoints
 from resumable.engine import Engine
 from resumable.entrypoints import dead_letter, start_run, watchdog
 from resumable.step_outputs import RunFiles
+from resumable.worker import StepAttempt
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,10 +54,10 @@ def _timed(function: F, stage: str) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-worker.claim_step = _timed(worker.claim_step, "claim")
-worker.load_input = _timed(worker.load_input, "load")
-worker.commit_step = _timed(worker.commit_step, "commit")
-worker._finish_run = _timed(worker._finish_run, "finish")
+StepAttempt.claim = _timed(StepAttempt.claim, "claim")  # type: ignore[method-assign]
+StepAttempt.load = _timed(StepAttempt.load, "load")  # type: ignore[method-assign]
+StepAttempt.commit = _timed(StepAttempt.commit, "commit")  # type: ignore[method-assign]
+StepAttempt.finish_run = _timed(StepAttempt.finish_run, "finish")  # type: ignore[method-assign]
 RunFiles.write_step_output = _timed(RunFiles.write_step_output, "write")  # type: ignore[method-assign]
 Engine.publish_steps = _timed(Engine.publish_steps, "publish")  # type: ignore[method-assign]
 

@@ -17,7 +17,7 @@ from resumable.messages import StartMessage, StepMessage, encode, parse_step
 from resumable.publisher import MemoryPublisher
 from resumable.runstate import MemoryRunStateStore, RunState
 from resumable.storage import MemoryStore
-from resumable.worker import Outcome, handle_step
+from resumable.worker import Outcome, StepAttempt, handle_step
 
 
 def make_engine(*pipelines: Pipeline, lease_seconds: float = 30.0) -> Engine:
@@ -91,3 +91,13 @@ def state_of(engine: Engine, pipeline: str, run_id: str = "run-1") -> RunState:
     state = engine.runs.get(engine.doc_id("default", pipeline, run_id))
     assert state is not None
     return state
+
+
+def claim(engine: Engine, pipeline: str, step: str, run_id: str = "run-1") -> StepAttempt:
+    """Claim ``step`` as a worker would, and stop there (as if the worker then died)."""
+    message = StepMessage(pipeline=pipeline, run_id=run_id, step=step)
+    attempt = StepAttempt(engine, engine.registry.get(pipeline), message)
+    claimed = attempt.claim()
+    assert claimed.kind == "claimed", claimed
+    attempt.attempt = claimed.attempt
+    return attempt

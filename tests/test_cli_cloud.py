@@ -30,6 +30,7 @@ from resumable.engine import Engine
 from resumable.messages import parse_start
 from resumable.publisher import MemoryPublisher
 from resumable.replay import load_outputs
+from resumable.runstate import Decision
 from resumable.runview import STATUS_LOOK
 from resumable.status import RunStatus, StepStatus
 from tests.serverless_fakes import drain, make_engine, start, state_of, take_messages
@@ -110,8 +111,10 @@ def failed_run(deployment: Deployment, step: str = "detect", run_id: str = "run-
 def reorder_run_document(engine: Engine, run_id: str = "run-1") -> None:
     """Store the steps sorted by name, as a document store may hand back a map."""
 
-    def sort(state: Any) -> None:
-        state.steps = dict(sorted(state.steps.items()))
+    def sort(state: Any) -> Decision[None]:
+        new = state.model_copy(deep=True)
+        new.steps = dict(sorted(new.steps.items()))
+        return Decision(None, new)
 
     engine.runs.mutate(engine.doc_id("default", "lin", run_id), sort)
 

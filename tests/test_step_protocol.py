@@ -15,8 +15,9 @@ import pytest
 from resumable import NonRetryableError, Pipeline, RetryableError
 from resumable.control import cancel_run, record_dead_letter, resume_run, watchdog_sweep
 from resumable.messages import BadMessageError, StartMessage, StepMessage, parse_start
-from resumable.worker import claim_step, handle_step, load_input
+from resumable.worker import StepAttempt, handle_step
 from tests.serverless_fakes import (
+    claim,
     drain,
     make_engine,
     start,
@@ -115,9 +116,7 @@ def test_a_crash_after_the_checkpoint_write_and_before_the_commit_reruns_under_a
 ) -> None:
     engine = make_engine(linear(), lease_seconds=0.2)
     start(engine, "lin", {})
-    import resumable.worker as worker
-
-    real_commit = worker.commit_step
+    real_commit = StepAttempt.commit
     crashed: list[bool] = []
 
     def crash_once(*args: Any, **kwargs: Any) -> Any:
@@ -126,7 +125,7 @@ def test_a_crash_after_the_checkpoint_write_and_before_the_commit_reruns_under_a
             raise SystemExit("killed between write and commit")
         return real_commit(*args, **kwargs)
 
-    monkeypatch.setattr(worker, "commit_step", crash_once)
+    monkeypatch.setattr(StepAttempt, "commit", crash_once)
     (message,) = take_messages(engine)
     with pytest.raises(SystemExit):
         handle_step(engine, message)
@@ -242,9 +241,7 @@ def test_a_dead_letter_for_a_step_still_running_under_its_lease_changes_nothing(
     engine = make_engine(linear())
     start(engine, "lin", {})
     (message,) = take_messages(engine)
-    claim_step(
-        engine, engine.doc_id("default", "lin", "run-1"), linear().spec, linear().spec.steps["a"]
-    )
+    claim(engine, "lin", "a")
     assert record_dead_letter(engine, message, "5") == "step still running under a live lease"
     assert state_of(engine, "lin").status == "running"
 
@@ -253,9 +250,7 @@ def test_the_watchdog_republishes_a_step_whose_worker_died() -> None:
     engine = make_engine(linear(), lease_seconds=0.1)
     start(engine, "lin", {})
     take_messages(engine)  # the worker that took it dies after its claim
-    claim_step(
-        engine, engine.doc_id("default", "lin", "run-1"), linear().spec, linear().spec.steps["a"]
-    )
+    claim(engine, "lin", "a")
     time.sleep(0.15)
     assert watchdog_sweep(engine) == {"run-1": ["a"]}
     drain(engine)
@@ -309,7 +304,7 @@ def test_resume_from_step_rolls_back_to_that_steps_input_checkpoint() -> None:
     calls.clear()
     resumed, published = resume_run(engine, state, from_step="b")
     assert published == ["b"] and resumed.steps["c"].status == "not_started"
-    _before, context = load_input(engine, resumed, pipeline.spec, "b")
+    context = engine.files(resumed).context_at(resumed, pipeline.spec, "b")
     assert_exact(expected_input, context)
     drain(engine)
     assert calls == ["b", "c"]
@@ -415,8 +410,7 @@ def test_cancelling_a_run_whose_worker_died_mid_step_ends_cancelled() -> None:
     engine = make_engine(linear(), lease_seconds=0.1)
     start(engine, "lin", {})
     take_messages(engine)
-    spec = linear().spec
-    claim_step(engine, engine.doc_id("default", "lin", "run-1"), spec, spec.steps["a"])
+    claim(engine, "lin", "a")
     state = cancel_run(engine, state_of(engine, "lin"))
     assert state.status == "running" and state.cancel_requested  # a's lease is still live
     time.sleep(0.15)  # ... then its worker is gone for good
@@ -431,9 +425,7 @@ def test_a_storage_hiccup_while_loading_is_retried_not_fatal(
     engine = make_engine(linear())
     start(engine, "lin", {})
     drain(engine, limit=1)
-    import resumable.worker as worker
-
-    real_load = worker.load_input
+    real_load = StepAttempt.load
     calls: list[int] = []
 
     def flaky_load(*args: Any, **kwargs: Any) -> Any:
@@ -442,7 +434,7 @@ def test_a_storage_hiccup_while_loading_is_retried_not_fatal(
             raise ConnectionError("storage unavailable")
         return real_load(*args, **kwargs)
 
-    monkeypatch.setattr(worker, "load_input", flaky_load)
+    monkeypatch.setattr(StepAttempt, "load", flaky_load)
     log = drain(engine)
     assert [o.ack for m, o in log if m.step == "b"] == [False, True]
     assert state_of(engine, "lin").status == "completed"

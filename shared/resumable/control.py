@@ -1,8 +1,9 @@
-"""Starting, cancelling, resuming and inspecting serverless runs.
+"""Starting, cancelling, resuming and inspecting serverless runs, and the watchdog.
 
 These are what the ``start_run``, ``dead_letter`` and ``watchdog`` functions and the CLI
-do to a run document. Each is safe to repeat: the same start message twice makes one
-run; a cancel or resume applied twice changes nothing more.
+do to a run document, each through a transition of ``resumable.transitions``. Each is
+safe to repeat: the same start message twice makes one run; a cancel or resume applied
+twice changes nothing more.
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+from . import transitions
 from .engine import Engine, log_fields
 from .errors import ResumableError
 from .ids import new_run_id
 from .log import logger
 from .messages import BadMessageError, StartMessage, StepMessage
-from .runstate import RunState, StepState, Unchanged, apply_cancel
+from .runstate import RunNotFoundError, RunState, StepState
 from .status import RunStatus, StepStatus
 from .step_outputs import RunFiles
 
@@ -39,17 +42,48 @@ def start_run(engine: Engine, message: StartMessage, *, message_id: str | None =
     Without a ``run_id``, the run id derives from the Pub/Sub message id, so a redelivered
     start message finds the run it created. A run id already used with the same params
     re-publishes root steps that were never claimed (healing a crash right after the
-    create) and starts nothing new; with other params it is refused.
+    create) and starts nothing new; with other params it is refused. Nothing is written
+    to the run's storage unless the run is new.
     """
     pipeline = engine.registry.get(message.pipeline)
     spec = pipeline.spec
     run_id = message.run_id or (f"run-{message_id}" if message_id else new_run_id())
     tenant = message.tenant_id or "default"
+    doc_id = engine.doc_id(tenant, spec.name, run_id)
     files = RunFiles(engine.store, tenant, spec.name, run_id)
-    params_manifest, params_hash = files.write_params(message.params)
-    now = time.time()
+    existing = engine.runs.get(doc_id)
+    if existing is None:
+        params_manifest, params_hash = files.write_params(message.params)
+        state = _new_run(engine, spec, tenant, run_id, params_manifest, params_hash)
+        if engine.runs.create(doc_id, state):
+            logger.info("run started", extra=log_fields(state))
+            return Started(state, True, engine.publish_steps(state, spec.roots()))
+        existing = engine.runs.get(doc_id)
+        if existing is None:  # deleted in between: extremely unlikely, let Pub/Sub retry
+            raise RunControlError(f"run {run_id!r} vanished while being started")
+    _params_manifest, params_hash = files.params_manifest(message.params)
+    if existing.params_hash != params_hash or existing.fingerprint != spec.fingerprint:
+        raise BadMessageError(
+            f"run {run_id!r} already exists with other params or another pipeline version; "
+            "start message ignored (use a new run id)",
+            run_id=run_id,
+            pipeline=spec.name,
+            tenant_id=tenant,
+        )
+    never_claimed = [
+        s
+        for s in spec.roots()
+        if existing.steps[s].status == StepStatus.QUEUED and existing.steps[s].attempt == 0
+    ]
+    return Started(existing, False, engine.publish_steps(existing, never_claimed))
+
+
+def _new_run(
+    engine: Engine, spec: Any, tenant: str, run_id: str, params_manifest: str, params_hash: str
+) -> RunState:
+    now = engine.runtime.now()
     roots = spec.roots()
-    state = RunState(
+    return RunState(
         run_id=run_id,
         pipeline=spec.name,
         tenant_id=tenant,
@@ -68,27 +102,6 @@ def start_run(engine: Engine, message: StartMessage, *, message_id: str | None =
             for name in spec.order
         },
     )
-    doc_id = engine.doc_id(tenant, spec.name, run_id)
-    if engine.runs.create(doc_id, state):
-        logger.info("run started", extra=log_fields(state))
-        return Started(state, True, engine.publish_steps(state, roots))
-    existing = engine.runs.get(doc_id)
-    if existing is None:  # deleted in between: extremely unlikely, let Pub/Sub retry
-        raise RunControlError(f"run {run_id!r} vanished while being started")
-    if existing.params_hash != params_hash or existing.fingerprint != spec.fingerprint:
-        raise BadMessageError(
-            f"run {run_id!r} already exists with other params or another pipeline version; "
-            "start message ignored (use a new run id)",
-            run_id=run_id,
-            pipeline=spec.name,
-            tenant_id=tenant,
-        )
-    never_claimed = [
-        s
-        for s in roots
-        if existing.steps[s].status == StepStatus.QUEUED and existing.steps[s].attempt == 0
-    ]
-    return Started(existing, False, engine.publish_steps(existing, never_claimed))
 
 
 def get_run(
@@ -109,135 +122,88 @@ def get_run(
     raise RunControlError(f"no run {run_id!r} in tenant {tenant_id!r}")
 
 
+def _doc_id(engine: Engine, state: RunState) -> str:
+    return engine.doc_id(state.tenant_id, state.pipeline, state.run_id)
+
+
 def cancel_run(engine: Engine, state: RunState) -> RunState:
     """Stop the run before its next step. A running step finishes (its output is kept)."""
-    doc_id = engine.doc_id(state.tenant_id, state.pipeline, state.run_id)
-    now = time.time()
-
-    def change(current: RunState) -> None:
-        if current.finished:
-            raise Unchanged(None)
-        apply_cancel(current, now)
-
-    return engine.runs.mutate(doc_id, change)[0]
+    now = engine.runtime.now()
+    return engine.runs.mutate(_doc_id(engine, state), lambda s: transitions.cancel(s, now=now))[0]
 
 
 def resume_run(
     engine: Engine, state: RunState, *, from_step: str | None = None
 ) -> tuple[RunState, list[str]]:
-    """Continue a failed or cancelled run from its unfinished steps.
+    """Continue a failed, cancelled or stuck run from its unfinished steps (which keep
+    the progress they saved); returns the run and the steps published.
 
     With ``from_step``, roll back first: that step and every step after it are
     un-completed, so the run continues from that step's input checkpoint (the outputs of
-    its ancestors). Attempt numbers keep growing, so a worker still running an old
-    attempt can never commit.
+    its ancestors). Raises :class:`RunControlError` when the run cannot be resumed.
     """
     spec = engine.registry.get(state.pipeline).spec
     if from_step is not None and from_step not in spec.steps:
         raise RunControlError(f"pipeline {spec.name!r} has no step {from_step!r}")
-    doc_id = engine.doc_id(state.tenant_id, state.pipeline, state.run_id)
-    now = time.time()
-
-    def change(current: RunState) -> list[str]:
-        if current.fingerprint != spec.fingerprint:
-            raise RunControlError(
-                f"run {current.run_id!r} was started by another version of pipeline "
-                f"{spec.name!r}; it cannot be resumed by this one"
-            )
-        if any(r.status == StepStatus.RUNNING for r in current.steps.values()):
-            raise RunControlError(
-                f"run {current.run_id!r} has a step running; cancel it first or wait"
-            )
-        if current.status == RunStatus.COMPLETED and from_step is None:
-            raise RunControlError(
-                f"run {current.run_id!r} is completed; use --from-step to re-run part of it"
-            )
-        reset = set()
-        if from_step is not None:
-            reset = {from_step, *spec.descendants(from_step)}
-        for name in spec.order:
-            record = current.steps[name]
-            if name in reset or record.status != StepStatus.COMPLETED:
-                record.status = StepStatus.NOT_STARTED
-                record.manifest = None
-                record.progress_manifest = None
-                record.failures = 0
-                record.error = None
-                record.attempt_base = record.attempt
-                record.lease_owner = None
-                record.lease_expires = None
-        ready = spec.ready_steps(
-            n for n in spec.order if current.steps[n].status == StepStatus.COMPLETED
-        )
-        for name in ready:
-            current.steps[name].status = StepStatus.QUEUED
-            current.steps[name].queued_at = now
-        current.status = RunStatus.RUNNING
-        current.cancel_requested = False
-        current.error = None
-        current.finished_at = None
-        return ready
-
-    new_state, ready = engine.runs.mutate(doc_id, change)
-    return new_state, engine.publish_steps(new_state, ready)
+    now = engine.runtime.now()
+    new_state, resumption = engine.runs.mutate(
+        _doc_id(engine, state),
+        lambda s: transitions.resume(s, spec, from_step=from_step, now=now),
+    )
+    if resumption.refused is not None:
+        raise RunControlError(resumption.refused)
+    return new_state, engine.publish_steps(new_state, resumption.queued)
 
 
 def record_dead_letter(engine: Engine, message: StepMessage, delivery_count: str | None) -> str:
-    """A step message exhausted its delivery attempts: fail its run, unless the step has
-    completed or is still making progress under a live lease (then the watchdog covers)."""
+    """A step message exhausted its delivery attempts: fail its run, unless the message
+    is stale or its step is still making progress under a live lease (the watchdog
+    covers that). Returns what was decided, for the log."""
     doc_id = engine.doc_id(message.tenant_id, message.pipeline, message.run_id)
-    now = time.time()
-
-    def change(state: RunState) -> str:
-        if state.finished:
-            raise Unchanged("run already finished")
-        record = state.steps.get(message.step)
-        if record is None:
-            reason = f"dead-lettered message names unknown step {message.step!r}"
-        elif record.status == StepStatus.COMPLETED:
-            raise Unchanged("step already completed")
-        elif record.status == StepStatus.RUNNING and (record.lease_expires or 0) > now:
-            raise Unchanged("step still running under a live lease")
-        else:
-            reason = (
-                f"the message for step {message.step} exhausted its delivery attempts "
-                f"({delivery_count or '?'} deliveries); last error: {record.error or 'none'}"
-            )
-            record.status = StepStatus.ERROR
-            record.error = reason
-            record.finished_at = now
-        state.status = RunStatus.ERROR
-        state.error = reason
-        state.finished_at = now
-        return reason
-
-    _state, verdict = engine.runs.mutate(doc_id, change)
+    now = engine.runtime.now()
+    try:
+        _state, verdict = engine.runs.mutate(
+            doc_id,
+            lambda s: transitions.dead_letter(
+                s,
+                message.step,
+                generation=message.generation,
+                delivery_count=delivery_count,
+                now=now,
+            ),
+        )
+    except RunNotFoundError:
+        verdict = "no such run"
     logger.log(logging.ERROR, f"dead letter: {verdict}", extra=log_fields(message))
     return verdict
 
 
 def watchdog_sweep(engine: Engine, *, now: float | None = None) -> dict[str, list[str]]:
-    """Re-publish steps whose lease expired or whose queued message seems lost.
+    """Keep every running run moving: re-publish steps whose lease expired or whose
+    message seems lost, and finish or re-queue runs left with no step in flight.
 
-    Returns run id → steps re-published. Duplicates this may cause are harmless: the
-    claim lets only one worker run a step.
+    Every running run is visited, oldest first, page by page; a failure on one run is
+    logged and does not stop the sweep. Returns run id → steps re-published. Duplicates
+    this may cause are harmless: the claim lets only one worker run a step.
     """
-    now = time.time() if now is None else now
     grace = engine.settings.watchdog_grace_seconds
     republished: dict[str, list[str]] = {}
-    for state in engine.runs.query(status=RunStatus.RUNNING, limit=1000):
-        stuck = []
-        for name, record in state.steps.items():
-            expired = record.status == StepStatus.RUNNING and (record.lease_expires or 0) < now
-            lost = record.status == StepStatus.QUEUED and (record.queued_at or now) < now - grace
-            if expired or lost:
-                stuck.append(name)
-        if state.cancel_requested:
-            cancel_run(engine, state)  # finishes it once its running steps are done or lost
-            continue
-        if stuck:
-            republished[state.run_id] = engine.publish_steps(state, stuck)
-            logger.warning(f"watchdog re-published {stuck}", extra=log_fields(state))
+    for found in engine.runs.scan(status=RunStatus.RUNNING):
+        at = engine.runtime.now() if now is None else now
+        try:
+            spec = engine.registry.get(found.pipeline).spec
+            state, repair = engine.runs.mutate(
+                _doc_id(engine, found), partial(transitions.repair, spec=spec, now=at, grace=grace)
+            )
+            if repair.action:
+                logger.warning(f"watchdog: {repair.action}", extra=log_fields(state))
+            if repair.republish:
+                republished[state.run_id] = engine.publish_steps(state, repair.republish)
+                logger.warning(
+                    f"watchdog re-published {list(repair.republish)}", extra=log_fields(state)
+                )
+        except Exception:
+            logger.exception("watchdog could not repair a run", extra=log_fields(found))
     return republished
 
 
@@ -255,6 +221,7 @@ def describe(state: RunState) -> dict[str, Any]:
         "tenant_id": state.tenant_id,
         "status": state.status,
         "error": state.error,
+        "generation": state.generation,
         "created_at": iso(state.created_at),
         "finished_at": iso(state.finished_at),
         "cancel_requested": state.cancel_requested,

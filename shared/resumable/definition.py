@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from .errors import InvalidIdError, PipelineDefinitionError
+from .errors import InvalidIdError, NonRetryableError, PipelineDefinitionError
 from .ids import validate_id
 
 StepFunction = Callable[..., Any]
@@ -190,3 +190,16 @@ def _topological_order(pipeline: str, steps: Mapping[str, StepSpec]) -> tuple[st
         for deps in remaining.values():
             deps.difference_update(ready)
     return tuple(order)
+
+
+def step_updates(step: str, result: Any) -> dict[str, Any]:
+    """What a step's return value puts into the context: a dict is merged as is, ``None``
+    adds nothing, any other value is stored as ``"{step}_result"``."""
+    if result is None:
+        return {}
+    if isinstance(result, dict):
+        bad = [k for k in result if not isinstance(k, str)]
+        if bad:
+            raise NonRetryableError(f"step {step!r} returned non-string context keys {bad!r}")
+        return result
+    return {f"{step}_result": result}

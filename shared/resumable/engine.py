@@ -18,6 +18,7 @@ from .messages import BadMessageError, StepMessage, encode
 from .pipeline import Pipeline
 from .publisher import Publisher
 from .runstate import RunState, RunStateStore, document_id
+from .runtime import SYSTEM, Runtime
 from .step_outputs import RunFiles
 from .storage.base import ObjectStore
 
@@ -71,6 +72,7 @@ class Engine:
     store: ObjectStore
     publisher: Publisher
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    runtime: Runtime = SYSTEM
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
@@ -103,20 +105,19 @@ class Engine:
         such run. Recorded, never fatal: a stray message cannot fail a healthy run."""
         from .errors import InvalidIdError
         from .ids import validate_id
-        from .runstate import MAX_REJECTED, ContentionError, RunNotFoundError
+        from .runstate import ContentionError, RunDocumentError, RunNotFoundError
+        from .transitions import reject_message
 
         try:  # ids from a rejected message may be what made it invalid
             for value, what in ((tenant_id, "tenant"), (pipeline, "pipeline"), (run_id, "run")):
                 validate_id(value, what)
         except InvalidIdError:
             return False
-
-        def change(state: RunState) -> None:
-            state.rejected_messages = [*state.rejected_messages, reason][-MAX_REJECTED:]
-
         try:
-            self.runs.mutate(self.doc_id(tenant_id, pipeline, run_id), change)
-        except (RunNotFoundError, ContentionError):
+            self.runs.mutate(
+                self.doc_id(tenant_id, pipeline, run_id), lambda s: reject_message(s, reason)
+            )
+        except (RunNotFoundError, ContentionError, RunDocumentError):
             return False
         return True
 
@@ -125,7 +126,11 @@ class Engine:
         published = []
         for step in steps:
             message = StepMessage(
-                pipeline=state.pipeline, run_id=state.run_id, step=step, tenant_id=state.tenant_id
+                pipeline=state.pipeline,
+                run_id=state.run_id,
+                step=step,
+                tenant_id=state.tenant_id,
+                generation=state.generation,
             )
             topic = naming.step_topic(self.settings.topic_prefix, state.pipeline, step)
             self.publisher.publish(topic, encode(message), {"run_id": state.run_id, "step": step})

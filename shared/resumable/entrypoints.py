@@ -23,6 +23,7 @@ from .control import start_run as start_run_now
 from .engine import Engine
 from .log import configure_cloud_logging, logger
 from .messages import BadMessageError, StepMessage, parse_start, parse_step, pubsub_payload
+from .runstate import ContentionError, RunDocumentError
 from .worker import handle_step
 
 _engine: Engine | None = None
@@ -103,7 +104,12 @@ def dead_letter(event: CloudEvent) -> None:
         return
     message, attributes = decoded
     count = attributes.get("CloudPubSubDeadLetterSourceDeliveryCount")
-    record_dead_letter(engine(), message, count)
+    try:
+        record_dead_letter(engine(), message, count)
+    except ContentionError as exc:  # transient: the dead-letter subscription redelivers
+        raise ServiceUnavailable(description=f"retry later: {exc}") from exc
+    except RunDocumentError as exc:  # no retry can help: logged, acked
+        logger.error(f"dead letter not recorded: {exc}", extra={"run_id": message.run_id})
 
 
 @functions_framework.cloud_event

@@ -97,5 +97,7 @@ class RetryableError(StepError):
         super().__init__(message, retryable=True)
 
 
-class RunCancelledError(ResumableError):
-    """The run was cancelled (a stop request); its checkpoint is kept for a resume."""
+def is_retryable(exc: BaseException) -> bool:
+    """Whether another attempt of the step may succeed: every exception is, except a
+    :class:`StepError` raised with ``retryable=False``."""
+    return not (isinstance(exc, StepError) and not exc.retryable)

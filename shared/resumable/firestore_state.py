@@ -9,27 +9,19 @@ constants.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from .runstate import (
-    ContentionError,
-    RunNotFoundError,
-    RunState,
-    Unchanged,
-    backoff_delays,
-)
-
-T = TypeVar("T")
+from .runstate import CompareAndSetStore, RunDocumentError, RunState
+from .runtime import SYSTEM, Runtime
 
 EXPIRE_AT = "expire_at"
 """Timestamp field of finished run documents: Firestore's TTL policy deletes them after it."""
 
 COMPOSITE_INDEXES: tuple[tuple[tuple[str, str], ...], ...] = (
-    # query(status=...): newest runs first.
+    # query(status=...): newest runs first; scan(status=...): oldest first.
     (("status", "ASCENDING"), ("created_at", "DESCENDING")),
+    (("status", "ASCENDING"), ("created_at", "ASCENDING")),
 )
 """Composite indexes of the run collection, as ``(field, "ASCENDING" | "DESCENDING")``."""
 
@@ -49,29 +41,17 @@ def make_firestore_client(project: str | None = None, database: str = "(default)
     return firestore.Client(project=project, database=database)
 
 
-class FirestoreRunStateStore:
-    """Run documents in ``collection``. Each write is atomic on its one document."""
+class FirestoreDocuments:
+    """Run documents in one collection; the version of a document is its ``update_time``."""
 
     def __init__(
-        self,
-        client: Any,
-        collection: str = "resumable_runs",
-        *,
-        max_attempts: int = 12,
-        retention_seconds: float | None = None,
+        self, client: Any, collection: str, *, retention_seconds: float | None = None
     ) -> None:
-        """``retention_seconds``: how long a finished run's document is kept (``None``:
-        forever); the TTL policy on :data:`EXPIRE_AT` deletes it after that."""
         self.client = client
         self.collection = client.collection(collection)
-        self.max_attempts = max_attempts
         self.retention_seconds = retention_seconds
 
-    def get(self, doc_id: str) -> RunState | None:
-        snapshot = self.collection.document(doc_id).get()
-        return _state(snapshot.to_dict()) if snapshot.exists else None
-
-    def _document(self, state: RunState, *, update: bool) -> dict[str, Any]:
+    def _stored(self, state: RunState, *, update: bool) -> dict[str, Any]:
         """The stored form of ``state``: with its expiry when finished, without otherwise."""
         document = state.model_dump()
         if state.finished and self.retention_seconds is not None:
@@ -83,55 +63,79 @@ class FirestoreRunStateStore:
             document[EXPIRE_AT] = firestore.DELETE_FIELD  # a resumed run lives on
         return document
 
+    def read(self, doc_id: str) -> tuple[RunState, Any] | None:
+        snapshot = self.collection.document(doc_id).get()
+        if not snapshot.exists:
+            return None
+        return _state(snapshot.to_dict()), snapshot.update_time
+
+    def write_if(self, doc_id: str, state: RunState, version: Any) -> bool:
+        from google.api_core import exceptions
+
+        option = self.client.write_option(last_update_time=version)
+        try:
+            # Every top-level field is written, so the update replaces the document.
+            self.collection.document(doc_id).update(self._stored(state, update=True), option=option)
+        except (exceptions.FailedPrecondition, exceptions.Aborted, exceptions.NotFound):
+            return False
+        except exceptions.InvalidArgument as exc:
+            raise RunDocumentError(f"Firestore refused run document {doc_id!r}: {exc}") from exc
+        return True
+
     def create(self, doc_id: str, state: RunState) -> bool:
         from google.api_core import exceptions
 
         try:
-            self.collection.document(doc_id).create(self._document(state, update=False))
+            self.collection.document(doc_id).create(self._stored(state, update=False))
         except exceptions.AlreadyExists:
             return False
+        except exceptions.InvalidArgument as exc:
+            raise RunDocumentError(f"Firestore refused run document {doc_id!r}: {exc}") from exc
         return True
 
-    def mutate(self, doc_id: str, change: Callable[[RunState], T]) -> tuple[RunState, T]:
-        from google.api_core import exceptions
+    def delete(self, doc_id: str) -> None:
+        self.collection.document(doc_id).delete()
 
-        ref = self.collection.document(doc_id)
-        for delay in [0.0, *backoff_delays(self.max_attempts - 1)]:
-            if delay:
-                time.sleep(delay)
-            snapshot = ref.get()
-            if not snapshot.exists:
-                raise RunNotFoundError(f"no run document {doc_id!r}")
-            state = _state(snapshot.to_dict())
-            try:
-                result = change(state)
-            except Unchanged as unchanged:
-                return state, unchanged.args[0] if unchanged.args else None  # type: ignore[return-value]
-            state.revision += 1
-            state.updated_at = time.time()
-            option = self.client.write_option(last_update_time=snapshot.update_time)
-            try:
-                # Every top-level field is written, so the update replaces the document.
-                ref.update(self._document(state, update=True), option=option)
-            except (exceptions.FailedPrecondition, exceptions.Aborted, exceptions.NotFound):
-                continue
-            return state, result
-        raise ContentionError(
-            f"run document {doc_id!r} changed {self.max_attempts} times while being updated"
-        )
-
-    def query(self, *, status: str | None = None, limit: int = 100) -> list[RunState]:
-        """The newest ``limit`` runs (with ``status``), newest first."""
+    def page(
+        self, *, status: str | None, limit: int, newest_first: bool, after: RunState | None
+    ) -> list[RunState]:
         from google.cloud.firestore_v1.base_query import BaseQuery, FieldFilter
 
         query = self.collection
         if status:
             query = query.where(filter=FieldFilter("status", "==", status))
-        query = query.order_by("created_at", direction=BaseQuery.DESCENDING)
+        direction = BaseQuery.DESCENDING if newest_first else BaseQuery.ASCENDING
+        query = query.order_by("created_at", direction=direction).order_by(
+            "__name__", direction=direction
+        )
+        if after is not None:
+            from .runstate import document_id
+
+            name = self.collection.document(
+                document_id(after.tenant_id, after.pipeline, after.run_id)
+            )
+            query = query.start_after({"created_at": after.created_at, "__name__": name})
         return [_state(s.to_dict()) for s in query.limit(limit).stream()]
 
-    def delete(self, doc_id: str) -> None:
-        self.collection.document(doc_id).delete()
+
+class FirestoreRunStateStore(CompareAndSetStore):
+    """Run documents in ``collection``. Each write is atomic on its one document."""
+
+    def __init__(
+        self,
+        client: Any,
+        collection: str = "resumable_runs",
+        *,
+        max_attempts: int = 12,
+        retention_seconds: float | None = None,
+        runtime: Runtime = SYSTEM,
+    ) -> None:
+        """``retention_seconds``: how long a finished run's document is kept (``None``:
+        forever); the TTL policy on :data:`EXPIRE_AT` deletes it after that."""
+        self.documents = FirestoreDocuments(client, collection, retention_seconds=retention_seconds)
+        super().__init__(self.documents, runtime=runtime, max_attempts=max_attempts)
+        self.client = client
+        self.collection = self.documents.collection
 
 
 def _state(document: dict[str, Any]) -> RunState:

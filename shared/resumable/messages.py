@@ -71,6 +71,9 @@ class StepMessage(BaseModel):
     step: StepName
     tenant_id: TenantId = "default"
     attempt: int | None = Field(default=None, description="hint only; the run document decides")
+    # The run's generation when the message was sent (+1 at every resume): a message from
+    # before a resume is stale. Messages of release 0.1.0 have none; they are still served.
+    generation: int | None = Field(default=None, ge=0)
 
 
 def pubsub_payload(event_data: Any) -> tuple[bytes, dict[str, str], int | None]:

@@ -14,6 +14,7 @@ applied in graph order; only the manifests the run document points at are read.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Collection, Mapping
 from typing import Any, Literal
 
@@ -23,12 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .blobs import BlobStore
 from .checkpoint import run_prefix
 from .definition import PipelineSpec
-from .errors import CorruptCheckpointError, NonRetryableError
+from .errors import CorruptCheckpointError, NonRetryableError, PreconditionFailedError
 from .manifest import integrity_of, now_iso
 from .runstate import RunState
 from .segments import Entry, decode_context, encode_context
 from .status import StepStatus
 from .storage.base import ObjectStore
+from .storage.memory import MemoryStore
 
 
 class OutputManifest(BaseModel):
@@ -70,21 +72,36 @@ class RunFiles:
         document["integrity"] = integrity_of(document)
         return orjson.dumps(document)
 
+    def params_manifest(self, params: Mapping[str, Any]) -> tuple[str, str]:
+        """The object name and content hash :meth:`write_params` would give ``params``,
+        computed without writing anything (a start message redelivered after the run's
+        checkpoints were deleted must not write them again)."""
+        name, digest, _data, _blobs = self._encode_params(params)
+        return name, digest
+
     def write_params(self, params: Mapping[str, Any]) -> tuple[str, str]:
         """Store the params; returns ``(object name, content hash)``. Idempotent."""
+        name, digest, data, staged = self._encode_params(params)
+        for blob in staged.list():
+            with contextlib.suppress(PreconditionFailedError):  # stored before: same bytes
+                self.store.write(blob, staged.read(blob), if_generation_match=0)
+        if not self.store.exists(name):
+            self.store.write(name, data)
+        return name, digest
+
+    def _encode_params(self, params: Mapping[str, Any]) -> tuple[str, str, bytes, MemoryStore]:
+        """The params manifest, its blobs staged in memory under their final names."""
+        staged = MemoryStore()
         manifest = OutputManifest(
             kind="params",
             pipeline_name=self.pipeline,
             run_guid=self.run_id,
             tenant_id=self.tenant_id,
-            outputs=encode_context(params, self.blobs),
+            outputs=encode_context(params, BlobStore(staged, self.blobs.prefix)),
         )
         data = self._dump(manifest)
         digest = integrity_of(orjson.loads(data))[3:27]
-        name = f"{self.prefix}params-{digest}.json"
-        if not self.store.exists(name):
-            self.store.write(name, data)
-        return name, digest
+        return f"{self.prefix}params-{digest}.json", digest, data, staged
 
     def write_step_output(
         self,

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from resumable.firestore_state import EXPIRE_AT, FirestoreRunStateStore, make_firestore_client
-from resumable.runstate import RunState, StepState
+from resumable.runstate import Decision, RunState, StepState
 
 pytestmark = pytest.mark.emulators
 
@@ -48,9 +48,11 @@ def test_finished_run_expires_retention_after_it_finished(store: FirestoreRunSta
     assert EXPIRE_AT not in stored(store, "r1")
     finished_at = time.time()
 
-    def finish(state: RunState) -> None:
-        state.status = "completed"
-        state.finished_at = finished_at
+    def finish(state: RunState) -> Decision[None]:
+        new = state.model_copy(deep=True)
+        new.status = "completed"
+        new.finished_at = finished_at
+        return Decision(None, new)
 
     store.mutate("r1", finish)
     expire_at = stored(store, "r1")[EXPIRE_AT]
@@ -67,8 +69,10 @@ def test_resumed_run_no_longer_expires(store: FirestoreRunStateStore) -> None:
     store.create("r2", state)
     assert EXPIRE_AT in stored(store, "r2")
 
-    def resume(state: RunState) -> None:
-        state.status, state.finished_at = "running", None
+    def resume(state: RunState) -> Decision[None]:
+        new = state.model_copy(deep=True)
+        new.status, new.finished_at = "running", None
+        return Decision(None, new)
 
     store.mutate("r2", resume)
     assert EXPIRE_AT not in stored(store, "r2")

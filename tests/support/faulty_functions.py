@@ -12,12 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-import resumable.worker as worker
 from resumable.engine import Engine
 from resumable.entrypoints import dead_letter, run_step, start_run, watchdog
+from resumable.worker import StepAttempt
 
 _FAULTS = Path(os.environ.get("RESUMABLE_TEST_FAULT_DIR", "/nonexistent"))
-_real_commit = worker.commit_step
+_real_commit = StepAttempt.commit
 _real_publish = Engine.publish_steps
 
 
@@ -28,12 +28,13 @@ def _crash_if(kind: str, run_id: str, step: str) -> None:
         os._exit(137)
 
 
-def _commit_step(engine: Engine, doc_id: str, spec: Any, step: str, *args: Any) -> Any:
-    _crash_if("crash-before-commit", doc_id.split("~")[-1], step)
-    state, commit = _real_commit(engine, doc_id, spec, step, *args)
+def _commit_step(attempt: StepAttempt, *args: Any) -> Any:
+    step = attempt.step.name
+    _crash_if("crash-before-commit", attempt.doc_id.split("~")[-1], step)
+    commit = _real_commit(attempt, *args)
     if commit.committed:
-        engine._committed_step = step  # type: ignore[attr-defined]
-    return state, commit
+        attempt.engine._committed_step = step  # type: ignore[attr-defined]
+    return commit
 
 
 def _publish_steps(self: Engine, state: Any, steps: Any) -> list[str]:
@@ -44,7 +45,7 @@ def _publish_steps(self: Engine, state: Any, steps: Any) -> list[str]:
     return _real_publish(self, state, steps)
 
 
-worker.commit_step = _commit_step
+StepAttempt.commit = _commit_step  # type: ignore[method-assign]
 Engine.publish_steps = _publish_steps  # type: ignore[method-assign]
 
 __all__ = ["dead_letter", "run_step", "start_run", "watchdog"]
