@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import blake3
 import xxhash
@@ -99,6 +100,9 @@ class BlobStore:
         self._fetching: dict[str, Future[memoryview]] = {}
         self._lock = threading.Lock()
         self.bytes_uploaded = 0
+        # A store may ask for its I/O to stay on the caller's thread (the simulation
+        # schedules every I/O call itself).
+        self._background = getattr(store, "background_io", True)
 
     def name(self, address: str) -> str:
         if not address.startswith(ADDRESS_PREFIX) or not address[3:].isalnum():
@@ -124,8 +128,19 @@ class BlobStore:
                 return address
             # Compressed and written in the background while the caller encodes the next
             # values; wait() is the barrier (encode_context calls it before returning).
-            self._writing[address] = _writer().submit(self._write, address, list(parts))
+            if self._background:
+                self._writing[address] = _writer().submit(self._write, address, list(parts))
+                return address
+            self._writing[address] = Future()
+        self._run_inline(self._writing[address], self._write, address, list(parts))
         return address
+
+    @staticmethod
+    def _run_inline(future: Future[Any], function: Callable[..., Any], *args: Any) -> None:
+        try:
+            future.set_result(function(*args))
+        except Exception as exc:
+            future.set_exception(exc)
 
     def _write(self, address: str, parts: list[memoryview]) -> None:
         body, codec = self._compress(parts)
@@ -171,6 +186,8 @@ class BlobStore:
     def prefetch(self, addresses: Iterable[str]) -> None:
         """Start reading and verifying these blobs in the background (two at a time);
         :meth:`get` then waits for them instead of reading them itself."""
+        if not self._background:
+            return  # read on demand, by the caller
         with self._lock:
             for address in addresses:
                 if address not in self._fetching:

@@ -198,15 +198,17 @@ class StepAttempt:
             return function(self.context, **current_step.step_kwargs(function, lease.should_stop))
 
     def save_progress(self, given: Mapping[str, Any] | None) -> bool:
-        """Store the running step's context (updated with ``given``), so that its next
-        attempt starts from it."""
-        working = self.context if given is None else {**self.context, **given}
+        """Put ``given`` into the running step's context and store the context, so that
+        the step's next attempt starts from it. (Into the context, not beside it: whether
+        the step was interrupted or not, its output is the same.)"""
+        if given is not None and given is not self.context:
+            self.context.update(given)
         name, _size, _keys = self._files.write_step_output(
             step=self.step.name,
             attempt=self.attempt,
             step_fingerprint=self.spec.step_fingerprints[self.step.name],
             before=self.before,
-            context=working,
+            context=self.context,
             label=f"progress-{uuid.uuid4().hex[:8]}",
         )
         try:

@@ -1,0 +1,214 @@
+"""The guarantees of design.md, checked on the history of one simulated schedule.
+
+1. every run ends — ``completed``, ``error`` or ``cancelled`` — within the horizon;
+2. each step's output is committed at most once per run generation;
+3. a completed run's final context equals the context of an uninterrupted run;
+4. no step ran from an input that was rolled back or not yet committed: the attempt
+   that wrote a committed output read exactly the params, the outputs its ancestors had
+   committed (still valid at its commit), and at most its own progress saved since its
+   last roll-back;
+5. a cancel ends the run ``cancelled`` (or ``completed`` if everything had finished),
+   unless a later resume was accepted; a run's status agrees with its steps' (``completed``
+   when all completed, ``cancelled`` only when not, ``error`` with a failed step);
+6. a run fails only for a reason: a step configured to fail, or faults injected into
+   that step's deliveries (crashes, storage errors), never on its own;
+7. nothing raises where it must not: an exception escaping a function other than an
+   injected fault is a bug (a 500 and a redelivery forever, in production).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from typing import Any
+
+from resumable.status import RunStatus, StepStatus
+from resumable.step_outputs import RunFiles
+
+from . import pipelines as sim_pipelines
+from .scheduler import InjectedFault
+from .services import CommitEvent, ResetEvent
+from .world import World, simulate
+
+FINISHED = {RunStatus.COMPLETED, RunStatus.ERROR, RunStatus.CANCELLED}
+
+
+def check(world: World) -> list[str]:
+    problems: list[str] = []
+    for name, exc in world.sim.errors:
+        if not isinstance(exc, InjectedFault):
+            problems.append(f"{name} raised {type(exc).__name__}: {exc}")
+    counts = Counter((c.run, c.step, c.generation) for c in world.documents.commits)
+    for (run, step, generation), n in counts.items():
+        if n > 1:
+            problems.append(f"{run}: step {step} committed {n} times in generation {generation}")
+    for plan in world.runs:
+        problems.extend(_check_run(world, plan.run_id, plan.pipeline, plan.params))
+    return problems
+
+
+def _check_run(world: World, run_id: str, pipeline: str, params: dict[str, Any]) -> list[str]:
+    state = world.state(run_id)
+    if state is None:
+        return [f"{run_id}: never started"]
+    if state.status not in FINISHED:
+        stuck = {n: r.status for n, r in state.steps.items()}
+        return [f"{run_id}: did not end: {state.status}, steps {stuck}"]
+    problems = []
+    spec = sim_pipelines.PIPELINES[pipeline].spec
+    statuses = {r.status for r in state.steps.values()}
+    consistent = {
+        RunStatus.COMPLETED: statuses == {StepStatus.COMPLETED},
+        RunStatus.CANCELLED: statuses != {StepStatus.COMPLETED},
+        RunStatus.ERROR: StepStatus.ERROR in statuses,
+    }
+    if not consistent[RunStatus(state.status)]:
+        problems.append(f"{run_id}: ended {state.status} with steps {sorted(statuses)}")
+    if state.status == RunStatus.COMPLETED:
+        files = RunFiles(world.store.inner, "default", pipeline, run_id)
+        final = files.final_context(state, spec)
+        expected = reference(pipeline, tuple(sorted(params.items())))
+        if sim_pipelines.digest(final) != expected:
+            problems.append(f"{run_id}: final context differs from an uninterrupted run's")
+    problems += _check_provenance(world, run_id, pipeline, spec)
+    problems += _check_progress_kept(world, run_id)
+    problems += _check_cancel(world, run_id, state.status)
+    if state.status == RunStatus.ERROR:
+        problems += _check_error_explained(world, run_id, pipeline, state)
+    return problems
+
+
+@functools.cache
+def reference(pipeline: str, params: tuple[tuple[str, Any], ...]) -> str:
+    """The final context digest of an uninterrupted, fault-free run."""
+    from .world import RunPlan
+
+    world = simulate(0, only=RunPlan("reference", pipeline, dict(params)))
+    state = world.state("reference")
+    assert state is not None and state.status == RunStatus.COMPLETED, state
+    spec = sim_pipelines.PIPELINES[pipeline].spec
+    final = RunFiles(world.store.inner, "default", pipeline, "reference").final_context(state, spec)
+    return sim_pipelines.digest(final)
+
+
+def _valid_manifest(
+    commits: list[CommitEvent], resets: list[ResetEvent], step: str, at: float
+) -> str | None:
+    """The output of ``step`` the run document pointed at, at time ``at``."""
+    events: list[tuple[float, str | None]] = [(c.time, c.manifest) for c in commits if c.step == step]
+    events += [(r.time, None) for r in resets if step in r.steps]
+    current = None
+    for time, manifest in sorted(events, key=lambda e: e[0]):
+        if time > at:
+            break
+        current = manifest
+    return current
+
+
+def _check_provenance(world: World, run_id: str, pipeline: str, spec: Any) -> list[str]:
+    problems = []
+    commits = [c for c in world.documents.commits if c.run == run_id]
+    resets = [r for r in world.documents.resets if r.run == run_id]
+    prefix = f"runs/default/{pipeline}/{run_id}/"
+    log = world.store.log
+    for commit in commits:
+        writer = next(
+            (r.process for r in log if r.operation == "write" and r.name == commit.manifest), None
+        )
+        if writer is None:
+            problems.append(f"{run_id}: committed manifest {commit.manifest} was never written")
+            continue
+        written_at = next(r.time for r in log if r.operation == "write" and r.name == commit.manifest)
+        reads = [
+            r
+            for r in log
+            if r.process == writer
+            and r.operation == "read"
+            and r.name.startswith(prefix + "steps/")
+            and r.time <= written_at
+        ]
+        ancestors = spec.ancestors(commit.step)
+        last_reset = max(
+            (r.time for r in resets if commit.step in r.steps and r.time <= commit.time), default=0.0
+        )
+        for read in reads:
+            step = read.name[len(prefix + "steps/") :].split("/", 1)[0]
+            if step == commit.step:
+                saved_at = next(
+                    (w.time for w in log if w.operation == "write" and w.name == read.name), None
+                )
+                if "-progress-" not in read.name or saved_at is None or saved_at < last_reset:
+                    problems.append(
+                        f"{run_id}: {commit.step} resumed from progress {read.name} saved before "
+                        "its roll-back"
+                    )
+            elif step not in ancestors:
+                problems.append(f"{run_id}: {commit.step} read {read.name}, not an ancestor's")
+            elif read.name != _valid_manifest(commits, resets, step, commit.time):
+                problems.append(
+                    f"{run_id}: {commit.step} (generation {commit.generation}) ran from "
+                    f"{read.name}, not {step}'s committed output"
+                )
+        read_steps = {r.name[len(prefix + "steps/") :].split("/", 1)[0] for r in reads}
+        missing = {a for a in ancestors if not (read_steps & {a})}
+        if missing:
+            problems.append(f"{run_id}: {commit.step} committed without reading {sorted(missing)}")
+    return problems
+
+
+def _check_cancel(world: World, run_id: str, status: str) -> list[str]:
+    ops = sorted((op for op in world.ops if op.run == run_id), key=lambda op: op.time)
+    cancels = [op for op in ops if op.kind == "cancel" and op.outcome == "done"]
+    if not cancels:
+        return []
+    last = cancels[-1]
+    if last.status_before in FINISHED:
+        return []
+    resumed_after = any(
+        op.kind in ("resume", "resume_from") and op.outcome in ("done", "crashed") and op.time >= last.time
+        for op in ops
+    )
+    if resumed_after or status in (RunStatus.CANCELLED, RunStatus.COMPLETED):
+        return []
+    return [f"{run_id}: cancelled at {last.time:.0f} but ended {status}"]
+
+
+def _check_error_explained(world: World, run_id: str, pipeline: str, state: Any) -> list[str]:
+    failed = [n for n, r in state.steps.items() if r.status == StepStatus.ERROR]
+    if sim_pipelines.FAILING_STEPS.get(pipeline) in failed:
+        return []
+    faulted = {
+        world.process_of.get(process)
+        for _time, process, _where in world.sim.crashes
+        if process in world.process_of
+    }
+    if any((run_id, step) in faulted for step in failed):
+        return []
+    return [f"{run_id}: ended in error with no fault to explain it: {state.error}"]
+
+
+def _check_progress_kept(world: World, run_id: str) -> list[str]:
+    """Every execution of a step starts from the progress it last recorded (none after a
+    roll-back of that step): saved work is never thrown away."""
+    problems = []
+    resets = [r for r in world.documents.resets if r.run == run_id]
+    saves = [s for s in sim_pipelines.RECORDER.saves if s[1] == run_id]
+    for execution in sim_pipelines.RECORDER.executions:
+        if execution.run != run_id:
+            continue
+        since = max(
+            (r.time for r in resets if execution.step in r.steps and r.time < execution.time),
+            default=0.0,
+        )
+        recorded = [
+            done
+            for time, _run, step, done in saves
+            if step == execution.step and since < time < execution.time
+        ]
+        expected = recorded[-1] if recorded else 0
+        if execution.progress != expected:
+            problems.append(
+                f"{run_id}: {execution.step} started at item {execution.progress}, but item "
+                f"{expected} had been saved ({execution.process})"
+            )
+    return problems

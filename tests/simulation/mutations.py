@@ -1,0 +1,164 @@
+"""Guards broken on purpose, to show the simulation finds each one (``make sim-mutations``).
+
+Each mutation reverts one fix or removes one check of the step protocol; for each, the
+schedules run from seed 0 until one violates an invariant. A mutation that survives
+the CI budget of seeds would mean the simulation cannot see that guard: a hole to fix
+in the simulation, not in the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+from resumable import transitions, worker
+from resumable.status import RunStatus, StepStatus
+
+from .invariants import check
+from .world import simulate
+
+
+@contextlib.contextmanager
+def patched(target: Any, name: str, value: Any) -> Iterator[None]:
+    original = getattr(target, name)
+    setattr(target, name, value)
+    try:
+        yield
+    finally:
+        setattr(target, name, original)
+
+
+def no_lease_check_at_commit() -> contextlib.AbstractContextManager[None]:
+    """Commit whoever asks, as long as the step is running (no owner/attempt fence)."""
+    original = transitions.commit
+
+    def commit(state: Any, spec: Any, step: str, **kw: Any) -> Any:
+        record = state.steps[step]
+        if record.status == StepStatus.RUNNING:
+            kw = {**kw, "owner": record.lease_owner, "attempt": record.attempt}
+        return original(state, spec, step, **kw)
+
+    return patched(transitions, "commit", commit)
+
+
+def heartbeat_only_while_running() -> contextlib.AbstractContextManager[None]:
+    """Defect 4: the lease is renewed only while the step function runs, not while its
+    input loads or its output is written."""
+    real_lease = worker.Lease
+    original_run = worker.StepAttempt.run
+
+    class Unrenewed:
+        """Stands for the lease from claim to commit: renews nothing."""
+
+        def __init__(self, attempt: Any) -> None:
+            self.lost = False
+
+        def __enter__(self) -> Any:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    def run(self: Any, lease: Any) -> Any:
+        with real_lease(self) as live:
+            result = original_run(self, live)
+        lease.lost = live.lost
+        return result
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(patched(worker, "Lease", Unrenewed))
+    stack.enter_context(patched(worker.StepAttempt, "run", run))
+    return stack
+
+
+def cancel_hides_completion() -> contextlib.AbstractContextManager[None]:
+    """Defect 5: a cancel requested during the last step ends the run ``cancelled``."""
+    original = transitions.commit
+
+    def commit(state: Any, spec: Any, step: str, **kw: Any) -> Any:
+        decision = original(state, spec, step, **kw)
+        new = decision.state
+        if new is not None and state.cancel_requested and new.status == RunStatus.COMPLETED:
+            new.status = RunStatus.CANCELLED
+            return replace(decision, result=replace(decision.result, run_status=new.status))
+        return decision
+
+    return patched(transitions, "commit", commit)
+
+
+def unfenced_dead_letters() -> contextlib.AbstractContextManager[None]:
+    """Defect 6: a dead letter from before a resume fails the resumed run."""
+    original = transitions.dead_letter
+
+    def dead_letter(state: Any, step: str, **kw: Any) -> Any:
+        return original(state, step, **{**kw, "generation": state.generation})
+
+    return patched(transitions, "dead_letter", dead_letter)
+
+
+def resume_drops_progress() -> contextlib.AbstractContextManager[None]:
+    """Defect 10: resume discards the unfinished steps' saved progress."""
+    original = transitions.resume
+
+    def resume(state: Any, spec: Any, **kw: Any) -> Any:
+        decision = original(state, spec, **kw)
+        if decision.state is not None:
+            for record in decision.state.steps.values():
+                if record.status != StepStatus.COMPLETED:
+                    record.progress_manifest = None
+        return decision
+
+    return patched(transitions, "resume", resume)
+
+
+def no_generation_check_at_claim() -> contextlib.AbstractContextManager[None]:
+    """Claims ignore the message's generation (stale messages are served)."""
+    original = transitions.claim
+
+    def claim(state: Any, spec: Any, step: str, **kw: Any) -> Any:
+        return original(state, spec, step, **{**kw, "generation": None})
+
+    return patched(transitions, "claim", claim)
+
+
+MUTATIONS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
+    "no_lease_check_at_commit": no_lease_check_at_commit,
+    "heartbeat_only_while_running": heartbeat_only_while_running,
+    "cancel_hides_completion": cancel_hides_completion,
+    "unfenced_dead_letters": unfenced_dead_letters,
+    "resume_drops_progress": resume_drops_progress,
+    "no_generation_check_at_claim": no_generation_check_at_claim,
+}
+
+
+def first_failing_seed(mutation: str, budget: int) -> tuple[int | None, list[str]]:
+    with MUTATIONS[mutation]():
+        for seed in range(budget):
+            problems = check(simulate(seed))
+            if problems:
+                return seed, problems
+    return None, []
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.simulation.mutations")
+    parser.add_argument("--budget", type=int, default=2000)
+    parser.add_argument("names", nargs="*", default=sorted(MUTATIONS))
+    args = parser.parse_args()
+    survived = 0
+    for name in args.names:
+        seed, problems = first_failing_seed(name, args.budget)
+        if seed is None:
+            survived += 1
+            print(f"{name}: NOT FOUND in {args.budget} seeds")
+        else:
+            print(f"{name}: found at seed {seed} ({seed + 1} schedules): {problems[0]}")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""The pipelines the simulation runs: chains, diamonds, wide fan-outs, steps that save
+progress, fail and retry, fail for good, and write values large enough to be blobs.
+
+Every step is deterministic: its output is a function of its input (and, for a step
+that saves progress, of how far it got), so any correct schedule ends with the same
+context. Each call reports its input (as a digest) to the simulation's recorder, which is
+how the invariants see which input every execution ran from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from resumable import NonRetryableError, Pipeline, RetryableError
+
+
+@dataclass
+class Execution:
+    run: str
+    step: str
+    process: str
+    time: float
+    input_digest: str
+    progress: int  # the item the step started from (0 unless it saved progress before)
+
+
+@dataclass
+class Recorder:
+    """What the steps tell the simulation; set per schedule by the world."""
+
+    now: Callable[[], float] = lambda: 0.0
+    process: Callable[[], str] = lambda: "?"
+    work: Callable[[float], None] = lambda seconds: None
+    executions: list[Execution] = field(default_factory=list)
+    saves: list[tuple[float, str, str, int]] = field(default_factory=list)  # recorded progress
+    failures_left: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+RECORDER = Recorder()
+
+
+def digest(context: dict[str, Any], *, without: str = "") -> str:
+    """A digest of a context's content (arrays by dtype, shape and bytes); keys starting
+    with ``without`` are left out (a step's own progress)."""
+    h = hashlib.sha256()
+    for key in sorted(context):
+        if without and key.startswith(without):
+            continue
+        value = context[key]
+        h.update(key.encode())
+        if isinstance(value, np.ndarray):
+            h.update(f"{value.dtype}{value.shape}".encode() + value.tobytes())
+        else:
+            h.update(repr(value).encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class StepKind:
+    items: int = 0  # > 0: a loop over items that saves progress after every one
+    flaky: int = 0  # fails (retryably) its first ``flaky`` executions in each run
+    fatal: bool = False  # always raises NonRetryableError
+    large: bool = False  # outputs an array above the blob threshold
+    work: float = 1.0  # virtual seconds of compute (per item for a loop)
+
+
+def _make_step(name: str, kind: StepKind) -> Callable[..., dict[str, Any]]:
+    own = f"{name}."
+
+    def step(context: dict[str, Any], save_progress: Any, should_stop: Any) -> dict[str, Any]:
+        run = str(context["run"])
+        done = int(context.get(f"{own}done", 0))
+        RECORDER.executions.append(
+            Execution(run, name, RECORDER.process(), RECORDER.now(), digest(context, without=own), done)
+        )
+        key = (run, name)
+        if kind.flaky and RECORDER.failures_left.setdefault(key, kind.flaky) > 0:
+            RECORDER.failures_left[key] -= 1
+            RECORDER.work(kind.work)
+            raise RetryableError(f"{name}: transient failure")
+        if kind.fatal:
+            raise NonRetryableError(f"{name}: the input is invalid")
+        seed = digest(context, without=own)
+        accumulated = list(context.get(f"{own}acc", []))
+        for item in range(done, kind.items):
+            RECORDER.work(kind.work)
+            accumulated.append(int(hashlib.sha256(f"{seed}/{item}".encode()).hexdigest()[:8], 16))
+            if save_progress({f"{own}done": item + 1, f"{own}acc": accumulated}):
+                RECORDER.saves.append((RECORDER.now(), run, name, item + 1))
+        if not kind.items:
+            RECORDER.work(kind.work)
+        value = np.frombuffer(hashlib.sha256(f"{seed}{accumulated}".encode()).digest(), np.uint8)
+        out: dict[str, Any] = {f"{own}out": value.copy(), f"{own}sum": int(sum(accumulated))}
+        if kind.large:
+            out[f"{own}big"] = np.resize(value, 80_000)  # over the 64 KiB blob threshold
+        return out
+
+    step.__name__ = name
+    return step
+
+
+def build(name: str, graph: dict[str, tuple[list[str], StepKind]], *, retries: int = 2) -> Pipeline:
+    """A pipeline from ``{step: (dependencies, kind)}`` in graph order."""
+    return Pipeline(
+        name,
+        {
+            step: {"function": _make_step(step, kind), "dependencies": deps, "retries": retries}
+            for step, (deps, kind) in graph.items()
+        },
+        storage="memory://simulation-unused",
+        cleanup_on_success=False,
+    )
+
+
+PLAIN = StepKind()
+LOOP = StepKind(items=4, work=20.0)
+FLAKY = StepKind(flaky=1)
+LARGE = StepKind(large=True)
+
+PIPELINES: dict[str, Pipeline] = {
+    "chain": build(
+        "chain",
+        {"a": ([], LARGE), "b": (["a"], LOOP), "c": (["b"], FLAKY), "d": (["c"], PLAIN)},
+    ),
+    "diamond": build(
+        "diamond",
+        {"a": ([], PLAIN), "b": (["a"], LOOP), "c": (["a"], LARGE), "d": (["b", "c"], PLAIN)},
+    ),
+    "fanout": build(
+        "fanout",
+        {
+            "root": ([], PLAIN),
+            **{f"w{i}": (["root"], FLAKY if i == 2 else LOOP if i == 3 else PLAIN) for i in range(5)},
+            "join": ([f"w{i}" for i in range(5)], PLAIN),
+        },
+    ),
+    "fatal": build("fatal", {"a": ([], PLAIN), "b": (["a"], StepKind(fatal=True)), "c": (["b"], PLAIN)}),
+    "slowloop": build("slowloop", {"a": ([], StepKind(items=6, work=45.0)), "b": (["a"], PLAIN)}),
+}
+
+FAILING_STEPS = {"fatal": "b"}  # pipelines that must end in error, and the step that fails

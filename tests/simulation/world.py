@@ -1,0 +1,259 @@
+"""One simulated deployment under one seed: runs, faults, user operations, and a history
+the invariants are checked against.
+
+The code under test is the real one — ``resumable.worker.handle_step``,
+``resumable.control`` (start, cancel, resume, dead letters, the watchdog) — on the
+simulated services, each function instance an engine of its own (its own worker id)
+sharing the services, as Cloud Run instances share Firestore, Storage and Pub/Sub.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from resumable import transitions
+from resumable.config import Settings
+from resumable.control import RunControlError, cancel_run, get_run, record_dead_letter, resume_run
+from resumable.control import start_run as start_run_now
+from resumable.engine import Engine, PipelineRegistry
+from resumable.messages import BadMessageError, StartMessage, parse_step
+from resumable.runstate import CompareAndSetStore, RunState
+from resumable.worker import handle_step
+
+from . import pipelines as sim_pipelines
+from .scheduler import Process, Sim, SimRuntime
+from .services import Faults, SimDocuments, SimObjectStore, SimPubSub
+
+LEASE = 60.0
+HEARTBEAT = 15.0
+GRACE = 120.0
+HORIZON = 48 * 3600.0  # every run must have ended within this much virtual time
+
+
+@dataclass
+class UserOp:
+    time: float
+    kind: str  # cancel, resume, resume_from, start_again
+    run: str
+    step: str | None = None
+    outcome: str = ""  # done, refused: ..., crashed
+    status_before: str = ""
+
+
+@dataclass
+class RunPlan:
+    run_id: str
+    pipeline: str
+    params: dict[str, Any]
+
+
+@dataclass
+class World:
+    seed: int
+    sim: Sim
+    faults: Faults
+    runs: list[RunPlan]
+    documents: SimDocuments
+    store: SimObjectStore
+    pubsub: SimPubSub
+    registry: PipelineRegistry
+    settings: Settings
+    ops: list[UserOp] = field(default_factory=list)
+    process_of: dict[str, tuple[str, str]] = field(default_factory=dict)  # process → (run, step)
+    watchdog_every: float = 120.0
+    last_op: float = 0.0
+    runstates: CompareAndSetStore | None = None
+
+    def engine(self) -> Engine:
+        """A new function instance: its own worker id, the shared services."""
+        runtime = SimRuntime(self.sim)
+        assert self.runstates is not None
+        return Engine(
+            settings=self.settings,
+            registry=self.registry,
+            runs=self.runstates,
+            store=self.store,
+            publisher=self.pubsub,
+            runtime=runtime,
+        )
+
+    def state(self, run_id: str) -> RunState | None:
+        plan = next(p for p in self.runs if p.run_id == run_id)
+        return self.documents.read_quietly(f"default~{plan.pipeline}~{run_id}")
+
+    def all_finished(self) -> bool:
+        states = [self.state(p.run_id) for p in self.runs]
+        return all(s is not None and s.finished for s in states)
+
+
+def build_world(seed: int, *, only: RunPlan | None = None) -> World:
+    """The world of ``seed``; ``only``: just that run, with no faults and no operations
+    (the reference an uninterrupted run gives)."""
+    sim = Sim(seed)
+    rng = sim.rng
+    intensity = 0.0 if only else rng.choice([0.0, 0.5, 1.0, 2.0])
+    faults = Faults(
+        storage_error=0.01 * intensity,
+        lost_answer=0.01 * intensity,
+        slow_io=0.0 if only else rng.choice([0.0, 0.0, 0.02]),
+        document_conflict=0.03 * intensity,
+        document_error=0.005 * intensity,
+        duplicate=0.0 if only else rng.choice([0.0, 0.1, 0.3]),
+        max_delay=rng.choice([0.5, 2.0, 30.0]),
+        # Some deployments move large values slowly: an 80 kB blob takes longer than a lease.
+        seconds_per_mb=0.0 if only else rng.choice([0.0, 0.0, 0.0, 1200.0]),
+    )
+    sim.crash_rate = rng.choice([0.0, 0.0, 0.003, 0.01]) * (1 if intensity else 0)
+    names = sorted(sim_pipelines.PIPELINES)
+    runs = [only] if only else [
+        RunPlan(f"run{n}", rng.choice(names), {"run": f"run{n}", "seed": rng.randrange(1000)})
+        for n in range(rng.choice([1, 1, 2, 3]))
+    ]
+    documents = SimDocuments(sim, faults)
+    store = SimObjectStore(sim, faults)
+    pubsub = SimPubSub(sim, faults, max_delivery_attempts=10)
+    settings = Settings(
+        project="sim",
+        storage="memory://sim",
+        lease_seconds=LEASE,
+        heartbeat_seconds=HEARTBEAT,
+        watchdog_grace_seconds=GRACE,
+    )
+    registry = PipelineRegistry(pipelines=sim_pipelines.PIPELINES.values())
+    world = World(seed, sim, faults, runs, documents, store, pubsub, registry, settings)
+    world.runstates = CompareAndSetStore(documents, runtime=SimRuntime(sim))
+    world.watchdog_every = rng.choice([60.0, 300.0])
+    _wire(world)
+    if only is None:
+        _plan_operations(world)
+    return world
+
+
+def _wire(world: World) -> None:
+    sim = world.sim
+    recorder = sim_pipelines.RECORDER
+    recorder.executions = []
+    recorder.saves = []
+    recorder.failures_left = {}
+    recorder.now = lambda: sim.now
+    recorder.process = lambda: sim.current.process.name if sim.current else "?"
+    recorder.work = sim.sleep
+
+    def step_handler(data: bytes, attributes: dict[str, str], process: Process) -> bool:
+        message = parse_step(data)
+        world.process_of[process.name] = (message.run_id, message.step)
+        return handle_step(world.engine(), message).ack
+
+    def dead_letter_handler(data: bytes, attributes: dict[str, str], process: Process) -> bool:
+        message = parse_step(data)
+        world.process_of[process.name] = (message.run_id, message.step)
+        count = attributes.get("CloudPubSubDeadLetterSourceDeliveryCount")
+        record_dead_letter(world.engine(), message, count)
+        return True
+
+    for pipeline in sim_pipelines.PIPELINES.values():
+        for step in pipeline.spec.order:
+            world.pubsub.handlers[f"resumable-{pipeline.pipeline_name}-{step}"] = step_handler
+    world.pubsub.dead_letter_handler = dead_letter_handler
+
+    def start(plan: RunPlan) -> None:
+        process = Process(f"start-{plan.run_id}#{sim.rng.randrange(10**6)}", crashable=True)
+
+        acked: list[bool] = []
+
+        def run() -> None:
+            message = StartMessage(pipeline=plan.pipeline, params=plan.params, run_id=plan.run_id)
+            start_run_now(world.engine(), message)
+            acked.append(True)
+
+        def retry_if_crashed() -> None:
+            if not acked:
+                start(plan)  # Pub/Sub redelivers a start message that was not acked
+
+        sim.spawn(run, process=process, name=process.name)
+        sim.at(sim.now + 30.0, retry_if_crashed)
+
+    for plan in world.runs:
+        sim.at(sim.now + sim.rng.uniform(0, 5), functools.partial(start, plan))
+
+    def watchdog() -> None:
+        from resumable.control import watchdog_sweep
+
+        process = Process(f"watchdog#{int(sim.now)}")
+        sim.spawn(lambda: watchdog_sweep(world.engine()), process=process, name=process.name)
+        if not world.all_finished() or world.pubsub.in_flight or sim.now < world.last_op:
+            sim.at(sim.now + world.watchdog_every, watchdog)
+
+    sim.at(sim.now + world.watchdog_every, watchdog)
+
+
+def _plan_operations(world: World) -> None:
+    """Users cancel, resume, roll back and start runs again, at random moments."""
+    sim = world.sim
+    rng = sim.rng
+    for plan in world.runs:
+        for _ in range(rng.choice([0, 0, 1, 2, 3])):
+            kind = rng.choice(["cancel", "resume", "resume", "resume_from", "start_again"])
+            step = None
+            if kind == "resume_from":
+                step = rng.choice(sim_pipelines.PIPELINES[plan.pipeline].spec.order)
+            op = UserOp(sim.now + rng.uniform(1, 900), kind, plan.run_id, step)
+            world.ops.append(op)
+            world.last_op = max(world.last_op, op.time)
+            sim.at(op.time, functools.partial(_operate, world, op, plan))
+
+
+def _operate(world: World, op: UserOp, plan: RunPlan) -> None:
+    sim = world.sim
+    process = Process(f"user-{op.kind}-{plan.run_id}#{int(sim.now)}")
+
+    def run() -> None:
+        engine = world.engine()
+        op.outcome = "crashed"
+        if op.kind == "start_again":
+            message = StartMessage(pipeline=plan.pipeline, params=plan.params, run_id=plan.run_id)
+            try:
+                start_run_now(engine, message)
+                op.outcome = "done"
+            except BadMessageError as exc:
+                op.outcome = f"refused: {exc.reason}"
+            return
+        try:
+            state = get_run(engine, plan.run_id, pipeline=plan.pipeline)
+        except RunControlError as exc:
+            op.outcome = f"refused: {exc}"
+            return
+        op.status_before = state.status
+        try:
+            if op.kind == "cancel":
+                after = cancel_run(engine, state)
+                op.status_before = after.status if after.finished and state.finished else state.status
+            else:
+                resume_run(engine, state, from_step=op.step)
+            op.outcome = "done"
+        except RunControlError as exc:
+            op.outcome = f"refused: {exc}"
+
+    sim.spawn(run, process=process, name=process.name)
+
+
+def simulate(seed: int, *, only: RunPlan | None = None) -> World:
+    """Run the schedule of ``seed`` to its end (see :func:`build_world`)."""
+    logging.getLogger("resumable").setLevel(logging.CRITICAL)  # thousands of schedules
+    world = build_world(seed, only=only)
+    sim = world.sim
+    def quiet() -> bool:
+        return sim.now > world.last_op and world.all_finished() and not world.pubsub.in_flight
+
+    try:
+        sim.run(until=sim.now + HORIZON, stop=quiet)
+    finally:
+        sim.shutdown()
+    return world
+
+
+__all__ = ["World", "build_world", "simulate", "transitions"]
