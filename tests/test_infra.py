@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from resumable.deploy import build_plan, tfvars
+from resumable.deploy.gcloud import lifecycle as gcloud_lifecycle
 from resumable.deploy.tfvars import function_vars
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -226,16 +227,31 @@ def test_push_subscription_has_the_delivery_policy_and_dead_letter() -> None:
     assert retry["maximum_backoff"] == f"${{{policy}.max_backoff_seconds}}s"
     assert subscription["expiration_policy"][0]["ttl"] == ""
     dead_letter = subscription["dynamic"][0]["dead_letter_policy"]["content"][0]
-    assert dead_letter["max_delivery_attempts"] == f"${{{policy}.max_delivery_attempts}}"
+    # Per function: a step's attempts follow its retries.
+    assert dead_letter["max_delivery_attempts"] == "${var.function.max_delivery_attempts}"
     oidc = subscription["push_config"][0]["oidc_token"][0]
     assert oidc["service_account_email"] == "${var.deployment.trigger_service_account}"
 
 
-def test_bucket_deletes_old_run_folders_and_firestore_has_ttl_and_indexes() -> None:
+def test_bucket_never_deletes_live_run_objects_and_firestore_has_ttl_and_indexes() -> None:
+    """A run resumed after weeks still needs its params and blobs: no rule deletes a live
+    object by age; the rules are those `resumable deploy gcloud` sets."""
     buckets = {name: body for _, name, body, _ in resources("google_storage_bucket")}
-    rule = buckets["runs"]["dynamic"][0]["lifecycle_rule"]["content"][0]
-    assert rule["condition"][0]["matches_prefix"] == ["runs/"]
-    assert rule["action"][0]["type"] == "Delete"
+    plan = build_plan([DATAPREP], project="acme-video", region="europe-west1")
+    rules = [
+        (rule["action"][0]["type"], rule["condition"][0])
+        for rule in buckets["runs"]["lifecycle_rule"]
+    ]
+    assert "dynamic" not in buckets["runs"]
+    assert rules == [
+        ("Delete", {"days_since_noncurrent_time": "${var.noncurrent_retention_days}"}),
+        ("AbortIncompleteMultipartUpload", {"age": 1}),
+    ]
+    assert [r["action"]["type"] for r in gcloud_lifecycle(plan)["rule"]] == [
+        "Delete",
+        "AbortIncompleteMultipartUpload",
+    ]
+    assert gcloud_lifecycle(plan)["rule"][0]["condition"]["isLive"] is False
     (field,) = [b for _, _, b, _ in resources("google_firestore_field")]
     assert field["field"] == "${var.ttl_field}" and "ttl_config" in field
     assert [k for k, *_ in resources("google_firestore_index")]

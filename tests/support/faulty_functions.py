@@ -4,6 +4,9 @@
 (as a killed instance would) after writing the step's checkpoint and before committing
 it; ``crash-before-publish-{run_id}-{step}`` after the commit and before publishing the
 successors. Each file is consumed by the crash it causes, so the redelivery runs normally.
+``unavailable-{run_id}-{step}`` makes every delivery of that step's message answer "retry
+later" before it is claimed, as while the run store is down, and appends a line to the
+file per delivery.
 """
 
 from __future__ import annotations
@@ -12,9 +15,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+import functions_framework
+from cloudevents.http import CloudEvent
+from werkzeug.exceptions import ServiceUnavailable
+
+import resumable.entrypoints as entrypoints
 import resumable.worker as worker
 from resumable.engine import Engine
-from resumable.entrypoints import dead_letter, run_step, start_run, watchdog
+from resumable.entrypoints import dead_letter, start_run, watchdog
+from resumable.messages import BadMessageError, parse_step, pubsub_payload
 
 _FAULTS = Path(os.environ.get("RESUMABLE_TEST_FAULT_DIR", "/nonexistent"))
 _real_commit = worker.commit_step
@@ -42,6 +51,21 @@ def _publish_steps(self: Engine, state: Any, steps: Any) -> list[str]:
         self._committed_step = None  # type: ignore[attr-defined]
         _crash_if("crash-before-publish", state.run_id, committed)
     return _real_publish(self, state, steps)
+
+
+@functions_framework.cloud_event
+def run_step(event: CloudEvent) -> None:
+    try:
+        message = parse_step(pubsub_payload(event.get_data())[0])
+    except BadMessageError:
+        message = None
+    if message is not None:
+        marker = _FAULTS / f"unavailable-{message.run_id}-{message.step}"
+        if marker.exists():
+            with marker.open("a") as deliveries:
+                deliveries.write("delivery\n")
+            raise ServiceUnavailable(description="retry later: the run store is unavailable")
+    entrypoints.run_step(event)
 
 
 worker.commit_step = _commit_step

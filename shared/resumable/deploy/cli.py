@@ -72,8 +72,15 @@ Bucket = Annotated[
 ]
 Retention = Annotated[
     int,
+    typer.Option(min=0, help="Days finished runs' documents are kept (0: forever)."),
+]
+BuildAccount = Annotated[
+    str | None,
     typer.Option(
-        min=0, help="Days finished runs' documents and run folders are kept (0: forever)."
+        metavar="EMAIL",
+        help="The service account Cloud Build builds the functions as "
+        "(default: the project's default build account).",
+        show_default=False,
     ),
 ]
 
@@ -123,6 +130,7 @@ def tfvars_command(
     delivery: Delivery = "push",
     bucket: Bucket = None,
     retention_days: Retention = 30,
+    build_service_account: BuildAccount = None,
     source: Annotated[Path, typer.Option(help="The bundle folder Terraform uploads.")] = Path(
         "build/functions"
     ),
@@ -133,7 +141,9 @@ def tfvars_command(
     """Write the Terraform variables of infra/ for the pipelines."""
     from .tfvars import dumps, tfvars, write_tfvars
 
-    plan = _plan(pipeline, project, region, prefix, delivery, bucket, retention_days)
+    plan = _plan(
+        pipeline, project, region, prefix, delivery, bucket, retention_days, build_service_account
+    )
     if output == "-":
         sys.stdout.write(dumps(tfvars(plan, source_dir=str(source.resolve()))))
         return
@@ -152,6 +162,7 @@ def gcloud_command(
     delivery: Delivery = "push",
     bucket: Bucket = None,
     retention_days: Retention = 30,
+    build_service_account: BuildAccount = None,
     source: Annotated[
         Path, typer.Option(help="The bundle folder (resumable deploy bundle builds it).")
     ] = Path("build/functions"),
@@ -165,7 +176,9 @@ def gcloud_command(
     from .commands import DeployError, run
     from .gcloud import actions, script
 
-    plan = _plan(pipeline, project, region, prefix, delivery, bucket, retention_days)
+    plan = _plan(
+        pipeline, project, region, prefix, delivery, bucket, retention_days, build_service_account
+    )
     steps = actions(plan, source=source)
     if dry_run:
         sys.stdout.write(script(plan, steps))
@@ -198,6 +211,7 @@ def _plan(
     delivery: str,
     bucket: str | None,
     retention_days: int,
+    build_service_account: str | None,
 ) -> DeploymentPlan:
     from .plan import DELIVERIES, build_plan
 
@@ -212,6 +226,7 @@ def _plan(
             delivery="push" if delivery == "push" else "eventarc",
             bucket=bucket,
             run_retention_days=retention_days,
+            build_service_account=build_service_account,
         )
     except (ResumableError, ValueError) as exc:
         _usage_error(exc)

@@ -8,7 +8,6 @@ arguments, read while deploying; the script keeps them in shell variables.
 
 from __future__ import annotations
 
-import itertools
 import shlex
 import subprocess
 import tempfile
@@ -37,9 +36,12 @@ class Lookup:
 
 @dataclass(frozen=True)
 class TempFile:
-    """``flag=PATH`` of a file holding ``content``, written just before the command runs."""
+    """``flag=PATH`` of a file ``name`` holding ``content``, written in a temporary folder
+    just before the command runs (a real file: gcloud resolves paths, so a process
+    substitution's ``/dev/fd/N`` does not work)."""
 
     flag: str
+    name: str
     content: str
 
 
@@ -60,8 +62,15 @@ class Action:
 
     @property
     def lookups(self) -> list[Lookup]:
-        args = [*self.command, *(self.update or ())]
-        return list(dict.fromkeys(a for a in args if isinstance(a, Lookup)))
+        return list(dict.fromkeys(a for a in self._args if isinstance(a, Lookup)))
+
+    @property
+    def files(self) -> list[TempFile]:
+        return list(dict.fromkeys(a for a in self._args if isinstance(a, TempFile)))
+
+    @property
+    def _args(self) -> list[Arg]:
+        return [*self.command, *(self.update or ())]
 
 
 def shell(args: Sequence[Arg]) -> str:
@@ -75,7 +84,7 @@ def _shell_arg(arg: Arg) -> str:
         after = shlex.quote(arg.after) if arg.after else ""
         return f'{before}"${{{arg.name}}}"{after}'
     if isinstance(arg, TempFile):
-        return f"{arg.flag}=<(printf '%s' {shlex.quote(arg.content)})"
+        return f'{arg.flag}="$files"/{shlex.quote(arg.name)}'
     return shlex.quote(arg)
 
 
@@ -88,6 +97,8 @@ def action_lines(action: Action, defined: set[str] | None = None) -> list[str]:
         if lookup.name not in defined:
             defined.add(lookup.name)
             lines.append(f'{lookup.name}="$({shell(lookup.command)})"')
+    for file in action.files:
+        lines.append(f'printf %s {shlex.quote(file.content)} >"$files"/{shlex.quote(file.name)}')
     command = ("retrying " if action.retry else "") + shell(action.command)
     if action.exists and action.update:
         lines += [
@@ -119,6 +130,9 @@ def script(title: str, deploy_actions: Sequence[Action]) -> str:
         '  grep -q ALREADY_EXISTS <<<"$out" || { echo "$out" >&2; return 1; }; fi; }',
         "# IAM may not yet know a service account created a moment ago: try for a minute.",
         'retrying() { local n; for n in $(seq 11); do "$@" && return 0; sleep 5; done; "$@"; }',
+        "# Files that commands read.",
+        'files="$(mktemp -d)"',
+        """trap 'rm -rf "$files"' EXIT""",
     ]
     body: list[str] = []
     defined: set[str] = set()
@@ -145,7 +159,6 @@ def run(
     """Run the actions in order; raise :class:`DeployError` at the first failure."""
     looked_up: dict[tuple[str, ...], str] = {}
     with tempfile.TemporaryDirectory(prefix="resumable-deploy-") as folder:
-        files = (Path(folder) / f"file-{n}.json" for n in itertools.count())
 
         def resolve(args: Sequence[Arg]) -> list[str]:
             out = []
@@ -155,7 +168,7 @@ def run(
                         looked_up[arg.command] = _check(runner, list(arg.command)).stdout.strip()
                     out.append(arg.before + looked_up[arg.command] + arg.after)
                 elif isinstance(arg, TempFile):
-                    path = next(files)
+                    path = Path(folder) / arg.name
                     path.write_text(arg.content)
                     out.append(f"{arg.flag}={path}")
                 else:

@@ -6,8 +6,8 @@ script that is safe to re-run: a resource that exists is updated or left alone, 
 duplicated; :func:`resumable.deploy.commands.run` runs them.
 
 Two values are known only at deploy time and are looked up as the commands run: the
-project number (in the Pub/Sub service agent's address) and a function's URL (its push
-subscription's endpoint and token audience).
+Pub/Sub service agent's address and a function's URL (its push subscription's endpoint
+and token audience).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import naming
 from ..topology import FunctionSpec
 from .commands import Action, Arg, Lookup, TempFile
 from .commands import script as render_script
@@ -87,7 +88,7 @@ def _bucket(b: _Builder) -> None:
         exists=_plain(b.gcloud("storage", "buckets", "describe", url)),
     )
     b.add(
-        f"bucket {url}: private, versioned, old run folders deleted",
+        f"bucket {url}: private, versioned, overwritten versions expire",
         b.gcloud(
             "storage",
             "buckets",
@@ -96,31 +97,31 @@ def _bucket(b: _Builder) -> None:
             "--uniform-bucket-level-access",
             "--public-access-prevention",
             "--versioning",
-            TempFile("--lifecycle-file", json.dumps(lifecycle(plan))),
+            TempFile("--lifecycle-file", "lifecycle.json", json.dumps(lifecycle(plan))),
         ),
     )
 
 
 def lifecycle(plan: DeploymentPlan) -> dict[str, Any]:
-    """The bucket's lifecycle policy (the JSON ``gcloud storage`` takes)."""
-    rules: list[dict[str, Any]] = [
-        {
-            "action": {"type": "Delete"},
-            "condition": {
-                "daysSinceNoncurrentTime": plan.noncurrent_retention_days,
-                "isLive": False,
-            },
-        }
-    ]
-    if plan.run_retention_days > 0:
-        rules.insert(
-            0,
+    """The bucket's lifecycle policy (the JSON ``gcloud storage`` takes), as in
+    ``infra/storage.tf``.
+
+    No rule deletes live objects by age: a run resumed after weeks still needs its params
+    and blobs, however old. Only what no run reads goes: object versions overwritten or
+    deleted ``noncurrent_retention_days`` ago, and parts of uploads abandoned a day ago.
+    """
+    return {
+        "rule": [
             {
                 "action": {"type": "Delete"},
-                "condition": {"age": plan.run_retention_days, "matchesPrefix": ["runs/"]},
+                "condition": {
+                    "daysSinceNoncurrentTime": plan.noncurrent_retention_days,
+                    "isLive": False,
+                },
             },
-        )
-    return {"rule": rules}
+            {"action": {"type": "AbortIncompleteMultipartUpload"}, "condition": {"age": 1}},
+        ]
+    }
 
 
 def _firestore(b: _Builder) -> None:
@@ -209,6 +210,8 @@ def _function(b: _Builder, spec: FunctionSpec) -> None:
         f"--max-instances={plan.max_instances}",
         f"--set-env-vars={_env_vars(env)}",
     ]
+    if plan.build_service_account_path:
+        args.append(f"--build-service-account={plan.build_service_account_path}")
     if (cpus := cpu(spec)) is not None:
         args.append(f"--cpu={cpus}")
     if plan.delivery == "push":
@@ -240,12 +243,13 @@ def _subscription(b: _Builder, spec: FunctionSpec) -> None:
         # rarely would then stall at that step.
         "--expiration-period=never",
     ]
+    attempts = plan.delivery_attempts(spec)
     dead_letter: list[Arg] = (
         [
             f"--dead-letter-topic={plan.topology.dead_letter_topic}",
-            f"--max-delivery-attempts={policy.max_delivery_attempts}",
+            f"--max-delivery-attempts={attempts}",
         ]
-        if spec.dead_letter
+        if attempts is not None
         else []
     )
     b.add(
@@ -279,7 +283,7 @@ def function_uri(b: _Builder, spec: FunctionSpec) -> tuple[str, ...]:
             "functions",
             "describe",
             spec.name,
-            "--gen2",
+            "--v2",
             f"--region={b.plan.region}",
             "--format=value(serviceConfig.uri)",
         )
@@ -350,11 +354,21 @@ def _member(b: _Builder, grant: Binding) -> Arg:
         return f"--member=serviceAccount:{plan.runtime_email}"
     if grant.principal == "trigger":
         return f"--member=serviceAccount:{plan.trigger_email}"
+    # Creating Pub/Sub's service agent if the project has none yet (a fresh project may
+    # not) also prints its address.
     return Lookup(
-        "project_number",
-        _plain(b.gcloud("projects", "describe", plan.project, "--format=value(projectNumber)")),
-        before="--member=serviceAccount:service-",
-        after="@gcp-sa-pubsub.iam.gserviceaccount.com",
+        "pubsub_agent",
+        _plain(
+            b.gcloud(
+                "beta",
+                "services",
+                "identity",
+                "create",
+                "--service=pubsub.googleapis.com",
+                "--format=value(email)",
+            )
+        ),
+        before="--member=serviceAccount:",
     )
 
 
@@ -364,7 +378,9 @@ def _scheduler(b: _Builder) -> None:
         f"--location={plan.region}",
         f"--schedule={plan.watchdog_schedule}",
         "--time-zone=Etc/UTC",
-        f"--topic={plan.topology.watchdog_topic}",
+        # The full path: gcloud resolves a bare topic name against the default project,
+        # not --project.
+        f"--topic={naming.topic_path(plan.project, plan.topology.watchdog_topic)}",
         "--message-body={}",
     )
     b.add(
