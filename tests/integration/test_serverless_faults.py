@@ -245,15 +245,13 @@ def test_a_message_that_exhausts_its_delivery_attempts_is_dead_lettered(
     stack: DevStack, engine: Engine, workdir: Path, fault_dir: Path
 ) -> None:
     run_id = new_run()
-    deliveries = fault_dir / f"unavailable-{run_id}-x"
-    deliveries.touch()
+    (fault_dir / f"unavailable-{run_id}-x").touch()
     publish_start(stack, "exhaust", {"workdir": str(workdir)}, run_id)
     state = wait_for(engine, run_id, "exhaust", finished, timeout=120)
     assert state.status == "error"
-    assert "exhausted its delivery attempts (5 deliveries)" in (state.error or "")
     # The max delivery attempts of x's subscription: its 4 attempts (no retries, plus the
     # crash allowance) and the stack's 1 "retry later" answer.
-    assert len(deliveries.read_text().split()) == 5
+    assert "exhausted its delivery attempts (5 deliveries)" in (state.error or "")
     assert not (workdir / "calls.log").exists()
     assert commits(state) == {"x": 0}
 

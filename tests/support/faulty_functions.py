@@ -5,8 +5,7 @@
 it; ``crash-before-publish-{run_id}-{step}`` after the commit and before publishing the
 successors. Each file is consumed by the crash it causes, so the redelivery runs normally.
 ``unavailable-{run_id}-{step}`` makes every delivery of that step's message answer "retry
-later" before it is claimed, as while the run store is down, and appends a line to the
-file per delivery.
+later" before it is claimed, as while the run store is down.
 """
 
 from __future__ import annotations
@@ -57,14 +56,11 @@ def _publish_steps(self: Engine, state: Any, steps: Any) -> list[str]:
 def run_step(event: CloudEvent) -> None:
     try:
         message = parse_step(pubsub_payload(event.get_data())[0])
-    except BadMessageError:
-        message = None
-    if message is not None:
         marker = _FAULTS / f"unavailable-{message.run_id}-{message.step}"
-        if marker.exists():
-            with marker.open("a") as deliveries:
-                deliveries.write("delivery\n")
-            raise ServiceUnavailable(description="retry later: the run store is unavailable")
+    except BadMessageError:
+        marker = None
+    if marker is not None and marker.exists():
+        raise ServiceUnavailable(description="retry later: the run store is unavailable")
     entrypoints.run_step(event)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import naming
 from ..topology import FunctionSpec
-from .commands import Action, Arg, Lookup, TempFile
+from .commands import Action, Arg, Lookup, TempFile, gcloud, plain
 from .commands import script as render_script
 from .plan import Binding, DeploymentPlan, cpu
 
@@ -33,7 +33,7 @@ class _Builder:
     actions: list[Action] = field(default_factory=list)
 
     def gcloud(self, *args: Arg) -> tuple[Arg, ...]:
-        return ("gcloud", *args, f"--project={self.plan.project}", "--quiet")
+        return gcloud(self.plan.project, *args)
 
     def add(self, summary: str, command: tuple[Arg, ...], **options: Any) -> None:
         self.actions.append(Action(summary, command, **options))
@@ -67,7 +67,7 @@ def _accounts(b: _Builder) -> None:
         b.add(
             f"service account {email}: {what}",
             b.gcloud("iam", "service-accounts", "create", account, f"--display-name={what}"),
-            exists=_plain(b.gcloud("iam", "service-accounts", "describe", email)),
+            exists=plain(b.gcloud("iam", "service-accounts", "describe", email)),
         )
 
 
@@ -85,7 +85,7 @@ def _bucket(b: _Builder) -> None:
             "--uniform-bucket-level-access",
             "--public-access-prevention",
         ),
-        exists=_plain(b.gcloud("storage", "buckets", "describe", url)),
+        exists=plain(b.gcloud("storage", "buckets", "describe", url)),
     )
     b.add(
         f"bucket {url}: private, versioned, overwritten versions expire",
@@ -140,7 +140,7 @@ def _firestore(b: _Builder) -> None:
             "--enable-pitr",
             "--delete-protection",
         ),
-        exists=_plain(b.gcloud("firestore", "databases", "describe", database)),
+        exists=plain(b.gcloud("firestore", "databases", "describe", database)),
     )
     b.add(
         f"TTL policy: finished runs deleted after {plan.run_retention_days} days",
@@ -186,7 +186,7 @@ def _topics(b: _Builder) -> None:
         b.add(
             f"topic {topic}",
             b.gcloud("pubsub", "topics", "create", topic),
-            exists=_plain(b.gcloud("pubsub", "topics", "describe", topic)),
+            exists=plain(b.gcloud("pubsub", "topics", "describe", topic)),
         )
 
 
@@ -263,7 +263,7 @@ def _subscription(b: _Builder, spec: FunctionSpec) -> None:
             *settings,
             *dead_letter,
         ),
-        exists=_plain(b.gcloud("pubsub", "subscriptions", "describe", spec.subscription)),
+        exists=plain(b.gcloud("pubsub", "subscriptions", "describe", spec.subscription)),
         update=b.gcloud(
             "pubsub",
             "subscriptions",
@@ -278,7 +278,7 @@ def _subscription(b: _Builder, spec: FunctionSpec) -> None:
 def function_uri(b: _Builder, spec: FunctionSpec) -> tuple[str, ...]:
     """The command printing a deployed function's ``run.app`` URL (the one Pub/Sub push
     may reach with internal-only ingress)."""
-    return _plain(
+    return plain(
         b.gcloud(
             "functions",
             "describe",
@@ -358,7 +358,7 @@ def _member(b: _Builder, grant: Binding) -> Arg:
     # not) also prints its address.
     return Lookup(
         "pubsub_agent",
-        _plain(
+        plain(
             b.gcloud(
                 "beta",
                 "services",
@@ -386,7 +386,7 @@ def _scheduler(b: _Builder) -> None:
     b.add(
         f"scheduler job {plan.watchdog_job}: the watchdog, {plan.watchdog_schedule}",
         b.gcloud("scheduler", "jobs", "create", "pubsub", plan.watchdog_job, *settings),
-        exists=_plain(
+        exists=plain(
             b.gcloud(
                 "scheduler", "jobs", "describe", plan.watchdog_job, f"--location={plan.region}"
             )
@@ -401,11 +401,6 @@ def _env_vars(env: dict[str, str]) -> str:
     text = "".join(f"{k}{v}" for k, v in env.items())
     delimiter = next(d for d in "@|#;~:" if d not in text)
     return f"^{delimiter}^" + delimiter.join(f"{k}={v}" for k, v in env.items())
-
-
-def _plain(args: tuple[Arg, ...]) -> tuple[str, ...]:
-    assert all(isinstance(a, str) for a in args)
-    return tuple(str(a) for a in args)
 
 
 def script(plan: DeploymentPlan, deploy_actions: Sequence[Action]) -> str:

@@ -256,11 +256,7 @@ def build_plan(
         raise ValueError("name at least one pipeline (--pipeline MODULE:ATTR)")
     if delivery not in DELIVERIES:
         raise ValueError(f"delivery must be one of {', '.join(DELIVERIES)}, got {delivery!r}")
-    if not re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", project):
-        raise ValueError(f"{project!r} is not a Google Cloud project id")
-    if not re.fullmatch(r"[a-z]+-[a-z]+[0-9]+", region):
-        raise ValueError(f"{region!r} is not a Google Cloud region (e.g. europe-west1)")
-    validate_id(prefix, "prefix")
+    validate_location(project, region, prefix)
     if build_service_account is not None and not re.fullmatch(
         r"[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z0-9.-]+\.gserviceaccount\.com", build_service_account
     ):
@@ -272,7 +268,7 @@ def build_plan(
     names = [p.pipeline_name for p in loaded]
     if len(set(names)) != len(names):
         raise ValueError(f"two references name the same pipeline: {names}")
-    bucket = bucket or _bucket_name(project, prefix, "runs")
+    bucket = bucket or bucket_name(project, prefix, "runs")
     settings = Settings(
         project=project,
         storage=f"gs://{bucket}",
@@ -298,7 +294,7 @@ def build_plan(
         policy=policy,
         delivery=delivery,
         bucket=bucket,
-        source_bucket=source_bucket or _bucket_name(project, prefix, "sources"),
+        source_bucket=source_bucket or bucket_name(project, prefix, "sources"),
         firestore_location=firestore_location or region,
         runtime_account=account_id(prefix, "runtime"),
         trigger_account=account_id(prefix, "trigger"),
@@ -308,6 +304,15 @@ def build_plan(
         max_instances=max_instances,
         build_service_account=build_service_account,
     )
+
+
+def validate_location(project: str, region: str, prefix: str) -> None:
+    """Raise ``ValueError`` for a project id, region or prefix no deployment can have."""
+    if not re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", project):
+        raise ValueError(f"{project!r} is not a Google Cloud project id")
+    if not re.fullmatch(r"[a-z]+-[a-z]+[0-9]+", region):
+        raise ValueError(f"{region!r} is not a Google Cloud region (e.g. europe-west1)")
+    validate_id(prefix, "prefix")
 
 
 def cpu(spec: FunctionSpec) -> str | None:
@@ -342,7 +347,9 @@ def firestore_condition(project: str, database: str) -> str:
     return f'resource.name == "projects/{project}/databases/{database}"'
 
 
-def _bucket_name(project: str, prefix: str, purpose: str) -> str:
+def bucket_name(project: str, prefix: str, purpose: str) -> str:
+    """A bucket name for ``purpose`` (3-63 lowercase letters, digits, hyphens), unique to
+    the project and prefix."""
     raw = f"{project}-{prefix}-{purpose}"
     name = re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-")
     if len(name) > 63 or name != raw:
