@@ -414,3 +414,50 @@ def test_cloud_build_tests_with_the_readmes_test_command_and_deploys_either_way(
     assert '"${_DEPLOY_WITH}" != terraform' in text and '"${_DEPLOY_WITH}" != gcloud' in text
     used = set(re.findall(r"\$\{(_[A-Z_]+)\}", text))
     assert used <= set(substitutions), f"undefined substitutions {used - set(substitutions)}"
+
+
+def test_every_cloud_build_image_is_pinned_to_a_full_version() -> None:
+    """A floating or minor-only tag changes what a build runs, and some images publish
+    full-version tags only (hashicorp/terraform has 1.9.8, no 1.9)."""
+    build = yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())
+    for step in build["steps"]:
+        image = step["name"]
+        name, _, tag = image.rpartition(":")
+        pinned = "@sha256:" in image or re.fullmatch(r"\d+\.\d+\.\d+(-[a-z0-9]+)*", tag)
+        assert name and pinned, f"step {step['id']}: {image} is not pinned to a full version"
+
+
+def test_cloud_build_deploys_as_the_bootstrapped_accounts() -> None:
+    from resumable.deploy.bootstrap import Bootstrap
+
+    build = yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())
+    setup = Bootstrap("PROJECT", "europe-west1")
+    deployer = setup.deployer_email.replace("PROJECT", "${PROJECT_ID}")
+    assert build["serviceAccount"] == f"projects/${{PROJECT_ID}}/serviceAccounts/{deployer}"
+    builder = setup.builder_email.replace("PROJECT", "${PROJECT_ID}")
+    assert build["substitutions"]["_BUILD_ACCOUNT"] == builder
+    steps = {s["id"]: s for s in build["steps"]}
+    assert "--build-service-account=${_BUILD_ACCOUNT}" in steps["tfvars"]["args"]
+    assert "--build-service-account=${_BUILD_ACCOUNT}" in steps["gcloud-script"]["args"][1]
+    # A user-specified build account needs its logs in Cloud Logging.
+    assert build["options"]["logging"] == "CLOUD_LOGGING_ONLY"
+
+
+def _install_check(gcloud_version: str) -> subprocess.CompletedProcess[str]:
+    """The version check of install-test-tools.sh alone (it runs before anything is
+    installed), with ``gcloud_version`` pinned."""
+    text = (INFRA / "ci" / "install-test-tools.sh").read_text()
+    check = text[: text.index("export DEBIAN_FRONTEND")]
+    check = re.sub(r"(?m)^GCLOUD_VERSION=.*$", f"GCLOUD_VERSION={gcloud_version}", check)
+    return subprocess.run(["bash", "-c", check], capture_output=True, text=True, check=False)
+
+
+def test_test_tools_pin_a_cli_whose_emulators_run_on_the_java_installed() -> None:
+    text = (INFRA / "ci" / "install-test-tools.sh").read_text()
+    assert '"google-cloud-cli=${GCLOUD_VERSION}-0"' in text
+    assert '"google-cloud-cli-firestore-emulator=${GCLOUD_VERSION}-0"' in text
+    assert '"openjdk-${JAVA_MAJOR}-jre-headless"' in text
+    assert _install_check("528.0.0").returncode == 0
+    refused = _install_check("530.0.0")
+    assert refused.returncode == 1
+    assert "530.0.0's Firestore emulator needs Java 21" in refused.stderr
