@@ -461,3 +461,15 @@ def test_test_tools_pin_a_cli_whose_emulators_run_on_the_java_installed() -> Non
     refused = _install_check("530.0.0")
     assert refused.returncode == 1
     assert "530.0.0's Firestore emulator needs Java 21" in refused.stderr
+
+
+def test_the_readme_lists_every_role_the_bootstrap_grants() -> None:
+    from resumable.deploy.bootstrap import BUILDER_GRANTS, DEPLOYER_GRANTS, Bootstrap
+
+    readme = (INFRA / "README.md").read_text()
+    section = readme[readme.index("### 1. Bootstrap") : readme.index("### 2. Bundle")]
+    for grant in (*DEPLOYER_GRANTS, *BUILDER_GRANTS):
+        assert f"| `{grant.role}`" in section, f"infra/README.md does not list {grant.role}"
+    assert f"custom role `{Bootstrap('p-roject', 'europe-west1').custom_role}`" in section
+    listed = set(re.findall(r"^\| `(roles/[\w.]+)`", section, re.MULTILINE))
+    assert listed == {g.role for g in (*DEPLOYER_GRANTS, *BUILDER_GRANTS)}
