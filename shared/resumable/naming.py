@@ -41,7 +41,10 @@ def push_subscription(topic: str) -> str:
 def pubsub_name_problem(name: str) -> str | None:
     """Why Pub/Sub would refuse ``name`` for a topic or subscription; ``None`` if it is valid."""
     if not _PUBSUB_NAME.fullmatch(name):
-        return "is not a Pub/Sub name: 3-255 letters, digits and '-._~+%', starting with a letter"
+        return (
+            f"({len(name)} characters) is not a Pub/Sub name: 3-255 letters, digits and "
+            "'-._~+%', starting with a letter"
+        )
     if name.startswith("goog"):
         return "is not a Pub/Sub name: names starting with 'goog' are reserved"
     return None
