@@ -1,4 +1,8 @@
+# A project has one (default) database: set create_database = false to use one that
+# exists already (Terraform would otherwise fail to create it).
 resource "google_firestore_database" "runs" {
+  count = var.create_database ? 1 : 0
+
   name                              = var.database
   location_id                       = var.firestore_location
   type                              = "FIRESTORE_NATIVE"
@@ -7,11 +11,16 @@ resource "google_firestore_database" "runs" {
   deletion_policy                   = "ABANDON"
 }
 
-# Finished runs carry ttl_field (finish time + run_retention_days); Firestore deletes
-# them after it. No single-field index on it: a timestamp written in order would make
-# a hotspot, and no query filters on it.
+locals {
+  # The database's name once it exists, whether created here or not.
+  database = var.create_database ? google_firestore_database.runs[0].name : var.database
+}
+
+# Finished runs carry ttl_field (finish time + RESUMABLE_RUN_RETENTION_DAYS); Firestore
+# deletes them after it. No single-field index on it: a timestamp written in order would
+# make a hotspot, and no query filters on it.
 resource "google_firestore_field" "expire_at" {
-  database   = google_firestore_database.runs.name
+  database   = local.database
   collection = var.collection
   field      = var.ttl_field
 
@@ -26,7 +35,7 @@ resource "google_firestore_index" "runs" {
     join("-", [for f in fields : "${f.field_path}-${lower(f.order)}"]) => fields
   }
 
-  database    = google_firestore_database.runs.name
+  database    = local.database
   collection  = var.collection
   query_scope = "COLLECTION"
 

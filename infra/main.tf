@@ -3,14 +3,22 @@ provider "google" {
   region  = var.region
 }
 
-data "google_project" "this" {
-  project_id = var.project_id
+provider "google-beta" {
+  project = var.project_id
+  region  = var.region
+}
+
+# Pub/Sub's service agent signs push requests and forwards dead letters. A fresh project
+# may not have it yet: this creates it if needed, and every grant to it waits for it.
+resource "google_project_service_identity" "pubsub" {
+  provider = google-beta
+  project  = var.project_id
+  service  = "pubsub.googleapis.com"
 }
 
 locals {
   runtime_member = "serviceAccount:${google_service_account.runtime.email}"
-  # Pub/Sub's service agent: it signs push requests and forwards dead letters.
-  pubsub_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+  pubsub_agent   = "serviceAccount:${google_project_service_identity.pubsub.email}"
 
   control_topic_ids = { for topic in google_pubsub_topic.control : topic.name => topic.id }
 

@@ -10,26 +10,24 @@ resource "google_storage_bucket" "runs" {
     enabled = true
   }
 
-  # Old run folders go; whatever else the pipelines write (datasets) stays.
-  dynamic "lifecycle_rule" {
-    for_each = var.run_retention_days > 0 ? [var.run_retention_days] : []
-    content {
-      condition {
-        age            = lifecycle_rule.value
-        matches_prefix = ["runs/"]
-      }
-      action {
-        type = "Delete"
-      }
-    }
-  }
-
+  # No rule deletes live objects by age: a run resumed after weeks still needs its params
+  # and blobs, however old. Only what no run reads goes: overwritten or deleted versions,
+  # and the parts of uploads abandoned midway. (The same rules as `resumable deploy gcloud`.)
   lifecycle_rule {
     condition {
       days_since_noncurrent_time = var.noncurrent_retention_days
     }
     action {
       type = "Delete"
+    }
+  }
+
+  lifecycle_rule {
+    condition {
+      age = 1
+    }
+    action {
+      type = "AbortIncompleteMultipartUpload"
     }
   }
 }

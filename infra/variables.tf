@@ -87,14 +87,15 @@ variable "firestore_indexes" {
   })))
 }
 
-variable "run_retention_days" {
-  description = "Days run folders (by age) and finished runs' documents are kept; 0: forever."
-  type        = number
-}
-
 variable "noncurrent_retention_days" {
   description = "Days an overwritten or deleted object version stays recoverable."
   type        = number
+}
+
+variable "create_database" {
+  description = "Create the Firestore database; false: use `database`, which exists already (a project has at most one (default) database)."
+  type        = bool
+  default     = true
 }
 
 variable "deletion_protection" {
@@ -109,12 +110,11 @@ variable "environment" {
 }
 
 variable "delivery_policy" {
-  description = "How Pub/Sub pushes to a function (resumable.topology.DeliveryPolicy)."
+  description = "How Pub/Sub pushes to a function (resumable.topology.DeliveryPolicy); each function's max delivery attempts are in its own object."
   type = object({
-    ack_deadline_seconds  = number
-    min_backoff_seconds   = number
-    max_backoff_seconds   = number
-    max_delivery_attempts = number
+    ack_deadline_seconds = number
+    min_backoff_seconds  = number
+    max_backoff_seconds  = number
   })
 }
 
@@ -156,7 +156,9 @@ variable "control_functions" {
     cpu             = optional(string)
     concurrency     = number
     dead_letter     = bool
-    environment     = map(string)
+    # Deliveries before dead-lettering, from the step's retries; null without dead-lettering.
+    max_delivery_attempts = optional(number)
+    environment           = map(string)
   }))
 }
 
@@ -174,7 +176,9 @@ variable "pipelines" {
       cpu             = optional(string)
       concurrency     = number
       dead_letter     = bool
-      environment     = map(string)
+      # Deliveries before dead-lettering, from the step's retries.
+      max_delivery_attempts = optional(number)
+      environment           = map(string)
     }))
   }))
 }

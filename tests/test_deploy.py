@@ -17,10 +17,13 @@ from resumable.cli import app
 from resumable.config import Settings
 from resumable.deploy import BundleError, build_bundle, build_plan, check_bundle, tfvars
 from resumable.deploy.commands import Action, Lookup, TempFile, run
+from resumable.deploy.commands import script as commands_script
 from resumable.deploy.gcloud import actions, script
+from resumable.deploy.gcloud import lifecycle as gcloud_lifecycle
 from resumable.deploy.plan import DeploymentPlan
 from resumable.loader import load_pipeline
 from resumable.topology import DeliveryPolicy, Topology, build_topology
+from resumable.worker import max_attempts
 
 DATAPREP = "examples.dataprep.pipeline:build"
 PROJECT, REGION = "acme-video", "europe-west1"
@@ -101,6 +104,7 @@ def test_tfvars_steps_get_the_timeout_memory_and_retry_settings_of_their_definit
         assert function["concurrency"] == (step.concurrency or 1)
         assert function["environment"] == {"RESUMABLE_STEP": name}
         assert function["dead_letter"] is True
+        assert function["max_delivery_attempts"] == max_attempts(step) + 10
     assert steps["extract_frames"]["timeout_seconds"] == 540
     assert steps["extract_frames"]["memory"] == "2Gi"
     assert steps["split"]["timeout_seconds"] == 60
@@ -109,7 +113,6 @@ def test_tfvars_steps_get_the_timeout_memory_and_retry_settings_of_their_definit
         "ack_deadline_seconds": policy.ack_deadline_seconds,
         "min_backoff_seconds": policy.min_backoff_seconds,
         "max_backoff_seconds": policy.max_backoff_seconds,
-        "max_delivery_attempts": policy.max_delivery_attempts,
     }
     # The dead-letter and watchdog functions never dead-letter their own messages.
     control = variables["control_functions"]
@@ -117,7 +120,9 @@ def test_tfvars_steps_get_the_timeout_memory_and_retry_settings_of_their_definit
         False,
         False,
     )
+    assert control["dead_letter"]["max_delivery_attempts"] is None
     assert control["start"]["dead_letter"] is True
+    assert control["start"]["max_delivery_attempts"] == policy.max_delivery_attempts
 
 
 def test_tfvars_environment_configures_the_runtime_as_planned(
@@ -138,7 +143,7 @@ def test_tfvars_environment_configures_the_runtime_as_planned(
         "(default)",
     )
     assert settings.step == "detect"
-    assert settings.run_retention_days == variables["run_retention_days"] == 30
+    assert settings.run_retention_days == 30
     assert settings == Settings(**{**plan.settings.__dict__, "step": "detect"})
 
 
@@ -193,6 +198,7 @@ def test_gcloud_subscriptions_have_the_codes_delivery_policy(
     plan: DeploymentPlan, expected: Topology
 ) -> None:
     policy = DeliveryPolicy()
+    steps_of = {s.name: s for s in load_pipeline(DATAPREP).spec.steps.values()}
     steps = actions(plan, source="build/functions")
     for verb in ("create", "update"):
         found = {args[4]: args for args in commands(steps, "pubsub", "subscriptions", verb)}
@@ -205,7 +211,12 @@ def test_gcloud_subscriptions_have_the_codes_delivery_policy(
             assert flag(args, "expiration-period") == "never"
             if spec.dead_letter:
                 assert flag(args, "dead-letter-topic") == expected.dead_letter_topic
-                assert flag(args, "max-delivery-attempts") == str(policy.max_delivery_attempts)
+                attempts = (
+                    max_attempts(steps_of[spec.step]) + policy.retry_later_allowance
+                    if spec.step
+                    else policy.max_delivery_attempts
+                )
+                assert flag(args, "max-delivery-attempts") == str(attempts)
             else:
                 assert flag(args, "dead-letter-topic") is None
 
@@ -238,7 +249,8 @@ def test_gcloud_grants_exactly_the_plans_bindings(plan: DeploymentPlan) -> None:
         verb = args.index("add-iam-policy-binding")
         kind = kinds[args[verb - 1] if args[verb - 1] in kinds else args[1]]
         member = " ".join(
-            a.before + a.after if isinstance(a, Lookup) else a for a in action.command
+            f"{a.before}<{' '.join(a.command)}>{a.after}" if isinstance(a, Lookup) else a
+            for a in action.command
         )
         principal = (
             "runtime"
@@ -246,7 +258,7 @@ def test_gcloud_grants_exactly_the_plans_bindings(plan: DeploymentPlan) -> None:
             else "trigger"
             if f"--member=serviceAccount:{plan.trigger_email}" in member
             else "pubsub_agent"
-            if "@gcp-sa-pubsub.iam.gserviceaccount.com" in member
+            if "<gcloud beta services identity create --service=pubsub.googleapis.com" in member
             else "?"
         )
         condition = flag(args, "condition")
@@ -336,11 +348,11 @@ class FakeGcloud:
             if arg.startswith("--lifecycle-file="):
                 self.files[arg] = Path(arg.split("=", 1)[1]).read_text()
         out, err, code = "", "", 0
-        if "describe" in args:
+        if "identity" in args:
+            out = "service-1234@gcp-sa-pubsub.iam.gserviceaccount.com\n"
+        elif "describe" in args:
             if "--format=value(serviceConfig.uri)" in args:
                 out = f"https://{args[3]}-x.a.run.app\n"
-            elif "--format=value(projectNumber)" in args:
-                out = "1234\n"
             elif not any(name in args for name in self.existing):
                 code, err = 1, "NOT_FOUND"
         elif "composite" in args:
@@ -376,7 +388,7 @@ def test_run_resolves_lookups_and_skips_what_exists(plan: DeploymentPlan) -> Non
     assert ["gcloud", "pubsub", "subscriptions", "update", "resumable-start-push"] in start
     assert ["gcloud", "pubsub", "subscriptions", "create", "resumable-start-push"] not in start
     lifecycle = json.loads(next(iter(gcloud.files.values())))
-    assert lifecycle["rule"][0]["condition"] == {"age": 30, "matchesPrefix": ["runs/"]}
+    assert lifecycle == gcloud_lifecycle(plan)
 
 
 def test_run_stops_at_the_first_failure(plan: DeploymentPlan) -> None:
@@ -391,15 +403,17 @@ def test_run_stops_at_the_first_failure(plan: DeploymentPlan) -> None:
         run(actions(plan, source="b"), runner=failing, echo=lambda _: None)
 
 
-def test_script_passes_a_file_argument_by_process_substitution() -> None:
-    from resumable.deploy.commands import action_lines
-
+def test_script_writes_a_file_argument_to_a_real_file(tmp_path: Path) -> None:
+    """gcloud resolves a file argument's real path, so process substitution cannot work."""
     action = Action(
         "bucket",
-        ("gcloud", "storage", "buckets", "update", "gs://b", TempFile("--lifecycle-file", "{}")),
+        ("echo", "update", TempFile("--lifecycle-file", "rules.json", '{"rule": []}')),
     )
-    assert action_lines(action)[1].startswith("gcloud storage buckets update gs://b ")
-    assert "--lifecycle-file=<(printf '%s' '{}')" in action_lines(action)[1]
+    text = commands_script("test", [action]).replace("echo update", "cat")
+    text = text.replace('--lifecycle-file="$files"', '"$files"')
+    assert "<(" not in text
+    result = subprocess.run(["bash", "-c", text], capture_output=True, text=True, check=True)
+    assert result.stdout == '{"rule": []}'
 
 
 # -- bundle ----------------------------------------------------------------------------------

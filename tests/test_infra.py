@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from resumable.deploy import build_plan, tfvars
+from resumable.deploy.gcloud import lifecycle as gcloud_lifecycle
 from resumable.deploy.tfvars import function_vars
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -226,16 +227,31 @@ def test_push_subscription_has_the_delivery_policy_and_dead_letter() -> None:
     assert retry["maximum_backoff"] == f"${{{policy}.max_backoff_seconds}}s"
     assert subscription["expiration_policy"][0]["ttl"] == ""
     dead_letter = subscription["dynamic"][0]["dead_letter_policy"]["content"][0]
-    assert dead_letter["max_delivery_attempts"] == f"${{{policy}.max_delivery_attempts}}"
+    # Per function: a step's attempts follow its retries.
+    assert dead_letter["max_delivery_attempts"] == "${var.function.max_delivery_attempts}"
     oidc = subscription["push_config"][0]["oidc_token"][0]
     assert oidc["service_account_email"] == "${var.deployment.trigger_service_account}"
 
 
-def test_bucket_deletes_old_run_folders_and_firestore_has_ttl_and_indexes() -> None:
+def test_bucket_never_deletes_live_run_objects_and_firestore_has_ttl_and_indexes() -> None:
+    """A run resumed after weeks still needs its params and blobs: no rule deletes a live
+    object by age; the rules are those `resumable deploy gcloud` sets."""
     buckets = {name: body for _, name, body, _ in resources("google_storage_bucket")}
-    rule = buckets["runs"]["dynamic"][0]["lifecycle_rule"]["content"][0]
-    assert rule["condition"][0]["matches_prefix"] == ["runs/"]
-    assert rule["action"][0]["type"] == "Delete"
+    plan = build_plan([DATAPREP], project="acme-video", region="europe-west1")
+    rules = [
+        (rule["action"][0]["type"], rule["condition"][0])
+        for rule in buckets["runs"]["lifecycle_rule"]
+    ]
+    assert "dynamic" not in buckets["runs"]
+    assert rules == [
+        ("Delete", {"days_since_noncurrent_time": "${var.noncurrent_retention_days}"}),
+        ("AbortIncompleteMultipartUpload", {"age": 1}),
+    ]
+    assert [r["action"]["type"] for r in gcloud_lifecycle(plan)["rule"]] == [
+        "Delete",
+        "AbortIncompleteMultipartUpload",
+    ]
+    assert gcloud_lifecycle(plan)["rule"][0]["condition"]["isLive"] is False
     (field,) = [b for _, _, b, _ in resources("google_firestore_field")]
     assert field["field"] == "${var.ttl_field}" and "ttl_config" in field
     assert [k for k, *_ in resources("google_firestore_index")]
@@ -398,3 +414,62 @@ def test_cloud_build_tests_with_the_readmes_test_command_and_deploys_either_way(
     assert '"${_DEPLOY_WITH}" != terraform' in text and '"${_DEPLOY_WITH}" != gcloud' in text
     used = set(re.findall(r"\$\{(_[A-Z_]+)\}", text))
     assert used <= set(substitutions), f"undefined substitutions {used - set(substitutions)}"
+
+
+def test_every_cloud_build_image_is_pinned_to_a_full_version() -> None:
+    """A floating or minor-only tag changes what a build runs, and some images publish
+    full-version tags only (hashicorp/terraform has 1.9.8, no 1.9)."""
+    build = yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())
+    for step in build["steps"]:
+        image = step["name"]
+        name, _, tag = image.rpartition(":")
+        pinned = "@sha256:" in image or re.fullmatch(r"\d+\.\d+\.\d+(-[a-z0-9]+)*", tag)
+        assert name and pinned, f"step {step['id']}: {image} is not pinned to a full version"
+
+
+def test_cloud_build_deploys_as_the_bootstrapped_accounts() -> None:
+    from resumable.deploy.bootstrap import Bootstrap
+
+    build = yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())
+    setup = Bootstrap("PROJECT", "europe-west1")
+    deployer = setup.deployer_email.replace("PROJECT", "${PROJECT_ID}")
+    assert build["serviceAccount"] == f"projects/${{PROJECT_ID}}/serviceAccounts/{deployer}"
+    builder = setup.builder_email.replace("PROJECT", "${PROJECT_ID}")
+    assert build["substitutions"]["_BUILD_ACCOUNT"] == builder
+    steps = {s["id"]: s for s in build["steps"]}
+    assert "--build-service-account=${_BUILD_ACCOUNT}" in steps["tfvars"]["args"]
+    assert "--build-service-account=${_BUILD_ACCOUNT}" in steps["gcloud-script"]["args"][1]
+    # A user-specified build account needs its logs in Cloud Logging.
+    assert build["options"]["logging"] == "CLOUD_LOGGING_ONLY"
+
+
+def _install_check(gcloud_version: str) -> subprocess.CompletedProcess[str]:
+    """The version check of install-test-tools.sh alone (it runs before anything is
+    installed), with ``gcloud_version`` pinned."""
+    text = (INFRA / "ci" / "install-test-tools.sh").read_text()
+    check = text[: text.index("export DEBIAN_FRONTEND")]
+    check = re.sub(r"(?m)^GCLOUD_VERSION=.*$", f"GCLOUD_VERSION={gcloud_version}", check)
+    return subprocess.run(["bash", "-c", check], capture_output=True, text=True, check=False)
+
+
+def test_test_tools_pin_a_cli_whose_emulators_run_on_the_java_installed() -> None:
+    text = (INFRA / "ci" / "install-test-tools.sh").read_text()
+    assert '"google-cloud-cli=${GCLOUD_VERSION}-0"' in text
+    assert '"google-cloud-cli-firestore-emulator=${GCLOUD_VERSION}-0"' in text
+    assert '"openjdk-${JAVA_MAJOR}-jre-headless"' in text
+    assert _install_check("528.0.0").returncode == 0
+    refused = _install_check("530.0.0")
+    assert refused.returncode == 1
+    assert "530.0.0's Firestore emulator needs Java 21" in refused.stderr
+
+
+def test_the_readme_lists_every_role_the_bootstrap_grants() -> None:
+    from resumable.deploy.bootstrap import BUILDER_GRANTS, DEPLOYER_GRANTS, Bootstrap
+
+    readme = (INFRA / "README.md").read_text()
+    section = readme[readme.index("### 1. Bootstrap") : readme.index("### 2. Bundle")]
+    for grant in (*DEPLOYER_GRANTS, *BUILDER_GRANTS):
+        assert f"| `{grant.role}`" in section, f"infra/README.md does not list {grant.role}"
+    assert f"custom role `{Bootstrap('p-roject', 'europe-west1').custom_role}`" in section
+    listed = set(re.findall(r"^\| `(roles/[\w.]+)`", section, re.MULTILINE))
+    assert listed == {g.role for g in (*DEPLOYER_GRANTS, *BUILDER_GRANTS)}

@@ -137,10 +137,15 @@ class BlobStore:
 
     @staticmethod
     def _run_inline(future: Future[Any], function: Callable[..., Any], *args: Any) -> None:
+        """Run ``function`` now, its outcome in ``future``; the future completes whatever
+        happens, so that :meth:`wait` never blocks on an interrupted write."""
         try:
             future.set_result(function(*args))
         except Exception as exc:
             future.set_exception(exc)
+        except BaseException as exc:  # the process is going down: complete, then go on
+            future.set_exception(exc)
+            raise
 
     def _write(self, address: str, parts: list[memoryview]) -> None:
         body, codec = self._compress(parts)

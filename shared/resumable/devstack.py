@@ -302,7 +302,7 @@ class DevStack:
             if spec.dead_letter:
                 request["dead_letter_policy"] = {
                     "dead_letter_topic": dead_letter,
-                    "max_delivery_attempts": self.policy.max_delivery_attempts,
+                    "max_delivery_attempts": self.policy.delivery_attempts(spec),
                 }
             with contextlib.suppress(Exception):
                 subscriber.delete_subscription(subscription=request["name"])

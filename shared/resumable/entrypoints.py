@@ -22,7 +22,7 @@ from .control import record_dead_letter, watchdog_sweep
 from .control import start_run as start_run_now
 from .engine import Engine
 from .log import configure_cloud_logging, logger
-from .messages import BadMessageError, StepMessage, parse_start, parse_step, pubsub_payload
+from .messages import BadMessageError, parse_start, parse_step, pubsub_payload
 from .runstate import ContentionError, RunDocumentError
 from .worker import handle_step
 
@@ -55,16 +55,6 @@ def _message_id(event: CloudEvent) -> str | None:
     return None
 
 
-def _step_message(event: CloudEvent, complaint: str) -> tuple[StepMessage, dict[str, str]] | None:
-    """The step message and attributes of a push event; ``None`` (logged) if it is bad."""
-    try:
-        data, attributes, _attempt = pubsub_payload(event.get_data())
-        return parse_step(data), attributes
-    except BadMessageError as exc:
-        logger.error(f"{complaint}: {exc.reason}")
-        return None
-
-
 @functions_framework.cloud_event
 def start_run(event: CloudEvent) -> None:
     """Start a run from ``{"pipeline", "params", "run_id"?, "tenant_id"?}``."""
@@ -88,28 +78,58 @@ def start_run(event: CloudEvent) -> None:
 @functions_framework.cloud_event
 def run_step(event: CloudEvent) -> None:
     """Run one step of a run (the step protocol in ``resumable.worker``)."""
-    decoded = _step_message(event, "bad step message, acked")
-    if decoded is None:
+    try:
+        message = parse_step(pubsub_payload(event.get_data())[0])
+    except BadMessageError as exc:
+        logger.error(f"bad step message, acked: {exc.reason}")
         return
-    outcome = handle_step(engine(), decoded[0])
+    outcome = handle_step(engine(), message)
     if not outcome.ack:
         raise ServiceUnavailable(description=f"retry later: {outcome.reason}")
 
 
 @functions_framework.cloud_event
 def dead_letter(event: CloudEvent) -> None:
-    """A message that exhausted its delivery attempts: fail its run with the reason."""
-    decoded = _step_message(event, "dead-lettered message that is not a step message")
-    if decoded is None:
+    """A message that exhausted its delivery attempts. A step message fails its run with
+    the reason; a start message is noted on its run if it names one that exists (the
+    watchdog carries on a run whose start was interrupted), and logged otherwise."""
+    try:
+        data, attributes, _attempt = pubsub_payload(event.get_data())
+    except BadMessageError as exc:
+        logger.error(f"dead-lettered event that is not a Pub/Sub message: {exc.reason}")
         return
-    message, attributes = decoded
     count = attributes.get("CloudPubSubDeadLetterSourceDeliveryCount")
+    try:
+        message = parse_step(data)
+    except BadMessageError as not_a_step:
+        _dead_start(data, count, not_a_step.reason)
+        return
     try:
         record_dead_letter(engine(), message, count)
     except ContentionError as exc:  # transient: the dead-letter subscription redelivers
         raise ServiceUnavailable(description=f"retry later: {exc}") from exc
     except RunDocumentError as exc:  # no retry can help: logged, acked
         logger.error(f"dead letter not recorded: {exc}", extra={"run_id": message.run_id})
+
+
+def _dead_start(data: bytes, count: str | None, not_a_step: str) -> None:
+    try:
+        message = parse_start(data)
+    except BadMessageError:
+        logger.error(
+            f"dead-lettered message that is neither a step nor a start message: {not_a_step}"
+        )
+        return
+    reason = f"the start message exhausted its delivery attempts ({count or '?'} deliveries)"
+    tenant = message.tenant_id or "default"
+    noted = message.run_id is not None and engine().record_rejection(
+        tenant, message.pipeline, message.run_id, reason
+    )
+    where = "noted on the run" if noted else "no run document to note it on"
+    logger.error(
+        f"dead letter: {reason}; {where}",
+        extra={"run_id": message.run_id, "pipeline": message.pipeline, "tenant_id": tenant},
+    )
 
 
 @functions_framework.cloud_event

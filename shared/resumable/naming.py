@@ -14,6 +14,8 @@ from .definition import PipelineSpec
 # Cloud Run service names: lowercase letters, digits and hyphens, starting with a letter,
 # at most 49 characters.
 _SERVICE_MAX = 49
+# Pub/Sub topic and subscription names.
+_PUBSUB_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._~+%-]{2,254}")
 
 
 def start_topic(prefix: str) -> str:
@@ -34,6 +36,18 @@ def watchdog_topic(prefix: str) -> str:
 
 def push_subscription(topic: str) -> str:
     return f"{topic}-push"
+
+
+def pubsub_name_problem(name: str) -> str | None:
+    """Why Pub/Sub would refuse ``name`` for a topic or subscription; ``None`` if it is valid."""
+    if not _PUBSUB_NAME.fullmatch(name):
+        return (
+            f"({len(name)} characters) is not a Pub/Sub name: 3-255 letters, digits and "
+            "'-._~+%', starting with a letter"
+        )
+    if name.startswith("goog"):
+        return "is not a Pub/Sub name: names starting with 'goog' are reserved"
+    return None
 
 
 def topic_path(project: str, topic: str) -> str:

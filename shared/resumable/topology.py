@@ -11,7 +11,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from . import naming
+from .errors import ResumableError
 from .pipeline import Pipeline
+from .transitions import max_attempts
+
+# Pub/Sub's bounds on a subscription's max delivery attempts before dead-lettering.
+MIN_DELIVERY_ATTEMPTS, MAX_DELIVERY_ATTEMPTS = 5, 100
+
+
+class TopologyError(ResumableError, ValueError):
+    """The pipelines cannot be deployed as defined: two would share a topic or function
+    name, a name breaks Pub/Sub's rules, or a step needs more delivery attempts than
+    Pub/Sub allows. The message names what to change."""
 
 
 @dataclass(frozen=True)
@@ -21,17 +32,37 @@ class DeliveryPolicy:
     ack_deadline_seconds: int = 600
     min_backoff_seconds: float = 10.0
     max_backoff_seconds: float = 600.0
+    # Deliveries of a start message before it is dead-lettered.
     max_delivery_attempts: int = 10
+    # Deliveries of a step message beyond the attempts the worker allows the step: every
+    # "retry later" answer (another worker holds the step's lease, as for up to a lease
+    # after each crash) consumes one too, and must not dead-letter a step that still has
+    # retries left.
+    retry_later_allowance: int = 10
 
     @classmethod
     def local(cls) -> DeliveryPolicy:
         """Fast feedback on the emulators: seconds, not minutes, between redeliveries."""
-        return cls(
-            ack_deadline_seconds=60,
-            min_backoff_seconds=1.0,
-            max_backoff_seconds=5.0,
-            max_delivery_attempts=10,
-        )
+        return cls(ack_deadline_seconds=60, min_backoff_seconds=1.0, max_backoff_seconds=5.0)
+
+    def delivery_attempts(self, spec: FunctionSpec) -> int:
+        """Max delivery attempts of ``spec``'s subscription: for a step, enough that its
+        own retry limit (``retries``), not Pub/Sub, ends its attempts.
+
+        Raises :class:`TopologyError` if that is more than Pub/Sub allows.
+        """
+        if spec.max_attempts is None:
+            return self.max_delivery_attempts
+        needed = spec.max_attempts + self.retry_later_allowance
+        if needed > MAX_DELIVERY_ATTEMPTS:
+            raise TopologyError(
+                f"pipeline {spec.pipeline!r} step {spec.step!r} needs {needed} delivery "
+                f"attempts ({spec.max_attempts} attempts from its retries, plus "
+                f"{self.retry_later_allowance} for 'retry later' answers), more than the "
+                f"{MAX_DELIVERY_ATTEMPTS} Pub/Sub allows: lower its retries by "
+                f"{needed - MAX_DELIVERY_ATTEMPTS}"
+            )
+        return max(needed, MIN_DELIVERY_ATTEMPTS)
 
 
 @dataclass(frozen=True)
@@ -48,6 +79,9 @@ class FunctionSpec:
     memory: str = "512Mi"
     concurrency: int = 1
     dead_letter: bool = True
+    # Attempts the worker allows the step (resumable.transitions.max_attempts); None for the
+    # control functions.
+    max_attempts: int | None = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -92,7 +126,12 @@ def _timeout(seconds: float | None) -> int:
 
 
 def build_topology(pipelines: Iterable[Pipeline], prefix: str = "resumable") -> Topology:
-    """The deployment's topology for ``pipelines``, with names from :mod:`naming`."""
+    """The deployment's topology for ``pipelines``, with names from :mod:`naming`.
+
+    Raises :class:`TopologyError` when two functions would share a topic, subscription
+    or function name (pipeline ``a-b`` step ``c`` and pipeline ``a`` step ``b-c``), or a
+    topic name breaks Pub/Sub's rules.
+    """
     start = naming.start_topic(prefix)
     dead_letter = naming.dead_letter_topic(prefix)
     watchdog = naming.watchdog_topic(prefix)
@@ -137,8 +176,10 @@ def build_topology(pipelines: Iterable[Pipeline], prefix: str = "resumable") -> 
                     timeout_seconds=_timeout(definition.timeout),
                     memory=_memory(definition.memory),
                     concurrency=definition.concurrency or 1,
+                    max_attempts=max_attempts(definition),
                 )
             )
+    _check_names(functions)
     return Topology(
         prefix=prefix,
         functions=functions,
@@ -146,3 +187,27 @@ def build_topology(pipelines: Iterable[Pipeline], prefix: str = "resumable") -> 
         start_topic=start,
         watchdog_topic=watchdog,
     )
+
+
+def _what(spec: FunctionSpec) -> str:
+    if spec.step:
+        return f"pipeline {spec.pipeline!r} step {spec.step!r}"
+    return f"the {spec.target} function"
+
+
+def _check_names(functions: list[FunctionSpec]) -> None:
+    """Every function gets its own topic, subscription and function name, and each
+    topic and subscription name is one Pub/Sub accepts."""
+    for kind in ("topic", "subscription", "name"):
+        owners: dict[str, FunctionSpec] = {}
+        for spec in functions:
+            name = getattr(spec, kind)
+            if kind != "name" and (problem := naming.pubsub_name_problem(name)):
+                raise TopologyError(f"{_what(spec)}: {kind} {name!r} {problem}")
+            other = owners.setdefault(name, spec)
+            if other is not spec:
+                what = "function" if kind == "name" else kind
+                raise TopologyError(
+                    f"{_what(other)} and {_what(spec)} would both use the {what} "
+                    f"{name!r}: rename a pipeline or step so that their names differ"
+                )

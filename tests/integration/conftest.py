@@ -46,6 +46,7 @@ def dev_stack(local_cloud: object, tmp_path_factory: pytest.TempPathFactory) -> 
             min_backoff_seconds=1,
             max_backoff_seconds=2,
             max_delivery_attempts=5,
+            retry_later_allowance=1,
         ),
         extra_env={
             "RESUMABLE_TEST_FAULT_DIR": str(faults),

@@ -186,7 +186,7 @@ def _subscribe(topics: list[str], dead_letter: str, functions: list[Function]) -
         if spec.dead_letter:
             request["dead_letter_policy"] = {
                 "dead_letter_topic": publisher.topic_path(PROJECT, dead_letter),
-                "max_delivery_attempts": policy.max_delivery_attempts,
+                "max_delivery_attempts": policy.delivery_attempts(spec),
             }
         subscriber.create_subscription(request=request)
 

@@ -34,7 +34,8 @@ def main() -> int:
                 print(f"  - {problem}")
             print(f"  replay: python -m tests.simulation --start {seed} --seeds 1 --verbose")
     took = time.monotonic() - began
-    print(f"{args.seeds} schedules, {failed} failed, {took:.1f} s ({took / args.seeds * 1000:.0f} ms each)")
+    each = took / args.seeds * 1000
+    print(f"{args.seeds} schedules, {failed} failed, {took:.1f} s ({each:.0f} ms each)")
     return 1 if failed else 0
 
 
@@ -51,7 +52,9 @@ def describe(seed: int, world: object) -> str:
         )
     for op in world.ops:
         lines.append(f"  op {op.time:.0f} {op.kind} {op.run} {op.step or ''}: {op.outcome}")
-    lines.append(f"  crashes/faults: {len(world.sim.crashes)}; commits {len(world.documents.commits)}")
+    lines.append(
+        f"  crashes/faults: {len(world.sim.crashes)}; commits {len(world.documents.commits)}"
+    )
     return "\n".join(lines)
 
 

@@ -10,9 +10,12 @@
 5. a cancel ends the run ``cancelled`` (or ``completed`` if everything had finished),
    unless a later resume was accepted; a run's status agrees with its steps' (``completed``
    when all completed, ``cancelled`` only when not, ``error`` with a failed step);
-6. a run fails only for a reason: a step configured to fail, or faults injected into
+6. a stale worker, message or dead letter changes nothing: every commit is the output of
+   the attempt holding the lease, and no message of another run generation changes the
+   run document;
+7. a run fails only for a reason: a step configured to fail, or faults injected into
    that step's deliveries (crashes, storage errors), never on its own;
-7. nothing raises where it must not: an exception escaping a function other than an
+8. nothing raises where it must not: an exception escaping a function other than an
    injected fault is a bug (a 500 and a redelivery forever, in production).
 """
 
@@ -38,6 +41,13 @@ def check(world: World) -> list[str]:
     for name, exc in world.sim.errors:
         if not isinstance(exc, InjectedFault):
             problems.append(f"{name} raised {type(exc).__name__}: {exc}")
+    problems.extend(world.documents.stale_writes)
+    for c in world.documents.commits:
+        if not c.manifest.endswith(f"/attempt-{c.lease_attempt:04d}.json"):
+            problems.append(
+                f"{c.run}: step {c.step} committed {c.manifest} while attempt {c.lease_attempt} "
+                "held its lease (a stale worker's output)"
+            )
     counts = Counter((c.run, c.step, c.generation) for c in world.documents.commits)
     for (run, step, generation), n in counts.items():
         if n > 1:
@@ -95,7 +105,9 @@ def _valid_manifest(
     commits: list[CommitEvent], resets: list[ResetEvent], step: str, at: float
 ) -> str | None:
     """The output of ``step`` the run document pointed at, at time ``at``."""
-    events: list[tuple[float, str | None]] = [(c.time, c.manifest) for c in commits if c.step == step]
+    events: list[tuple[float, str | None]] = [
+        (c.time, c.manifest) for c in commits if c.step == step
+    ]
     events += [(r.time, None) for r in resets if step in r.steps]
     current = None
     for time, manifest in sorted(events, key=lambda e: e[0]):
@@ -118,7 +130,9 @@ def _check_provenance(world: World, run_id: str, pipeline: str, spec: Any) -> li
         if writer is None:
             problems.append(f"{run_id}: committed manifest {commit.manifest} was never written")
             continue
-        written_at = next(r.time for r in log if r.operation == "write" and r.name == commit.manifest)
+        written_at = next(
+            r.time for r in log if r.operation == "write" and r.name == commit.manifest
+        )
         reads = [
             r
             for r in log
@@ -129,7 +143,8 @@ def _check_provenance(world: World, run_id: str, pipeline: str, spec: Any) -> li
         ]
         ancestors = spec.ancestors(commit.step)
         last_reset = max(
-            (r.time for r in resets if commit.step in r.steps and r.time <= commit.time), default=0.0
+            (r.time for r in resets if commit.step in r.steps and r.time <= commit.time),
+            default=0.0,
         )
         for read in reads:
             step = read.name[len(prefix + "steps/") :].split("/", 1)[0]
@@ -165,7 +180,9 @@ def _check_cancel(world: World, run_id: str, status: str) -> list[str]:
     if last.status_before in FINISHED:
         return []
     resumed_after = any(
-        op.kind in ("resume", "resume_from") and op.outcome in ("done", "crashed") and op.time >= last.time
+        op.kind in ("resume", "resume_from")
+        and op.outcome in ("done", "crashed")
+        and op.time >= last.time
         for op in ops
     )
     if resumed_after or status in (RunStatus.CANCELLED, RunStatus.COMPLETED):

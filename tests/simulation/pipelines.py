@@ -76,7 +76,9 @@ def _make_step(name: str, kind: StepKind) -> Callable[..., dict[str, Any]]:
         run = str(context["run"])
         done = int(context.get(f"{own}done", 0))
         RECORDER.executions.append(
-            Execution(run, name, RECORDER.process(), RECORDER.now(), digest(context, without=own), done)
+            Execution(
+                run, name, RECORDER.process(), RECORDER.now(), digest(context, without=own), done
+            )
         )
         key = (run, name)
         if kind.flaky and RECORDER.failures_left.setdefault(key, kind.flaky) > 0:
@@ -135,11 +137,16 @@ PIPELINES: dict[str, Pipeline] = {
         "fanout",
         {
             "root": ([], PLAIN),
-            **{f"w{i}": (["root"], FLAKY if i == 2 else LOOP if i == 3 else PLAIN) for i in range(5)},
+            **{
+                f"w{i}": (["root"], FLAKY if i == 2 else LOOP if i == 3 else PLAIN)
+                for i in range(5)
+            },
             "join": ([f"w{i}" for i in range(5)], PLAIN),
         },
     ),
-    "fatal": build("fatal", {"a": ([], PLAIN), "b": (["a"], StepKind(fatal=True)), "c": (["b"], PLAIN)}),
+    "fatal": build(
+        "fatal", {"a": ([], PLAIN), "b": (["a"], StepKind(fatal=True)), "c": (["b"], PLAIN)}
+    ),
     "slowloop": build("slowloop", {"a": ([], StepKind(items=6, work=45.0)), "b": (["a"], PLAIN)}),
 }
 

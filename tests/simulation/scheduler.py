@@ -131,7 +131,9 @@ class Sim:
         actor = self._me()
         self._check(actor)
         actor.token += 1
-        heapq.heappush(self._timers, (self.now + max(seconds, 0.0), next(self._seq), (actor, actor.token)))
+        heapq.heappush(
+            self._timers, (self.now + max(seconds, 0.0), next(self._seq), (actor, actor.token))
+        )
         self._park(actor)
 
     def join(self, target: Actor) -> None:

@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from resumable.errors import PreconditionFailedError
 from resumable.runstate import MemoryDocuments, RunState
 from resumable.status import StepStatus
 from resumable.storage.base import Buffer, WriteStats
@@ -145,6 +144,7 @@ class CommitEvent:
     step: str
     generation: int
     manifest: str
+    lease_attempt: int  # the attempt that held the step's lease when it was committed
 
 
 @dataclass
@@ -165,16 +165,20 @@ class SimDocuments(MemoryDocuments):
         self.commits: list[CommitEvent] = []
         self.resets: list[ResetEvent] = []
         self.max_size = 0
+        # The run generation of the message the calling process handles (None: not a
+        # message handler); a write on behalf of another generation's message is recorded.
+        self.message_generation: Callable[[], int | None] = lambda: None
+        self.stale_writes: list[str] = []
 
     def _io_hook(self, operation: str, doc_id: str) -> None:
         sim = self.sim
         sim.yield_point(f"firestore {operation} {doc_id}")
         sim.sleep(sim.rng.uniform(0.002, 0.03))
-        if operation in ("read", "write") and self.faults.document_error:
-            if sim.rng.random() < self.faults.document_error:
-                actor = sim.current
-                sim.crashes.append((sim.now, actor.process.name if actor else "?", "firestore"))
-                raise InjectedFault(f"firestore unavailable ({operation})")
+        failing = operation in ("read", "write") and self.faults.document_error
+        if failing and sim.rng.random() < self.faults.document_error:
+            actor = sim.current
+            sim.crashes.append((sim.now, actor.process.name if actor else "?", "firestore"))
+            raise InjectedFault(f"firestore unavailable ({operation})")
 
     def write_if(self, doc_id: str, state: RunState, version: Any) -> bool:
         if self.faults.document_conflict and self.sim.rng.random() < self.faults.document_conflict:
@@ -196,11 +200,25 @@ class SimDocuments(MemoryDocuments):
         self.max_size = max(self.max_size, document_size(after))
         if before is None:
             return
+        generation = self.message_generation()
+        if generation is not None and generation != before.generation:
+            actor = self.sim.current
+            self.stale_writes.append(
+                f"{actor.process.name if actor else '?'} (a message of generation {generation}) "
+                f"changed {after.run_id} at generation {before.generation}"
+            )
         for name, record in after.steps.items():
             old = before.steps[name]
             if record.status == StepStatus.COMPLETED and old.status != StepStatus.COMPLETED:
                 self.commits.append(
-                    CommitEvent(self.sim.now, after.run_id, name, after.generation, record.manifest or "")
+                    CommitEvent(
+                        self.sim.now,
+                        after.run_id,
+                        name,
+                        after.generation,
+                        record.manifest or "",
+                        old.attempt,
+                    )
                 )
         if after.generation > before.generation:
             rolled = [
@@ -315,7 +333,9 @@ class SimPubSub:
 
     def _answered(self, delivery: Delivery, attempt: int, ack: bool | None) -> None:
         """``ack``: True 2xx, False non-2xx, None the connection died (a crash)."""
-        delivery.outcomes.append(f"{attempt}: {'ack' if ack else 'crash' if ack is None else 'nack'}")
+        delivery.outcomes.append(
+            f"{attempt}: {'ack' if ack else 'crash' if ack is None else 'nack'}"
+        )
         if ack:
             delivery.acked = True
         elif not delivery.acked and not delivery.dead:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +63,7 @@ class World:
     settings: Settings
     ops: list[UserOp] = field(default_factory=list)
     process_of: dict[str, tuple[str, str]] = field(default_factory=dict)  # process → (run, step)
+    generation_of: dict[str, int | None] = field(default_factory=dict)  # process → message's
     watchdog_every: float = 120.0
     last_op: float = 0.0
     runstates: CompareAndSetStore | None = None
@@ -109,13 +109,18 @@ def build_world(seed: int, *, only: RunPlan | None = None) -> World:
     )
     sim.crash_rate = rng.choice([0.0, 0.0, 0.003, 0.01]) * (1 if intensity else 0)
     names = sorted(sim_pipelines.PIPELINES)
-    runs = [only] if only else [
-        RunPlan(f"run{n}", rng.choice(names), {"run": f"run{n}", "seed": rng.randrange(1000)})
-        for n in range(rng.choice([1, 1, 2, 3]))
-    ]
+    runs = (
+        [only]
+        if only
+        else [
+            RunPlan(f"run{n}", rng.choice(names), {"run": f"run{n}", "seed": rng.randrange(1000)})
+            for n in range(rng.choice([1, 1, 2, 3]))
+        ]
+    )
     documents = SimDocuments(sim, faults)
     store = SimObjectStore(sim, faults)
-    pubsub = SimPubSub(sim, faults, max_delivery_attempts=10)
+    # 5 is the least Pub/Sub allows: dead letters then happen in faulty schedules.
+    pubsub = SimPubSub(sim, faults, max_delivery_attempts=rng.choice([5, 10, 15]))
     settings = Settings(
         project="sim",
         storage="memory://sim",
@@ -146,15 +151,22 @@ def _wire(world: World) -> None:
     def step_handler(data: bytes, attributes: dict[str, str], process: Process) -> bool:
         message = parse_step(data)
         world.process_of[process.name] = (message.run_id, message.step)
+        world.generation_of[process.name] = message.generation
         return handle_step(world.engine(), message).ack
 
     def dead_letter_handler(data: bytes, attributes: dict[str, str], process: Process) -> bool:
         message = parse_step(data)
         world.process_of[process.name] = (message.run_id, message.step)
+        world.generation_of[process.name] = message.generation
         count = attributes.get("CloudPubSubDeadLetterSourceDeliveryCount")
         record_dead_letter(world.engine(), message, count)
         return True
 
+    def message_generation() -> int | None:
+        actor = sim.current
+        return world.generation_of.get(actor.process.name) if actor else None
+
+    world.documents.message_generation = message_generation
     for pipeline in sim_pipelines.PIPELINES.values():
         for step in pipeline.spec.order:
             world.pubsub.handlers[f"resumable-{pipeline.pipeline_name}-{step}"] = step_handler
@@ -231,7 +243,9 @@ def _operate(world: World, op: UserOp, plan: RunPlan) -> None:
         try:
             if op.kind == "cancel":
                 after = cancel_run(engine, state)
-                op.status_before = after.status if after.finished and state.finished else state.status
+                op.status_before = (
+                    after.status if after.finished and state.finished else state.status
+                )
             else:
                 resume_run(engine, state, from_step=op.step)
             op.outcome = "done"
@@ -246,6 +260,7 @@ def simulate(seed: int, *, only: RunPlan | None = None) -> World:
     logging.getLogger("resumable").setLevel(logging.CRITICAL)  # thousands of schedules
     world = build_world(seed, only=only)
     sim = world.sim
+
     def quiet() -> bool:
         return sim.now > world.last_op and world.all_finished() and not world.pubsub.in_flight
 

@@ -4,6 +4,8 @@
 (as a killed instance would) after writing the step's checkpoint and before committing
 it; ``crash-before-publish-{run_id}-{step}`` after the commit and before publishing the
 successors. Each file is consumed by the crash it causes, so the redelivery runs normally.
+``unavailable-{run_id}-{step}`` makes every delivery of that step's message answer "retry
+later" before it is claimed, as while the run store is down.
 """
 
 from __future__ import annotations
@@ -12,8 +14,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import functions_framework
+from cloudevents.http import CloudEvent
+from werkzeug.exceptions import ServiceUnavailable
+
+import resumable.entrypoints as entrypoints
 from resumable.engine import Engine
-from resumable.entrypoints import dead_letter, run_step, start_run, watchdog
+from resumable.entrypoints import dead_letter, start_run, watchdog
+from resumable.messages import BadMessageError, parse_step, pubsub_payload
 from resumable.worker import StepAttempt
 
 _FAULTS = Path(os.environ.get("RESUMABLE_TEST_FAULT_DIR", "/nonexistent"))
@@ -43,6 +51,18 @@ def _publish_steps(self: Engine, state: Any, steps: Any) -> list[str]:
         self._committed_step = None  # type: ignore[attr-defined]
         _crash_if("crash-before-publish", state.run_id, committed)
     return _real_publish(self, state, steps)
+
+
+@functions_framework.cloud_event
+def run_step(event: CloudEvent) -> None:
+    try:
+        message = parse_step(pubsub_payload(event.get_data())[0])
+        marker = _FAULTS / f"unavailable-{message.run_id}-{message.step}"
+    except BadMessageError:
+        marker = None
+    if marker is not None and marker.exists():
+        raise ServiceUnavailable(description="retry later: the run store is unavailable")
+    entrypoints.run_step(event)
 
 
 StepAttempt.commit = _commit_step  # type: ignore[method-assign]

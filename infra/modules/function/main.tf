@@ -81,7 +81,7 @@ resource "google_pubsub_subscription" "push" {
     for_each = var.function.dead_letter ? [var.deployment.dead_letter_topic_id] : []
     content {
       dead_letter_topic     = dead_letter_policy.value
-      max_delivery_attempts = var.deployment.delivery_policy.max_delivery_attempts
+      max_delivery_attempts = var.function.max_delivery_attempts
     }
   }
 

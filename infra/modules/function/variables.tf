@@ -11,7 +11,9 @@ variable "function" {
     cpu             = optional(string)
     concurrency     = number
     dead_letter     = bool
-    environment     = map(string)
+    # Deliveries before dead-lettering, from the step's retries; null without dead-lettering.
+    max_delivery_attempts = optional(number)
+    environment           = map(string)
   })
 }
 
@@ -35,10 +37,9 @@ variable "deployment" {
     trigger_service_account = string
     delivery                = string
     delivery_policy = object({
-      ack_deadline_seconds  = number
-      min_backoff_seconds   = number
-      max_backoff_seconds   = number
-      max_delivery_attempts = number
+      ack_deadline_seconds = number
+      min_backoff_seconds  = number
+      max_backoff_seconds  = number
     })
     dead_letter_topic_id = string
     pubsub_agent         = string

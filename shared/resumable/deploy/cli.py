@@ -6,7 +6,10 @@
 - ``resumable deploy gcloud --pipeline REF --project P --region R --dry-run``: the
   equivalent gcloud commands, as a bash script; without ``--dry-run`` it runs them (after
   a confirmation, or ``--yes``), deploying the bundle in ``--source`` only if it was built
-  from the same pipeline code.
+  from the same pipeline code;
+- ``resumable deploy bootstrap --project P --region R --dry-run``: the one-time setup of
+  a project (APIs, the deployer and builder accounts, the Terraform state bucket), run
+  by an Owner; likewise printed or run.
 
 Exit codes: 0 done; 1 a deployment command failed; 2 a wrong command line, pipeline
 reference or bundle (nothing was changed).
@@ -25,6 +28,7 @@ from ..errors import ResumableError
 from ..status import EXIT_FAILED, EXIT_USAGE
 
 if TYPE_CHECKING:
+    from .commands import Action
     from .plan import DeploymentPlan
 
 app = typer.Typer(
@@ -72,8 +76,19 @@ Bucket = Annotated[
 ]
 Retention = Annotated[
     int,
+    typer.Option(min=0, help="Days finished runs' documents are kept (0: forever)."),
+]
+DryRun = Annotated[
+    bool, typer.Option("--dry-run", help="Print the commands (a bash script); run nothing.")
+]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+BuildAccount = Annotated[
+    str | None,
     typer.Option(
-        min=0, help="Days finished runs' documents and run folders are kept (0: forever)."
+        metavar="EMAIL",
+        help="The service account Cloud Build builds the functions as "
+        "(default: the project's default build account).",
+        show_default=False,
     ),
 ]
 
@@ -123,6 +138,7 @@ def tfvars_command(
     delivery: Delivery = "push",
     bucket: Bucket = None,
     retention_days: Retention = 30,
+    build_service_account: BuildAccount = None,
     source: Annotated[Path, typer.Option(help="The bundle folder Terraform uploads.")] = Path(
         "build/functions"
     ),
@@ -133,7 +149,9 @@ def tfvars_command(
     """Write the Terraform variables of infra/ for the pipelines."""
     from .tfvars import dumps, tfvars, write_tfvars
 
-    plan = _plan(pipeline, project, region, prefix, delivery, bucket, retention_days)
+    plan = _plan(
+        pipeline, project, region, prefix, delivery, bucket, retention_days, build_service_account
+    )
     if output == "-":
         sys.stdout.write(dumps(tfvars(plan, source_dir=str(source.resolve()))))
         return
@@ -152,20 +170,20 @@ def gcloud_command(
     delivery: Delivery = "push",
     bucket: Bucket = None,
     retention_days: Retention = 30,
+    build_service_account: BuildAccount = None,
     source: Annotated[
         Path, typer.Option(help="The bundle folder (resumable deploy bundle builds it).")
     ] = Path("build/functions"),
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the commands (a bash script); run nothing.")
-    ] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    dry_run: DryRun = False,
+    yes: Yes = False,
 ) -> None:
     """Print (--dry-run) or run the gcloud commands that deploy the pipelines."""
     from .bundle import check_bundle
-    from .commands import DeployError, run
     from .gcloud import actions, script
 
-    plan = _plan(pipeline, project, region, prefix, delivery, bucket, retention_days)
+    plan = _plan(
+        pipeline, project, region, prefix, delivery, bucket, retention_days, build_service_account
+    )
     steps = actions(plan, source=source)
     if dry_run:
         sys.stdout.write(script(plan, steps))
@@ -178,6 +196,42 @@ def gcloud_command(
         f"deploy {len(plan.functions)} functions and {len(plan.topology.topics)} topics of "
         f"{', '.join(plan.pipelines)} to {project} ({region}) with {len(steps)} gcloud commands"
     )
+    _confirm_and_run(steps, summary, yes)
+    typer.echo(f"deployed: publish a start message to {plan.topology.start_topic}")
+
+
+@app.command("bootstrap")
+def bootstrap_command(
+    project: Project,
+    region: Region,
+    prefix: Prefix = "resumable",
+    dry_run: DryRun = False,
+    yes: Yes = False,
+) -> None:
+    """Once per project, as an Owner: enable the APIs, create the deployer account (Cloud
+    Build deploys as it) and the builder account (builds the functions) with least
+    privilege, and the Terraform state bucket. Print (--dry-run) or run the commands."""
+    from .bootstrap import Bootstrap, actions, script
+
+    try:
+        setup = Bootstrap.of(project, region, prefix)
+    except ValueError as exc:
+        _usage_error(exc)
+    steps = actions(setup)
+    if dry_run:
+        sys.stdout.write(script(setup, steps))
+        return
+    _confirm_and_run(steps, f"set up {project} for deployments with {len(steps)} commands", yes)
+    typer.echo(
+        f"ready: Cloud Build deploys as {setup.deployer_email}, builds functions as "
+        f"{setup.builder_email}; Terraform state in gs://{setup.state_bucket}"
+    )
+
+
+def _confirm_and_run(steps: list[Action], summary: str, yes: bool) -> None:
+    """Ask (unless ``yes``), then run ``steps``; exit 1 at the first failing command."""
+    from .commands import DeployError, run
+
     if not yes:
         if not sys.stdin.isatty():
             _usage_error(ValueError(f"not a terminal: pass --yes to {summary}"))
@@ -187,7 +241,6 @@ def gcloud_command(
     except DeployError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_FAILED) from None
-    typer.echo(f"deployed: publish a start message to {plan.topology.start_topic}")
 
 
 def _plan(
@@ -198,6 +251,7 @@ def _plan(
     delivery: str,
     bucket: str | None,
     retention_days: int,
+    build_service_account: str | None,
 ) -> DeploymentPlan:
     from .plan import DELIVERIES, build_plan
 
@@ -212,6 +266,7 @@ def _plan(
             delivery="push" if delivery == "push" else "eventarc",
             bucket=bucket,
             run_retention_days=retention_days,
+            build_service_account=build_service_account,
         )
     except (ResumableError, ValueError) as exc:
         _usage_error(exc)

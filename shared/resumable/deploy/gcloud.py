@@ -6,8 +6,8 @@ script that is safe to re-run: a resource that exists is updated or left alone, 
 duplicated; :func:`resumable.deploy.commands.run` runs them.
 
 Two values are known only at deploy time and are looked up as the commands run: the
-project number (in the Pub/Sub service agent's address) and a function's URL (its push
-subscription's endpoint and token audience).
+Pub/Sub service agent's address and a function's URL (its push subscription's endpoint
+and token audience).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import naming
 from ..topology import FunctionSpec
-from .commands import Action, Arg, Lookup, TempFile
+from .commands import Action, Arg, Lookup, TempFile, gcloud, plain
 from .commands import script as render_script
 from .plan import Binding, DeploymentPlan, cpu
 
@@ -32,7 +33,7 @@ class _Builder:
     actions: list[Action] = field(default_factory=list)
 
     def gcloud(self, *args: Arg) -> tuple[Arg, ...]:
-        return ("gcloud", *args, f"--project={self.plan.project}", "--quiet")
+        return gcloud(self.plan.project, *args)
 
     def add(self, summary: str, command: tuple[Arg, ...], **options: Any) -> None:
         self.actions.append(Action(summary, command, **options))
@@ -66,7 +67,7 @@ def _accounts(b: _Builder) -> None:
         b.add(
             f"service account {email}: {what}",
             b.gcloud("iam", "service-accounts", "create", account, f"--display-name={what}"),
-            exists=_plain(b.gcloud("iam", "service-accounts", "describe", email)),
+            exists=plain(b.gcloud("iam", "service-accounts", "describe", email)),
         )
 
 
@@ -84,10 +85,10 @@ def _bucket(b: _Builder) -> None:
             "--uniform-bucket-level-access",
             "--public-access-prevention",
         ),
-        exists=_plain(b.gcloud("storage", "buckets", "describe", url)),
+        exists=plain(b.gcloud("storage", "buckets", "describe", url)),
     )
     b.add(
-        f"bucket {url}: private, versioned, old run folders deleted",
+        f"bucket {url}: private, versioned, overwritten versions expire",
         b.gcloud(
             "storage",
             "buckets",
@@ -96,31 +97,31 @@ def _bucket(b: _Builder) -> None:
             "--uniform-bucket-level-access",
             "--public-access-prevention",
             "--versioning",
-            TempFile("--lifecycle-file", json.dumps(lifecycle(plan))),
+            TempFile("--lifecycle-file", "lifecycle.json", json.dumps(lifecycle(plan))),
         ),
     )
 
 
 def lifecycle(plan: DeploymentPlan) -> dict[str, Any]:
-    """The bucket's lifecycle policy (the JSON ``gcloud storage`` takes)."""
-    rules: list[dict[str, Any]] = [
-        {
-            "action": {"type": "Delete"},
-            "condition": {
-                "daysSinceNoncurrentTime": plan.noncurrent_retention_days,
-                "isLive": False,
-            },
-        }
-    ]
-    if plan.run_retention_days > 0:
-        rules.insert(
-            0,
+    """The bucket's lifecycle policy (the JSON ``gcloud storage`` takes), as in
+    ``infra/storage.tf``.
+
+    No rule deletes live objects by age: a run resumed after weeks still needs its params
+    and blobs, however old. Only what no run reads goes: object versions overwritten or
+    deleted ``noncurrent_retention_days`` ago, and parts of uploads abandoned a day ago.
+    """
+    return {
+        "rule": [
             {
                 "action": {"type": "Delete"},
-                "condition": {"age": plan.run_retention_days, "matchesPrefix": ["runs/"]},
+                "condition": {
+                    "daysSinceNoncurrentTime": plan.noncurrent_retention_days,
+                    "isLive": False,
+                },
             },
-        )
-    return {"rule": rules}
+            {"action": {"type": "AbortIncompleteMultipartUpload"}, "condition": {"age": 1}},
+        ]
+    }
 
 
 def _firestore(b: _Builder) -> None:
@@ -139,7 +140,7 @@ def _firestore(b: _Builder) -> None:
             "--enable-pitr",
             "--delete-protection",
         ),
-        exists=_plain(b.gcloud("firestore", "databases", "describe", database)),
+        exists=plain(b.gcloud("firestore", "databases", "describe", database)),
     )
     b.add(
         f"TTL policy: finished runs deleted after {plan.run_retention_days} days",
@@ -185,7 +186,7 @@ def _topics(b: _Builder) -> None:
         b.add(
             f"topic {topic}",
             b.gcloud("pubsub", "topics", "create", topic),
-            exists=_plain(b.gcloud("pubsub", "topics", "describe", topic)),
+            exists=plain(b.gcloud("pubsub", "topics", "describe", topic)),
         )
 
 
@@ -209,6 +210,8 @@ def _function(b: _Builder, spec: FunctionSpec) -> None:
         f"--max-instances={plan.max_instances}",
         f"--set-env-vars={_env_vars(env)}",
     ]
+    if plan.build_service_account_path:
+        args.append(f"--build-service-account={plan.build_service_account_path}")
     if (cpus := cpu(spec)) is not None:
         args.append(f"--cpu={cpus}")
     if plan.delivery == "push":
@@ -240,12 +243,13 @@ def _subscription(b: _Builder, spec: FunctionSpec) -> None:
         # rarely would then stall at that step.
         "--expiration-period=never",
     ]
+    attempts = plan.delivery_attempts(spec)
     dead_letter: list[Arg] = (
         [
             f"--dead-letter-topic={plan.topology.dead_letter_topic}",
-            f"--max-delivery-attempts={policy.max_delivery_attempts}",
+            f"--max-delivery-attempts={attempts}",
         ]
-        if spec.dead_letter
+        if attempts is not None
         else []
     )
     b.add(
@@ -259,7 +263,7 @@ def _subscription(b: _Builder, spec: FunctionSpec) -> None:
             *settings,
             *dead_letter,
         ),
-        exists=_plain(b.gcloud("pubsub", "subscriptions", "describe", spec.subscription)),
+        exists=plain(b.gcloud("pubsub", "subscriptions", "describe", spec.subscription)),
         update=b.gcloud(
             "pubsub",
             "subscriptions",
@@ -274,12 +278,12 @@ def _subscription(b: _Builder, spec: FunctionSpec) -> None:
 def function_uri(b: _Builder, spec: FunctionSpec) -> tuple[str, ...]:
     """The command printing a deployed function's ``run.app`` URL (the one Pub/Sub push
     may reach with internal-only ingress)."""
-    return _plain(
+    return plain(
         b.gcloud(
             "functions",
             "describe",
             spec.name,
-            "--gen2",
+            "--v2",
             f"--region={b.plan.region}",
             "--format=value(serviceConfig.uri)",
         )
@@ -350,11 +354,21 @@ def _member(b: _Builder, grant: Binding) -> Arg:
         return f"--member=serviceAccount:{plan.runtime_email}"
     if grant.principal == "trigger":
         return f"--member=serviceAccount:{plan.trigger_email}"
+    # Creating Pub/Sub's service agent if the project has none yet (a fresh project may
+    # not) also prints its address.
     return Lookup(
-        "project_number",
-        _plain(b.gcloud("projects", "describe", plan.project, "--format=value(projectNumber)")),
-        before="--member=serviceAccount:service-",
-        after="@gcp-sa-pubsub.iam.gserviceaccount.com",
+        "pubsub_agent",
+        plain(
+            b.gcloud(
+                "beta",
+                "services",
+                "identity",
+                "create",
+                "--service=pubsub.googleapis.com",
+                "--format=value(email)",
+            )
+        ),
+        before="--member=serviceAccount:",
     )
 
 
@@ -364,13 +378,15 @@ def _scheduler(b: _Builder) -> None:
         f"--location={plan.region}",
         f"--schedule={plan.watchdog_schedule}",
         "--time-zone=Etc/UTC",
-        f"--topic={plan.topology.watchdog_topic}",
+        # The full path: gcloud resolves a bare topic name against the default project,
+        # not --project.
+        f"--topic={naming.topic_path(plan.project, plan.topology.watchdog_topic)}",
         "--message-body={}",
     )
     b.add(
         f"scheduler job {plan.watchdog_job}: the watchdog, {plan.watchdog_schedule}",
         b.gcloud("scheduler", "jobs", "create", "pubsub", plan.watchdog_job, *settings),
-        exists=_plain(
+        exists=plain(
             b.gcloud(
                 "scheduler", "jobs", "describe", plan.watchdog_job, f"--location={plan.region}"
             )
@@ -385,11 +401,6 @@ def _env_vars(env: dict[str, str]) -> str:
     text = "".join(f"{k}{v}" for k, v in env.items())
     delimiter = next(d for d in "@|#;~:" if d not in text)
     return f"^{delimiter}^" + delimiter.join(f"{k}={v}" for k, v in env.items())
-
-
-def _plain(args: tuple[Arg, ...]) -> tuple[str, ...]:
-    assert all(isinstance(a, str) for a in args)
-    return tuple(str(a) for a in args)
 
 
 def script(plan: DeploymentPlan, deploy_actions: Sequence[Action]) -> str:

@@ -94,6 +94,9 @@ class DeploymentPlan:
     watchdog_schedule: str = "*/2 * * * *"
     python_runtime: str = ""
     max_instances: int = 100
+    # The account Cloud Build builds the functions as (an email); None: the project's
+    # default build account.
+    build_service_account: str | None = None
     # Days an overwritten or deleted object version stays recoverable in the bucket.
     noncurrent_retention_days: int = 7
 
@@ -108,6 +111,12 @@ class DeploymentPlan:
     @property
     def trigger_email(self) -> str:
         return service_account_email(self.trigger_account, self.project)
+
+    @property
+    def build_service_account_path(self) -> str | None:
+        """``build_service_account`` as the functions API names it."""
+        account = self.build_service_account
+        return f"projects/{self.project}/serviceAccounts/{account}" if account else None
 
     @property
     def collection(self) -> str:
@@ -144,6 +153,11 @@ class DeploymentPlan:
         if spec is not None:
             env.update(spec.env)
         return env
+
+    def delivery_attempts(self, spec: FunctionSpec) -> int | None:
+        """Max delivery attempts of the function's subscription before it dead-letters;
+        ``None`` for a function whose subscription does not dead-letter."""
+        return self.policy.delivery_attempts(spec) if spec.dead_letter else None
 
     def pubsub_endpoint_path(self, spec: FunctionSpec) -> str:
         """Path appended to a function's URL by its push subscription.
@@ -229,26 +243,32 @@ def build_plan(
     run_retention_days: int = 30,
     watchdog_schedule: str = "*/2 * * * *",
     max_instances: int = 100,
+    build_service_account: str | None = None,
 ) -> DeploymentPlan:
     """The plan for the pipelines ``MODULE:ATTR`` references, in ``project``/``region``.
 
-    Raises :class:`~resumable.loader.PipelineLoadError` for a reference that does not load
-    and ``ValueError`` for a setting no deployment can have.
+    Raises :class:`~resumable.loader.PipelineLoadError` for a reference that does not load,
+    :class:`~resumable.topology.TopologyError` for pipelines whose names collide or whose
+    steps need more delivery attempts than Pub/Sub allows, and ``ValueError`` for a setting
+    no deployment can have.
     """
     if not pipelines:
         raise ValueError("name at least one pipeline (--pipeline MODULE:ATTR)")
     if delivery not in DELIVERIES:
         raise ValueError(f"delivery must be one of {', '.join(DELIVERIES)}, got {delivery!r}")
-    if not re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", project):
-        raise ValueError(f"{project!r} is not a Google Cloud project id")
-    if not re.fullmatch(r"[a-z]+-[a-z]+[0-9]+", region):
-        raise ValueError(f"{region!r} is not a Google Cloud region (e.g. europe-west1)")
-    validate_id(prefix, "prefix")
+    validate_location(project, region, prefix)
+    if build_service_account is not None and not re.fullmatch(
+        r"[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z0-9.-]+\.gserviceaccount\.com", build_service_account
+    ):
+        raise ValueError(
+            f"{build_service_account!r} is not a service account email "
+            "(NAME@PROJECT.iam.gserviceaccount.com)"
+        )
     loaded = [load_pipeline(ref) for ref in pipelines]
     names = [p.pipeline_name for p in loaded]
     if len(set(names)) != len(names):
         raise ValueError(f"two references name the same pipeline: {names}")
-    bucket = bucket or _bucket_name(project, prefix, "runs")
+    bucket = bucket or bucket_name(project, prefix, "runs")
     settings = Settings(
         project=project,
         storage=f"gs://{bucket}",
@@ -261,16 +281,20 @@ def build_plan(
         watchdog_grace_seconds=2 * lease_seconds,
         run_retention_days=run_retention_days,
     )
+    topology = build_topology(loaded, prefix)
+    policy = DeliveryPolicy()
+    for spec in topology.functions:
+        policy.delivery_attempts(spec)  # refuses a step Pub/Sub cannot give its attempts
     return DeploymentPlan(
         project=project,
         region=region,
         pipelines=tuple(pipelines),
-        topology=build_topology(loaded, prefix),
+        topology=topology,
         settings=settings,
-        policy=DeliveryPolicy(),
+        policy=policy,
         delivery=delivery,
         bucket=bucket,
-        source_bucket=source_bucket or _bucket_name(project, prefix, "sources"),
+        source_bucket=source_bucket or bucket_name(project, prefix, "sources"),
         firestore_location=firestore_location or region,
         runtime_account=account_id(prefix, "runtime"),
         trigger_account=account_id(prefix, "trigger"),
@@ -278,7 +302,17 @@ def build_plan(
         watchdog_schedule=watchdog_schedule,
         python_runtime=f"python{sys.version_info.major}{sys.version_info.minor}",
         max_instances=max_instances,
+        build_service_account=build_service_account,
     )
+
+
+def validate_location(project: str, region: str, prefix: str) -> None:
+    """Raise ``ValueError`` for a project id, region or prefix no deployment can have."""
+    if not re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", project):
+        raise ValueError(f"{project!r} is not a Google Cloud project id")
+    if not re.fullmatch(r"[a-z]+-[a-z]+[0-9]+", region):
+        raise ValueError(f"{region!r} is not a Google Cloud region (e.g. europe-west1)")
+    validate_id(prefix, "prefix")
 
 
 def cpu(spec: FunctionSpec) -> str | None:
@@ -313,7 +347,9 @@ def firestore_condition(project: str, database: str) -> str:
     return f'resource.name == "projects/{project}/databases/{database}"'
 
 
-def _bucket_name(project: str, prefix: str, purpose: str) -> str:
+def bucket_name(project: str, prefix: str, purpose: str) -> str:
+    """A bucket name for ``purpose`` (3-63 lowercase letters, digits, hyphens), unique to
+    the project and prefix."""
     raw = f"{project}-{prefix}-{purpose}"
     name = re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-")
     if len(name) > 63 or name != raw:

@@ -29,6 +29,7 @@ def function_vars(plan: DeploymentPlan, spec: FunctionSpec) -> dict[str, Any]:
         "cpu": cpu(spec),
         "concurrency": spec.concurrency,
         "dead_letter": spec.dead_letter,
+        "max_delivery_attempts": plan.delivery_attempts(spec),
         "environment": dict(spec.env),
     }
 
@@ -51,6 +52,7 @@ def tfvars(plan: DeploymentPlan, *, source_dir: str) -> dict[str, Any]:
         "source_bucket": plan.source_bucket,
         "source_dir": source_dir,
         "python_runtime": plan.python_runtime,
+        "build_service_account": plan.build_service_account_path,
         "max_instances": plan.max_instances,
         "firestore_location": plan.firestore_location,
         "database": plan.database,
@@ -60,14 +62,12 @@ def tfvars(plan: DeploymentPlan, *, source_dir: str) -> dict[str, Any]:
             [{"field_path": path, "order": order} for path, order in index]
             for index in plan.indexes
         ],
-        "run_retention_days": plan.run_retention_days,
         "noncurrent_retention_days": plan.noncurrent_retention_days,
         "environment": plan.environment(),
         "delivery_policy": {
             "ack_deadline_seconds": policy.ack_deadline_seconds,
             "min_backoff_seconds": int(policy.min_backoff_seconds),
             "max_backoff_seconds": int(policy.max_backoff_seconds),
-            "max_delivery_attempts": policy.max_delivery_attempts,
         },
         "service_accounts": {"runtime": plan.runtime_account, "trigger": plan.trigger_account},
         "topics": {
