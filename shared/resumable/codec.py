@@ -388,6 +388,10 @@ class Decoder:
             return self._tagged(tag, node)
         except CorruptCheckpointError:
             raise
+        except _SourceFailure as failure:
+            # Storage failed while fetching a blob: not damage, so not a checkpoint error
+            # (a retry may well succeed); raised as it came.
+            raise failure.error from None
         except Exception as exc:
             raise CorruptCheckpointError(f"cannot decode a {tag!r} value: {exc}") from exc
 
@@ -449,7 +453,13 @@ class Decoder:
         if "part" in node:
             part: memoryview = self._parts[int(node["part"])]
             return part
-        return self._source(str(node["blob"]))
+        address = str(node["blob"])
+        try:
+            return self._source(address)
+        except CorruptCheckpointError:
+            raise
+        except Exception as exc:
+            raise _SourceFailure(exc) from exc
 
     def _ndarray(self, node: dict[str, Any]) -> Any:
         np = _numpy_or_none()
@@ -471,6 +481,14 @@ class Decoder:
         if node.get("order") == "F":
             return flat.reshape(shape[::-1]).T
         return flat.reshape(shape)
+
+
+class _SourceFailure(Exception):
+    """Carries an error of the blob source through the decoder's own error handling."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _decode_path(class_name: str, text: str) -> PurePath:

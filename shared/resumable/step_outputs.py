@@ -21,6 +21,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from . import deltas
 from .blobs import BlobStore
 from .checkpoint import run_prefix
 from .definition import PipelineSpec
@@ -120,9 +121,7 @@ class RunFiles:
         :class:`~resumable.errors.EncodingError` for a value that cannot be stored exactly.
         """
         uploaded_before = self.blobs.bytes_uploaded
-        after = encode_context(context, self.blobs)
-        outputs = {k: e for k, e in after.items() if before.get(k) != e}
-        deleted = sorted(k for k in before if k not in after)
+        delta = deltas.diff(before, encode_context(context, self.blobs))
         manifest = OutputManifest(
             kind="step_output",
             pipeline_name=self.pipeline,
@@ -132,8 +131,8 @@ class RunFiles:
             attempt=attempt,
             step_fingerprint=step_fingerprint,
             timestamp=now_iso(),
-            outputs=outputs,
-            deleted=deleted,
+            outputs=delta.outputs,
+            deleted=delta.deleted,
         )
         data = self._dump(manifest)
         suffix = f"-{label}" if label else ""
@@ -142,7 +141,7 @@ class RunFiles:
         self.store.write(name, data, if_generation_match=0)
         self.store.flush()  # durable before the run document can point at it
         uploaded = self.blobs.bytes_uploaded - uploaded_before + len(data)
-        return name, uploaded, sorted(outputs) + deleted
+        return name, uploaded, delta.keys
 
     def read_manifest(self, name: str) -> OutputManifest:
         data = self.store.read(name)
@@ -184,7 +183,7 @@ class RunFiles:
                         "neither depends on the other"
                     )
                 written_by[key] = name
-            apply_outputs(entries, manifest)
+            deltas.apply(entries, manifest)
         return entries
 
     def decode(self, entries: Mapping[str, Entry]) -> dict[str, Any]:
@@ -200,10 +199,3 @@ class RunFiles:
 
     def delete(self) -> int:
         return self.store.delete_prefix(self.prefix)
-
-
-def apply_outputs(entries: dict[str, Entry], manifest: OutputManifest) -> None:
-    """Apply what one step attempt (or its saved progress) changed to ``entries``."""
-    entries.update(manifest.outputs)
-    for key in manifest.deleted:
-        entries.pop(key, None)

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from . import current_step, transitions
+from . import current_step, deltas, transitions
 from .definition import StepSpec, step_updates
 from .engine import Engine, log_fields
 from .errors import CheckpointError, EncodingError, StepError, is_retryable
@@ -42,7 +42,7 @@ from .pipeline import Pipeline
 from .runstate import ContentionError, Decision, RunDocumentError, RunNotFoundError, RunState
 from .segments import Entry
 from .status import RunStatus
-from .step_outputs import RunFiles, apply_outputs
+from .step_outputs import RunFiles
 from .transitions import ClaimKind, Verdict
 
 T = TypeVar("T")
@@ -189,7 +189,7 @@ class StepAttempt:
         entries = dict(self.before)
         progress = state.steps[self.step.name].progress_manifest
         if progress:
-            apply_outputs(entries, self.files.read_manifest(progress))
+            deltas.apply(entries, self.files.read_manifest(progress))
         self.context = self.files.decode(entries)
 
     def run(self, lease: Lease) -> Any:
@@ -199,25 +199,29 @@ class StepAttempt:
 
     def save_progress(self, given: Mapping[str, Any] | None) -> bool:
         """Put ``given`` into the running step's context and store the context, so that
-        the step's next attempt starts from it. (Into the context, not beside it: whether
-        the step was interrupted or not, its output is the same.)"""
+        the step's next attempt starts from it; ``False`` if it could not be stored (the
+        step goes on). Into the context, not beside it: whether the step was interrupted
+        or not, its output is the same."""
         if given is not None and given is not self.context:
             self.context.update(given)
-        name, _size, _keys = self._files.write_step_output(
-            step=self.step.name,
-            attempt=self.attempt,
-            step_fingerprint=self.spec.step_fingerprints[self.step.name],
-            before=self.before,
-            context=self.context,
-            label=f"progress-{uuid.uuid4().hex[:8]}",
-        )
         try:
+            name, _size, _keys = self._files.write_step_output(
+                step=self.step.name,
+                attempt=self.attempt,
+                step_fingerprint=self.spec.step_fingerprints[self.step.name],
+                before=self.before,
+                context=self.context,
+                label=f"progress-{uuid.uuid4().hex[:8]}",
+            )
             _state, recorded = self._mutate(
                 lambda s: transitions.record_progress(
                     s, self.step.name, owner=self.owner, attempt=self.attempt, manifest=name
                 )
             )
-        except ContentionError:
+        except EncodingError:
+            raise  # the step's own doing: it sees the error
+        except Exception:  # storage or the run document unreachable: not the step's fault
+            logger.warning("progress not saved", exc_info=True, extra=self._fields())
             return False
         return recorded
 

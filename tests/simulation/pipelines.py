@@ -99,7 +99,9 @@ def _make_step(name: str, kind: StepKind) -> Callable[..., dict[str, Any]]:
         value = np.frombuffer(hashlib.sha256(f"{seed}{accumulated}".encode()).digest(), np.uint8)
         out: dict[str, Any] = {f"{own}out": value.copy(), f"{own}sum": int(sum(accumulated))}
         if kind.large:
-            out[f"{own}big"] = np.resize(value, 80_000)  # over the 64 KiB blob threshold
+            # Over the 64 KiB blob threshold, and incompressible: it costs its size to move.
+            noise = np.random.default_rng(int(seed, 16))
+            out[f"{own}big"] = noise.integers(0, 256, 80_000, dtype=np.uint8)
         return out
 
     step.__name__ = name
@@ -120,6 +122,7 @@ def build(name: str, graph: dict[str, tuple[list[str], StepKind]], *, retries: i
 
 
 PLAIN = StepKind()
+LAST = StepKind(work=30.0)  # long enough for a cancel to arrive while it runs
 LOOP = StepKind(items=4, work=20.0)
 FLAKY = StepKind(flaky=1)
 LARGE = StepKind(large=True)
@@ -127,11 +130,11 @@ LARGE = StepKind(large=True)
 PIPELINES: dict[str, Pipeline] = {
     "chain": build(
         "chain",
-        {"a": ([], LARGE), "b": (["a"], LOOP), "c": (["b"], FLAKY), "d": (["c"], PLAIN)},
+        {"a": ([], LARGE), "b": (["a"], LOOP), "c": (["b"], FLAKY), "d": (["c"], LAST)},
     ),
     "diamond": build(
         "diamond",
-        {"a": ([], PLAIN), "b": (["a"], LOOP), "c": (["a"], LARGE), "d": (["b", "c"], PLAIN)},
+        {"a": ([], PLAIN), "b": (["a"], LOOP), "c": (["a"], LARGE), "d": (["b", "c"], LAST)},
     ),
     "fanout": build(
         "fanout",
@@ -141,13 +144,13 @@ PIPELINES: dict[str, Pipeline] = {
                 f"w{i}": (["root"], FLAKY if i == 2 else LOOP if i == 3 else PLAIN)
                 for i in range(5)
             },
-            "join": ([f"w{i}" for i in range(5)], PLAIN),
+            "join": ([f"w{i}" for i in range(5)], LAST),
         },
     ),
     "fatal": build(
         "fatal", {"a": ([], PLAIN), "b": (["a"], StepKind(fatal=True)), "c": (["b"], PLAIN)}
     ),
-    "slowloop": build("slowloop", {"a": ([], StepKind(items=6, work=45.0)), "b": (["a"], PLAIN)}),
+    "slowloop": build("slowloop", {"a": ([], StepKind(items=6, work=45.0)), "b": (["a"], LAST)}),
 }
 
 FAILING_STEPS = {"fatal": "b"}  # pipelines that must end in error, and the step that fails

@@ -183,6 +183,10 @@ class SimDocuments(MemoryDocuments):
     def write_if(self, doc_id: str, state: RunState, version: Any) -> bool:
         if self.faults.document_conflict and self.sim.rng.random() < self.faults.document_conflict:
             self._io_hook("write", doc_id)
+            actor = self.sim.current
+            self.sim.crashes.append(
+                (self.sim.now, actor.process.name if actor else "?", "firestore conflict")
+            )
             return False
         before = self.read_quietly(doc_id)
         if not super().write_if(doc_id, state, version):

@@ -213,7 +213,7 @@ def _plan_operations(world: World) -> None:
             step = None
             if kind == "resume_from":
                 step = rng.choice(sim_pipelines.PIPELINES[plan.pipeline].spec.order)
-            op = UserOp(sim.now + rng.uniform(1, 900), kind, plan.run_id, step)
+            op = UserOp(sim.now + rng.uniform(1, 400), kind, plan.run_id, step)
             world.ops.append(op)
             world.last_op = max(world.last_op, op.time)
             sim.at(op.time, functools.partial(_operate, world, op, plan))
