@@ -14,12 +14,14 @@ the same run cannot silently overwrite each other: the second one gets
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from . import deltas
 from .blobs import BlobStore
 from .definition import PipelineSpec
+from .deltas import Delta
 from .errors import (
     CheckpointError,
     CorruptCheckpointError,
@@ -29,7 +31,7 @@ from .errors import (
 )
 from .ids import validate_id
 from .manifest import LEGACY_VERSION, Manifest, StepRecord, dump_manifest, now_iso, parse_manifest
-from .segments import decode_context, encode_context, entry_addresses
+from .segments import Entry, decode_context, encode_context, entry_addresses
 from .storage.base import ObjectStore
 
 LATEST = ".checkpoint.json"
@@ -54,7 +56,8 @@ def legacy_run_prefix(pipeline_name: str, run_id: str) -> str:
 
 @dataclass
 class LoadedCheckpoint:
-    """A checkpoint read back: its manifest and its decoded context."""
+    """A checkpoint read back: its manifest and its decoded context (the committed
+    context, with the progress unfinished steps saved applied)."""
 
     manifest: Manifest
     context: dict[str, Any]
@@ -93,8 +96,6 @@ class CheckpointStore:
         )
         self.sequence = 0
         self._latest_generation: int | None = None
-        self._last_entries: dict[str, Any] | None = None
-        self._last_values: dict[str, Any] = {}
 
     @property
     def run_folder(self) -> str:
@@ -119,19 +120,39 @@ class CheckpointStore:
         status: str = "running",
         errors: list[str] | None = None,
         params: Mapping[str, Any] | None = None,
-        changed_keys: Collection[str] | None = None,
     ) -> Manifest:
         """Write a checkpoint of ``context``; only values not stored before are uploaded.
 
-        By default every value is encoded again, so a value changed in place is saved
-        too. ``changed_keys`` says which keys may have changed since this store's previous
-        save: any other key still bound to the same object reuses its previous encoding
-        (``()`` for a status-only checkpoint).
         Raises :class:`~resumable.errors.EncodingError` for a value that cannot be stored
         exactly (nothing is written then), :class:`ConcurrentWriterError` if another process
         replaced the latest checkpoint meanwhile.
         """
-        entries = self._encode(context, changed_keys)
+        return self.save_entries(
+            encode_context(context, self.blobs),
+            spec=spec,
+            completed_steps=completed_steps,
+            steps_summary=steps_summary,
+            status=status,
+            errors=errors,
+            params=params,
+        )
+
+    def save_entries(
+        self,
+        entries: dict[str, Entry],
+        *,
+        spec: PipelineSpec,
+        completed_steps: list[str],
+        steps_summary: Mapping[str, StepRecord],
+        status: str = "running",
+        errors: list[str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        kind: Literal["commit", "progress", "final"] | None = None,
+        base: dict[str, Entry] | None = None,
+        outputs: Mapping[str, Delta] | None = None,
+        progress: Mapping[str, Delta] | None = None,
+    ) -> Manifest:
+        """Write a checkpoint whose values are already encoded (their blobs stored)."""
         if self._latest_generation is None:
             self._discover_latest()
         manifest = Manifest(
@@ -149,6 +170,10 @@ class CheckpointStore:
             errors=list(errors or []),
             params=dict(params or {}),
             context=entries,
+            kind=kind,
+            base=base,
+            outputs=dict(outputs) if outputs is not None else None,
+            progress=dict(progress or {}),
         )
         data = dump_manifest(manifest)
         try:
@@ -168,23 +193,7 @@ class CheckpointStore:
                 "two processes are running this run"
             ) from None
         self.sequence = manifest.sequence
-        self._last_entries = entries
-        self._last_values = dict(context)
         return manifest
-
-    def _encode(
-        self, context: Mapping[str, Any], changed_keys: Collection[str] | None
-    ) -> dict[str, Any]:
-        last = self._last_entries
-        if changed_keys is None or last is None:
-            return encode_context(context, self.blobs)
-        reused = {
-            key
-            for key, value in context.items()
-            if key not in changed_keys and key in last and self._last_values.get(key) is value
-        }
-        fresh = encode_context({k: v for k, v in context.items() if k not in reused}, self.blobs)
-        return {key: last[key] if key in reused else fresh[key] for key in context}
 
     def _discover_latest(self) -> None:
         try:
@@ -213,33 +222,36 @@ class CheckpointStore:
             legacy_run_prefix(self.pipeline_name, self.run_id) + LATEST
         )
 
-    def load_latest(self) -> LoadedCheckpoint | None:
+    def load_latest(self, *, decode: bool = True) -> LoadedCheckpoint | None:
         """The latest checkpoint, or ``None`` if the run has none.
 
         A damaged latest manifest falls back to the newest intact history manifest (the
         latest is a copy of it); if none is intact, :class:`CorruptCheckpointError` says
-        why. A legacy ``1.0`` checkpoint is migrated on the fly.
+        why. A legacy ``1.0`` checkpoint is migrated on the fly. ``decode=False`` leaves
+        the context undecoded (the caller decodes what it needs from the manifest).
         """
         try:
             data, generation = self.store.read_with_generation(self.latest_name)
         except ObjectNotFoundError:
-            return self._load_legacy_location()
+            return self._load_legacy_location(decode)
         self._latest_generation = generation
         # Known before parsing: a run that starts fresh over a damaged checkpoint must
         # still number its checkpoints after the ones in the history.
         self.sequence = max(self.sequence, self._highest_history_sequence())
         try:
-            loaded = self._load_document(data, self.latest_name)
+            loaded = self._load_document(data, self.latest_name, decode)
         except CorruptCheckpointError as latest_error:
-            loaded = self._newest_intact_history(latest_error)
+            loaded = self._newest_intact_history(latest_error, decode)
         self.sequence = max(self.sequence, loaded.manifest.sequence)
         return loaded
 
-    def _newest_intact_history(self, latest_error: CorruptCheckpointError) -> LoadedCheckpoint:
+    def _newest_intact_history(
+        self, latest_error: CorruptCheckpointError, decode: bool
+    ) -> LoadedCheckpoint:
         for sequence in reversed(self.history()):
             name = self.history_name(sequence)
             try:
-                return self._load_document(self.store.read(name), name)
+                return self._load_document(self.store.read(name), name, decode)
             except CorruptCheckpointError:
                 continue
         raise latest_error
@@ -264,23 +276,27 @@ class CheckpointStore:
         sequences = [_sequence_of(n) for n in self.store.list(self.prefix + "checkpoints/")]
         return sorted(s for s in sequences if s is not None)
 
-    def _load_document(self, data: bytes, where: str) -> LoadedCheckpoint:
+    def _load_document(self, data: bytes, where: str, decode: bool = True) -> LoadedCheckpoint:
         manifest, raw = parse_manifest(data, where)
         if manifest is None:
             migrated = self._migrate(raw)
             return LoadedCheckpoint(migrated, dict(raw["context"]), migrated_from=LEGACY_VERSION)
-        self.blobs.known(a for e in manifest.context.values() for a in entry_addresses(e))
-        context = decode_context(manifest.context, self.blobs)
-        return LoadedCheckpoint(manifest, context)
+        self.blobs.known(a for e in manifest_entries(manifest) for a in entry_addresses(e))
+        if not decode:
+            return LoadedCheckpoint(manifest, {})
+        entries = dict(manifest.context)
+        for delta in manifest.progress.values():  # where unfinished steps had got to
+            deltas.apply(entries, delta)
+        return LoadedCheckpoint(manifest, decode_context(entries, self.blobs))
 
-    def _load_legacy_location(self) -> LoadedCheckpoint | None:
+    def _load_legacy_location(self, decode: bool = True) -> LoadedCheckpoint | None:
         name = legacy_run_prefix(self.pipeline_name, self.run_id) + LATEST
         try:
             data = self.store.read(name)
         except ObjectNotFoundError:
             return None
         self._latest_generation = 0
-        return self._load_document(data, name)
+        return self._load_document(data, name, decode)
 
     def _migrate(self, raw: dict[str, Any]) -> Manifest:
         """Build a current manifest from an original ``1.0`` checkpoint."""
@@ -360,3 +376,11 @@ class CheckpointStore:
 def _sequence_of(name: str) -> int | None:
     stem = name.rsplit("/", 1)[-1].removesuffix(".json")
     return int(stem) if stem.isdigit() else None
+
+
+def manifest_entries(manifest: Manifest) -> Iterator[Entry]:
+    """Every entry a manifest holds: its context, base, outputs and progress."""
+    yield from manifest.context.values()
+    yield from (manifest.base or {}).values()
+    for delta in [*(manifest.outputs or {}).values(), *manifest.progress.values()]:
+        yield from delta.outputs.values()

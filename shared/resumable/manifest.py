@@ -18,6 +18,7 @@ import blake3
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .deltas import Delta
 from .errors import CorruptCheckpointError
 
 CHECKPOINT_VERSION = "2.0"
@@ -60,6 +61,15 @@ class Manifest(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     context: dict[str, dict[str, Any]] = Field(default_factory=dict)
     migrated_from: str | None = None
+    # Since release 0.2: what the checkpoint was taken for ("commit" of a step, a step's
+    # "progress", the run's "final" status), the run's initial context (``base``), each
+    # completed step's delta (``outputs``) and each unfinished step's saved progress. The
+    # ``context`` above is derived from them (base plus outputs in graph order), kept for
+    # readers of the original format. Release 0.1.0 wrote none of them.
+    kind: Literal["commit", "progress", "final"] | None = None
+    base: dict[str, dict[str, Any]] | None = None
+    outputs: dict[str, Delta] | None = None
+    progress: dict[str, Delta] = Field(default_factory=dict)
     integrity: str = ""
 
     @property

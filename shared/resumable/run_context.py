@@ -71,24 +71,27 @@ class RunContext:
         self.rebase()
 
     def adopt(
-        self,
-        *,
-        base: dict[str, Entry],
-        outputs: dict[str, Delta],
-        progress: dict[str, Delta],
-        context: dict[str, Any],
-        context_entries: dict[str, Entry],
+        self, *, base: dict[str, Entry], outputs: dict[str, Delta], progress: dict[str, Delta]
     ) -> None:
-        """Continue a checkpointed run; ``context`` is its committed context, decoded."""
+        """Continue a checkpointed run from its entries (see :meth:`verify`)."""
         self.base = dict(base)
         self.outputs = dict(outputs)
         self.progress = dict(progress)
-        self.live = dict(context)
-        self.live_entries = dict(context_entries)
+        self.live = {}
+        self.live_entries = {}
+        self.degraded = False
         for step in self.spec.order:
             delta = self.outputs.get(step)
             for key in delta.keys if delta else ():
                 self.written_by[key] = step
+
+    def verify(self) -> None:
+        """Read every value the run will start from (the committed context into the
+        object cache, the saved progress once): a damaged checkpoint shows now, as a
+        :class:`~resumable.errors.CheckpointError`, not half way through a step."""
+        self._fill_live(self.committed())
+        for delta in self.progress.values():
+            decode_context(delta.outputs, self.blobs)
 
     def rebase(self) -> None:
         """Leave degraded mode: the live objects become the base, completed steps keep no
@@ -135,10 +138,7 @@ class RunContext:
         if progress is not None:
             deltas.apply(entries, progress)
         shared = not isolated and set(self.outputs) <= self.spec.ancestors(step)
-        if shared:
-            context = self._fill_live(entries)
-        else:
-            context = self._materialize(entries, share=False)
+        context = self._fill_live(entries) if shared else self._materialize(entries, share=False)
         return StepInput(step, base, entries, context, dict(context), shared)
 
     def _fill_live(self, entries: Mapping[str, Entry]) -> dict[str, Any]:

@@ -2,13 +2,18 @@
 
 Guarantees, with a checkpoint store that works:
 
-- after every step, the whole context is checkpointed before the next step starts;
-- a resumed run never calls a step its checkpoint records as completed, and starts from
-  a context equal to the one that step left;
-- a step that saved progress mid-step (``save_checkpoint`` / ``save_progress``) restarts
-  with the context it saved, so it can continue from there;
+- after every step, the run is checkpointed before the next step starts;
+- a resumed run never calls a step its checkpoint records as completed, and ends with the
+  context an uninterrupted run gives;
+- every attempt of a step starts from its committed input (the run's initial context
+  plus its ancestors' outputs) plus the progress it saved (``save_progress``): never from
+  what a failed attempt changed in place, never from what a step running beside it did;
+- a step's saved progress belongs to that step alone and is carried by every checkpoint
+  until the step completes;
 - independent steps run concurrently when ``max_workers > 1``; two of them writing the
   same context key is reported as a conflict, never resolved silently.
+
+The context composition itself (entries, deltas, objects) is ``run_context``'s.
 """
 
 from __future__ import annotations
@@ -17,20 +22,25 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from . import current_step
 from .checkpoint import CheckpointStore, ConcurrentWriterError, LoadedCheckpoint
-from .definition import PipelineSpec, StepSpec
-from .errors import CheckpointError, ResumableError, StepError
+from .definition import PipelineSpec, StepSpec, step_updates
+from .deltas import Delta
+from .errors import CheckpointError, is_retryable
 from .log import fields, logger
-from .manifest import StepRecord, now_iso
+from .manifest import Manifest, StepRecord, now_iso
+from .run_context import OutputConflictError, RunContext, StepInput
+from .segments import decode_context
 from .status import RunStatus, StepStatus
 
 EventHandler = Callable[["RunEvent"], None]
+
+__all__ = ["InProcessRun", "OutputConflictError", "RunEvent", "RunOptions"]
 
 
 @dataclass(frozen=True)
@@ -46,10 +56,6 @@ class RunEvent:
     bytes_written: int | None = None
 
 
-class OutputConflictError(ResumableError):
-    """Two independent steps wrote the same context key."""
-
-
 @dataclass
 class RunOptions:
     max_workers: int = 1
@@ -63,13 +69,11 @@ class RunOptions:
 
 @dataclass
 class _State:
-    context: dict[str, Any]
     completed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     records: dict[str, StepRecord] = field(default_factory=dict)
-    written_by: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -92,9 +96,10 @@ class InProcessRun:
         self.on_event = on_event
         self.run_id = checkpoints.run_id
         self._lock = threading.RLock()
-        self._state = _State(context={})
-        self._progress: dict[str, dict[str, Any]] = {}
-        self._saved_as_is = False  # the last checkpoint holds state.context, untouched since
+        self._state = _State()
+        self.context = RunContext(
+            spec, checkpoints.blobs, trust_steps=not options.detect_in_place_changes
+        )
         self.resumed = False
 
     # -- events and logs ----------------------------------------------------------------
@@ -115,18 +120,24 @@ class InProcessRun:
             extra=fields(pipeline=self.spec.name, run_id=self.run_id, step=step, attempt=attempt),
         )
 
+    def _warn(self, message: str) -> None:
+        self._state.warnings.append(message)
+        self._log(logging.WARNING, message)
+
     # -- the run ------------------------------------------------------------------------
 
     def execute(self, context: Mapping[str, Any] | None, resume: bool) -> dict[str, Any]:
         started = time.monotonic()
         state = self._state
-        state.context = dict(context or {})
         for name in self.spec.order:
             state.records[name] = StepRecord()
-        if resume:
-            loaded = self._load_for_resume()
-            if loaded is not None:
-                self._adopt(loaded)
+        if not (resume and self._resume()):
+            try:
+                self.context.start(context or {})
+            except ConcurrentWriterError:
+                raise
+            except Exception as exc:
+                self._checkpoint_failed(exc)
         self._emit("run_started", detail="resumed" if self.resumed else "fresh")
         self._log(
             logging.INFO,
@@ -143,9 +154,10 @@ class InProcessRun:
     def _schedule(self) -> RunStatus:
         state = self._state
         running: dict[Future[Any], str] = {}
+        isolated = self.options.max_workers > 1
         executor = (
             ThreadPoolExecutor(self.options.max_workers, thread_name_prefix="resumable-step")
-            if self.options.max_workers > 1
+            if isolated
             else None
         )
         try:
@@ -158,17 +170,12 @@ class InProcessRun:
                         if step in busy:
                             continue
                         if executor is None:
-                            self._run_and_commit(step, state.context, None)
+                            self._run_step(step, isolated=False)
                             break
                         if len(running) >= self.options.max_workers:
                             break
-                        snapshot = dict(state.context)
                         future = executor.submit(
-                            contextvars.copy_context().run,
-                            self._run_and_commit,
-                            step,
-                            dict(snapshot),
-                            snapshot,
+                            contextvars.copy_context().run, self._run_step, step, isolated=True
                         )
                         running[future] = step
                 if not running:
@@ -182,80 +189,63 @@ class InProcessRun:
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for future in done:
                     running.pop(future)
-                    future.result()  # errors are recorded in _run_and_commit; re-raise fatal ones
+                    future.result()  # errors are recorded in _run_step; re-raise fatal ones
         finally:
             if executor is not None:
                 executor.shutdown(wait=True)
 
-    def _run_and_commit(
-        self, step: str, step_context: dict[str, Any], snapshot: dict[str, Any] | None
-    ) -> None:
+    def _run_step(self, step: str, *, isolated: bool) -> None:
         spec = self.spec.steps[step]
         record = self._state.records[step]
-        with self._lock:
-            self._saved_as_is = False  # the step may change the context in place
         record.status = StepStatus.RUNNING
         record.started_at = now_iso()
         record.error = None
         began = time.monotonic()
-
-        def progress(context: Mapping[str, Any] | None) -> bool:
-            return self.save_progress(step, step_context, snapshot, context)
-
         try:
-            with current_step.bound(progress):
-                result = self._call_with_retries(spec, step_context, record)
+            attempt, result = self._call_with_retries(spec, record, isolated)
+            with self._lock:
+                self._commit(spec, record, attempt, result, began)
         except ConcurrentWriterError:
             raise
         except Exception as exc:
             self._record_failure(spec, record, exc, time.monotonic() - began)
-            return
-        updates = _as_updates(step, result)
+
+    def _attempt_input(self, step: str, isolated: bool) -> StepInput:
         with self._lock:
-            try:
-                self._merge(step, step_context, snapshot, updates)
-            except OutputConflictError as exc:
-                self._record_failure(spec, record, exc, time.monotonic() - began)
-                return
-            record.status = StepStatus.COMPLETED
-            record.finished_at = now_iso()
-            record.duration_seconds = round(time.monotonic() - began, 6)
-            record.output_keys = sorted(updates)
-            self._state.completed.append(step)
-            self._log(
-                logging.INFO, f"step {step} completed in {record.duration_seconds:.3f}s", step
-            )
-            self._emit("step_completed", step=step, attempt=record.attempts)
-            self._progress.pop(step, None)
-            self._checkpoint(step=step)
+            return self.context.input_for(step, isolated=isolated)
 
     def _call_with_retries(
-        self, spec: StepSpec, context: dict[str, Any], record: StepRecord
-    ) -> Any:
+        self, spec: StepSpec, record: StepRecord, isolated: bool
+    ) -> tuple[StepInput, Any]:
         kwargs = current_step.step_kwargs(spec.function, self.stop_event.is_set)
-        attempt = 0
+        tries = 0
         while True:
-            attempt += 1
+            tries += 1
             record.attempts += 1
+            attempt = self._attempt_input(spec.name, isolated)
             self._log(logging.INFO, f"step {spec.name} started", spec.name, record.attempts)
             self._emit("step_started", step=spec.name, attempt=record.attempts)
+
+            def progress(given: Mapping[str, Any] | None, attempt: StepInput = attempt) -> bool:
+                return self.save_progress(attempt, given)
+
             try:
-                return spec.function(context, **kwargs)
+                with current_step.bound(progress):
+                    return attempt, spec.function(attempt.context, **kwargs)
             except Exception as exc:
-                retryable = not (isinstance(exc, StepError) and not exc.retryable)
-                if (
-                    not retryable
-                    or attempt > spec.retries
-                    or isinstance(exc, ConcurrentWriterError)
-                ):
+                with self._lock:
+                    self.context.failed(attempt)
+                if isinstance(exc, ConcurrentWriterError):
+                    raise
+                if not is_retryable(exc) or tries > spec.retries:
                     raise
                 delay = min(
-                    self.options.retry_backoff * 2 ** (attempt - 1), self.options.retry_backoff_max
+                    self.options.retry_backoff * 2 ** (tries - 1), self.options.retry_backoff_max
                 )
                 self._log(
                     logging.WARNING,
                     f"step {spec.name} failed ({type(exc).__name__}: {exc}); retry "
-                    f"{attempt}/{spec.retries} in {delay:.1f}s",
+                    f"{tries}/{spec.retries} in {delay:.1f}s",
                     spec.name,
                     record.attempts,
                 )
@@ -264,9 +254,28 @@ class InProcessRun:
                 )
                 if self.stop_event.wait(delay):
                     raise
-                with self._lock:
-                    # The retry starts from the progress the failed attempt saved.
-                    context.update(_changed(self._progress.get(spec.name, {}), context))
+
+    def _commit(
+        self, spec: StepSpec, record: StepRecord, attempt: StepInput, result: Any, began: float
+    ) -> None:
+        updates = step_updates(spec.name, result)
+        try:
+            delta = self.context.commit(attempt, updates)
+        except (OutputConflictError, ConcurrentWriterError):
+            raise
+        except Exception as exc:  # cannot encode, or storage down: committed in memory only
+            delta = self.context.commit_degraded(attempt)
+            self._checkpoint_failed(exc)
+        record.status = StepStatus.COMPLETED
+        record.finished_at = now_iso()
+        record.duration_seconds = round(time.monotonic() - began, 6)
+        record.output_keys = delta.keys if delta.keys else sorted(updates)
+        self._state.completed.append(spec.name)
+        self._log(
+            logging.INFO, f"step {spec.name} completed in {record.duration_seconds:.3f}s", spec.name
+        )
+        self._emit("step_completed", step=spec.name, attempt=record.attempts)
+        self._checkpoint("commit", step=spec.name)
 
     def _record_failure(
         self, spec: StepSpec, record: StepRecord, exc: BaseException, took: float
@@ -291,71 +300,54 @@ class InProcessRun:
             )
             self._emit("step_failed", step=spec.name, attempt=record.attempts, detail=record.error)
 
-    def _merge(
-        self,
-        step: str,
-        step_context: dict[str, Any],
-        snapshot: dict[str, Any] | None,
-        updates: dict[str, Any],
-    ) -> None:
-        state = self._state
-        if snapshot is not None:
-            # Parallel mode: the step worked on a copy. Keep what it changed in place or
-            # added, on top of what other steps committed meanwhile.
-            updates = {**_changed(step_context, snapshot), **updates}
-        ancestors = self.spec.ancestors(step)
-        for key in updates:
-            writer = state.written_by.get(key)
-            if (
-                writer
-                and writer != step
-                and writer not in ancestors
-                and step not in self.spec.ancestors(writer)
-            ):
-                raise OutputConflictError(
-                    f"steps {writer!r} and {step!r} both write context key {key!r} but neither "
-                    "depends on the other: make one depend on the other or use distinct keys"
-                )
-        state.context.update(updates)
-        for key in updates:
-            state.written_by[key] = step
-
     # -- checkpoints --------------------------------------------------------------------
+
+    def save_progress(self, attempt: StepInput, given: Mapping[str, Any] | None) -> bool:
+        """Checkpoint a running step's progress without marking the step completed.
+
+        ``given`` is put into the step's context (as the serverless runner does), and what
+        the step changed so far is saved as that step's progress: the next attempt of the
+        step, in this process or after a resume, starts from it.
+        """
+        with self._lock:
+            try:
+                self.context.save_progress(attempt, given)
+            except ConcurrentWriterError:
+                raise
+            except Exception as exc:
+                self._checkpoint_failed(exc)
+                return False
+            self._state.records[attempt.step].progress_saved_at = now_iso()
+            return self._checkpoint("progress", step=attempt.step)
 
     def _checkpoint(
         self,
+        kind: Literal["commit", "progress", "final"],
         status: RunStatus = RunStatus.RUNNING,
-        context: Mapping[str, Any] | None = None,
         step: str | None = None,
     ) -> bool:
         state = self._state
-        changed_keys: Collection[str] | None = None
-        if context is None and self._saved_as_is:
-            changed_keys = ()  # no step ran since the context was saved: only the status
-        elif context is None and step is not None and not self.options.detect_in_place_changes:
-            changed_keys = state.records[step].output_keys  # trusted: what the step returned
+        context = self.context
         try:
+            context.rebase()
             before = self.checkpoints.blobs.bytes_uploaded
-            manifest = self.checkpoints.save(
-                state.context if context is None else context,
+            manifest = self.checkpoints.save_entries(
+                context.committed(),
                 spec=self.spec,
                 completed_steps=state.completed,
                 steps_summary=state.records,
                 status=status,
                 errors=state.errors,
-                changed_keys=changed_keys,
+                kind=kind,
+                base=context.base,
+                outputs=context.outputs,
+                progress=context.progress,
             )
         except ConcurrentWriterError:
             raise
         except Exception as exc:
-            message = f"checkpoint of run {self.run_id} failed: {type(exc).__name__}: {exc}"
-            if self.options.fail_on_checkpoint_error:
-                raise
-            state.warnings.append(message)
-            self._log(logging.WARNING, message + " (the run goes on)")
-            self._emit("checkpoint_failed", detail=message)
+            self._checkpoint_failed(exc)
             return False
-        self._saved_as_is = context is None
         written = self.checkpoints.blobs.bytes_uploaded - before
         self._log(logging.DEBUG, f"checkpoint #{manifest.sequence} saved ({written} new bytes)")
         self._emit(
@@ -363,72 +355,54 @@ class InProcessRun:
         )
         return True
 
-    def save_progress(
-        self,
-        step: str,
-        step_context: Mapping[str, Any],
-        snapshot: Mapping[str, Any] | None,
-        given: Mapping[str, Any] | None,
-    ) -> bool:
-        """Checkpoint a running step's progress without marking the step completed.
-
-        What is saved: the committed context, plus what the step changed in its own
-        context, plus ``given`` (the whole context or just the progress keys). It is what
-        the step starts from when it runs again: after a resume, and after a retry.
-        """
-        with self._lock:
-            merged = dict(self._state.context)
-            if snapshot is not None:
-                merged.update(_changed(step_context, snapshot))
-            if given is not None:
-                merged.update(given)
-            self._progress[step] = merged
-            self._state.records[step].progress_saved_at = now_iso()
-            return self._checkpoint(context=merged, step=step)
-
-    def _context_with_progress(self) -> dict[str, Any]:
-        """The committed context plus the progress saved by steps that did not finish."""
-        context = dict(self._state.context)
-        for progress in self._progress.values():
-            context.update(_changed(progress, self._state.context))
-        return context
+    def _checkpoint_failed(self, exc: Exception) -> None:
+        message = f"checkpoint of run {self.run_id} failed: {type(exc).__name__}: {exc}"
+        if self.options.fail_on_checkpoint_error:
+            raise exc
+        self._warn(message + " (the run goes on)")
+        self._emit("checkpoint_failed", detail=message)
 
     # -- resume -------------------------------------------------------------------------
 
-    def _load_for_resume(self) -> LoadedCheckpoint | None:
+    def _resume(self) -> bool:
+        """Continue the run's checkpoint; ``False`` when there is none to continue."""
         store = self.checkpoints
         try:
-            loaded = store.load_latest()
+            loaded = store.load_latest(decode=False)
             if loaded is None:
                 self._log(logging.INFO, f"no checkpoint for run {self.run_id}: starting fresh")
-                return None
-            plan = store.plan_resume(loaded.manifest, self.spec)
+                return False
+            self._adopt(loaded)
+        except _NothingToResume:
+            self._reset()
+            return False
         except CheckpointError as exc:
             if self.options.strict:
                 raise
-            message = f"checkpoint of run {self.run_id} is unusable, starting fresh: {exc}"
-            self._state.warnings.append(message)
-            self._log(logging.WARNING, message)
-            return None
-        if not plan.invalidated:
-            return loaded
-        for reason in plan.reasons:
-            self._state.warnings.append(reason)
-            self._log(logging.WARNING, reason)
-        keep = set(plan.completed)
-        for sequence in reversed(store.history()):
-            manifest = store.load_manifest(sequence)
-            if set(manifest.completed_steps) <= keep:
-                self._log(logging.INFO, f"rolling back to checkpoint #{sequence}")
-                return store.load(sequence)
-        self._log(logging.WARNING, "no earlier checkpoint to roll back to: starting fresh")
-        return None
+            self._reset()
+            self._warn(f"checkpoint of run {self.run_id} is unusable, starting fresh: {exc}")
+            return False
+        return True
+
+    def _reset(self) -> None:
+        """Forget what a resume that did not work out adopted (its warnings stay)."""
+        warnings = self._state.warnings
+        self._state = _State(records={n: StepRecord() for n in self.spec.order}, warnings=warnings)
+        self.context = RunContext(
+            self.spec, self.checkpoints.blobs, trust_steps=not self.options.detect_in_place_changes
+        )
 
     def _adopt(self, loaded: LoadedCheckpoint) -> None:
-        state = self._state
         manifest = loaded.manifest
-        state.context.update(loaded.context)
-        valid = [s for s in manifest.completed_steps if s in self.spec.steps]
+        plan = self.checkpoints.plan_resume(manifest, self.spec)
+        for reason in plan.reasons:
+            self._warn(reason)
+        valid = list(plan.completed)
+        if manifest.base is not None and manifest.outputs is not None:
+            self._adopt_entries(manifest, valid)
+        else:
+            valid = self._adopt_release_0_1(loaded, valid, bool(plan.invalidated))
+        state = self._state
         for step in valid:
             stored = manifest.steps_summary.get(step)
             record = state.records[step]
@@ -438,8 +412,6 @@ class InProcessRun:
                 record.duration_seconds = stored.duration_seconds
                 record.started_at, record.finished_at = stored.started_at, stored.finished_at
             record.status = StepStatus.SKIPPED
-            for key in record.output_keys:
-                state.written_by[key] = step
         for step, stored in manifest.steps_summary.items():
             if step in state.records and step not in valid:
                 state.records[step].attempts = stored.attempts
@@ -449,12 +421,51 @@ class InProcessRun:
         for step in valid:
             self._emit("step_skipped", step=step)
 
+    def _adopt_entries(self, manifest: Manifest, valid: list[str]) -> None:
+        """A checkpoint of this release: drop what changed steps did, keep the rest."""
+        assert manifest.base is not None and manifest.outputs is not None
+        outputs = {s: d for s, d in manifest.outputs.items() if s in valid}
+        progress = {
+            s: d
+            for s, d in manifest.progress.items()
+            if s in self.spec.steps
+            and s not in valid
+            and manifest.step_fingerprints.get(s) == self.spec.step_fingerprints[s]
+        }
+        self.context.adopt(base=manifest.base, outputs=outputs, progress=progress)
+        self.context.verify()
+
+    def _adopt_release_0_1(
+        self, loaded: LoadedCheckpoint, valid: list[str], invalidated: bool
+    ) -> list[str]:
+        """A checkpoint of release 0.1.0 (or the original's 1.0): its context is the run's
+        whole context, a step's progress merged in. After a version change, roll back to
+        the newest checkpoint taken at a commit whose completed steps are all still valid."""
+        store = self.checkpoints
+        if invalidated:
+            keep = set(valid)
+            for sequence in reversed(store.history()):
+                manifest = store.load_manifest(sequence)
+                if set(manifest.completed_steps) <= keep and _taken_at_commit(manifest):
+                    self._log(logging.INFO, f"rolling back to checkpoint #{sequence}")
+                    loaded = store.load(sequence)
+                    valid = list(loaded.manifest.completed_steps)
+                    break
+            else:
+                self._warn("no earlier checkpoint to roll back to: starting fresh")
+                raise _NothingToResume
+        elif loaded.migrated_from is None:
+            loaded.context = decode_context(loaded.manifest.context, store.blobs)
+        self.context.start(loaded.context)
+        self.context.outputs = {step: Delta() for step in valid}
+        return valid
+
     # -- end ----------------------------------------------------------------------------
 
     def _finish(self, status: RunStatus, duration: float) -> dict[str, Any]:
         state = self._state
         if status is RunStatus.CANCELLED:
-            for _name, record in state.records.items():
+            for record in state.records.values():
                 if record.status == StepStatus.NOT_STARTED:
                     record.status = StepStatus.CANCELLED
         if status is RunStatus.COMPLETED and self.options.cleanup_on_success:
@@ -463,9 +474,7 @@ class InProcessRun:
             except Exception as exc:
                 self._log(logging.WARNING, f"cleanup of run {self.run_id} failed: {exc}")
         else:
-            self._checkpoint(
-                status=status, context=self._context_with_progress() if self._progress else None
-            )
+            self._checkpoint("final", status=status)
         self._log(
             logging.INFO if status is RunStatus.COMPLETED else logging.WARNING,
             f"run {self.run_id} {status.value} in {duration:.3f}s",
@@ -483,7 +492,7 @@ class InProcessRun:
             "steps_skipped": list(state.skipped),
             "errors": list(state.errors),
             "warnings": list(state.warnings),
-            "context": state.context,
+            "context": self.context.final_context(),
             "resumed_from_checkpoint": self.resumed,
             "steps": {k: v.model_dump() for k, v in state.records.items()},
             "duration_seconds": round(duration, 6),
@@ -491,17 +500,14 @@ class InProcessRun:
         }
 
 
-def _as_updates(step: str, result: Any) -> dict[str, Any]:
-    if result is None:
-        return {}
-    if isinstance(result, dict):
-        bad = [k for k in result if not isinstance(k, str)]
-        if bad:
-            raise ResumableError(f"step {step!r} returned non-string context keys {bad!r}")
-        return result
-    return {f"{step}_result": result}
+class _NothingToResume(CheckpointError):
+    def __init__(self) -> None:
+        super().__init__("no earlier checkpoint to roll back to")
 
 
-def _changed(context: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
-    """Entries of ``context`` that are new or another object than in ``base``."""
-    return {k: v for k, v in context.items() if k not in base or base[k] is not v}
+def _taken_at_commit(manifest: Manifest) -> bool:
+    """Whether a checkpoint of release 0.1.0 was taken when a step completed (not at a
+    progress save, which mixes a running step's partial results into its context)."""
+    if manifest.kind is not None:
+        return manifest.kind == "commit"
+    return not any(r.status == StepStatus.RUNNING for r in manifest.steps_summary.values())

@@ -43,6 +43,7 @@ def check(world: World) -> list[str]:
         if not isinstance(exc, InjectedFault):
             problems.append(f"{name} raised {type(exc).__name__}: {exc}")
     problems.extend(world.documents.stale_writes)
+    problems.extend(_check_leases_kept(world))
     for c in world.documents.commits:
         if not c.manifest.endswith(f"/attempt-{c.lease_attempt:04d}.json"):
             problems.append(
@@ -214,11 +215,23 @@ def _check_error_explained(world: World, run_id: str, pipeline: str, state: Any)
     return [f"{run_id}: ended in error without faults enough to explain it: {error}"]
 
 
+def _intended_resets(world: World, run_id: str) -> list[ResetEvent]:
+    """The roll-backs users asked for: each generation change of the run, with the steps
+    its ``resume --from-step`` named (none for a plain resume). Where the resume's process
+    died before it could tell, what the document shows stands."""
+    asked = {op.generation: op.reset for op in world.ops if op.run == run_id and op.generation}
+    return [
+        ResetEvent(r.time, r.run, asked.get(r.generation, r.steps), r.generation)
+        for r in world.documents.resets
+        if r.run == run_id
+    ]
+
+
 def _check_progress_kept(world: World, run_id: str) -> list[str]:
     """Every execution of a step starts from the progress it last recorded (none after a
     roll-back of that step): saved work is never thrown away."""
     problems = []
-    resets = [r for r in world.documents.resets if r.run == run_id]
+    resets = _intended_resets(world, run_id)
     saves = [s for s in sim_pipelines.RECORDER.saves if s[1] == run_id]
     for execution in sim_pipelines.RECORDER.executions:
         if execution.run != run_id:
@@ -238,4 +251,16 @@ def _check_progress_kept(world: World, run_id: str) -> list[str]:
                 f"{run_id}: {execution.step} started at item {execution.progress}, but item "
                 f"{expected} had been saved ({execution.process})"
             )
+    return problems
+
+
+def _check_leases_kept(world: World) -> list[str]:
+    """A worker that was not hit by a fault keeps its lease to the end: however long
+    its input takes to load or its output to write, the heartbeat keeps the lease."""
+    faulted = {process for _time, process, where in world.sim.crashes}
+    problems = []
+    for process, reason in world.outcomes.items():
+        lost = reason.startswith(("stale attempt", "lease lost"))
+        if lost and process not in faulted:
+            problems.append(f"{process} lost its lease without any fault: {reason}")
     return problems

@@ -90,6 +90,8 @@ def _make_step(name: str, kind: StepKind) -> Callable[..., dict[str, Any]]:
         seed = digest(context, without=own)
         accumulated = list(context.get(f"{own}acc", []))
         for item in range(done, kind.items):
+            if should_stop():  # a cancel: stop here, progress saved, to resume later
+                raise RetryableError(f"{name}: stopped at item {item}")
             RECORDER.work(kind.work)
             accumulated.append(int(hashlib.sha256(f"{seed}/{item}".encode()).hexdigest()[:8], 16))
             if save_progress({f"{own}done": item + 1, f"{own}acc": accumulated}):

@@ -42,6 +42,7 @@ class Process:
     crashable: bool = True
     alive: bool = True
     actors: list[Actor] = field(default_factory=list)
+    paused_until: float = 0.0  # frozen (a long GC pause, a stalled VM) until then
 
 
 @dataclass(eq=False)
@@ -57,11 +58,13 @@ class Actor:
 class Sim:
     """The scheduler of one schedule (one seed)."""
 
-    def __init__(self, seed: int, *, crash_rate: float = 0.0) -> None:
+    def __init__(self, seed: int, *, crash_rate: float = 0.0, pause_rate: float = 0.0) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.now = START
         self.crash_rate = crash_rate
+        self.pause_rate = pause_rate
+        self.pause_seconds = 200.0
         self.crashes: list[tuple[float, str, str]] = []  # (time, process, where)
         self.errors: list[tuple[str, BaseException]] = []  # unexpected exceptions in actors
         self._ready: list[Actor] = []
@@ -120,9 +123,15 @@ class Sim:
         """An I/O call: maybe crash here, then let another actor run."""
         actor = self._me()
         self._check(actor)
-        if actor.process.crashable and self.crash_rate and self.rng.random() < self.crash_rate:
-            self.kill(actor.process, where)
+        process = actor.process
+        if process.crashable and self.crash_rate and self.rng.random() < self.crash_rate:
+            self.kill(process, where)
             raise Crashed
+        if process.crashable and self.pause_rate and self.rng.random() < self.pause_rate:
+            # The whole process freezes, its heartbeat too: it comes back to a world that
+            # went on without it (the stale worker that fencing exists for).
+            process.paused_until = self.now + self.pause_seconds * (0.5 + self.rng.random())
+            self.crashes.append((self.now, process.name, f"paused at {where}"))
         self.where = where
         self._ready.append(actor)
         self._park(actor)
@@ -169,6 +178,13 @@ class Sim:
         while True:
             if self._ready:
                 actor = self._ready.pop(self.rng.randrange(len(self._ready)))
+                if actor.process.paused_until > self.now and actor.process.alive:
+                    actor.token += 1
+                    heapq.heappush(
+                        self._timers,
+                        (actor.process.paused_until, next(self._seq), (actor, actor.token)),
+                    )
+                    continue
                 self._resume(actor)
                 continue
             if not self._timers or stop():

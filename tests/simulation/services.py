@@ -374,6 +374,8 @@ class SimPubSub:
             self.in_flight -= 1
             push()
 
-        # Dead letters may arrive long after: another adversarial delay.
-        self.in_flight += 1
-        self.sim.at(self.sim.now + self.sim.rng.uniform(0.1, 900.0), done_retry)
+        # Dead letters may arrive long after, and twice (at least once, like any message).
+        copies = 2 if self.faults.duplicate and self.sim.rng.random() < self.faults.duplicate else 1
+        for _ in range(copies):
+            self.in_flight += 1
+            self.sim.at(self.sim.now + self.sim.rng.uniform(0.1, 900.0), done_retry)

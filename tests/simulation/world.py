@@ -41,6 +41,8 @@ class UserOp:
     step: str | None = None
     outcome: str = ""  # done, refused: ..., crashed
     status_before: str = ""
+    generation: int | None = None  # the run generation a resume started
+    reset: list[str] = field(default_factory=list)  # the steps it rolled back
 
 
 @dataclass
@@ -64,6 +66,7 @@ class World:
     ops: list[UserOp] = field(default_factory=list)
     process_of: dict[str, tuple[str, str]] = field(default_factory=dict)  # process → (run, step)
     generation_of: dict[str, int | None] = field(default_factory=dict)  # process → message's
+    outcomes: dict[str, str] = field(default_factory=dict)  # process → how it answered
     watchdog_every: float = 120.0
     last_op: float = 0.0
     runstates: CompareAndSetStore | None = None
@@ -108,6 +111,7 @@ def build_world(seed: int, *, only: RunPlan | None = None) -> World:
         seconds_per_mb=0.0 if only else rng.choice([0.0, 0.0, 0.0, 1200.0]),
     )
     sim.crash_rate = rng.choice([0.0, 0.0, 0.003, 0.01]) * (1 if intensity else 0)
+    sim.pause_rate = rng.choice([0.0, 0.0, 0.002, 0.005]) * (1 if intensity else 0)
     names = sorted(sim_pipelines.PIPELINES)
     runs = (
         [only]
@@ -152,7 +156,9 @@ def _wire(world: World) -> None:
         message = parse_step(data)
         world.process_of[process.name] = (message.run_id, message.step)
         world.generation_of[process.name] = message.generation
-        return handle_step(world.engine(), message).ack
+        outcome = handle_step(world.engine(), message)
+        world.outcomes[process.name] = outcome.reason
+        return outcome.ack
 
     def dead_letter_handler(data: bytes, attributes: dict[str, str], process: Process) -> bool:
         message = parse_step(data)
@@ -214,9 +220,13 @@ def _plan_operations(world: World) -> None:
             if kind == "resume_from":
                 step = rng.choice(sim_pipelines.PIPELINES[plan.pipeline].spec.order)
             op = UserOp(sim.now + rng.uniform(1, 400), kind, plan.run_id, step)
-            world.ops.append(op)
-            world.last_op = max(world.last_op, op.time)
-            sim.at(op.time, functools.partial(_operate, world, op, plan))
+            planned = [op]
+            if kind == "cancel" and rng.random() < 0.5:  # a user who cancels, then resumes
+                planned.append(UserOp(op.time + rng.uniform(30, 300), "resume", plan.run_id))
+            for each in planned:
+                world.ops.append(each)
+                world.last_op = max(world.last_op, each.time)
+                sim.at(each.time, functools.partial(_operate, world, each, plan))
 
 
 def _operate(world: World, op: UserOp, plan: RunPlan) -> None:
@@ -247,7 +257,11 @@ def _operate(world: World, op: UserOp, plan: RunPlan) -> None:
                     after.status if after.finished and state.finished else state.status
                 )
             else:
-                resume_run(engine, state, from_step=op.step)
+                resumed, _published = resume_run(engine, state, from_step=op.step)
+                op.generation = resumed.generation
+                if op.step is not None:
+                    spec = sim_pipelines.PIPELINES[plan.pipeline].spec
+                    op.reset = [op.step, *sorted(spec.descendants(op.step))]
             op.outcome = "done"
         except RunControlError as exc:
             op.outcome = f"refused: {exc}"
