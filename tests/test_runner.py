@@ -14,6 +14,7 @@ from resumable import (
     NonRetryableError,
     Pipeline,
     PipelineDefinitionError,
+    ResumableError,
     RetryableError,
 )
 from resumable.errors import StorageError
@@ -325,3 +326,9 @@ def test_in_place_changes_are_saved_by_default_and_trusted_away_on_request() -> 
 def _only_run(store: MemoryStore) -> str:
     (run,) = {name.split("/")[3] for name in store.list("runs/default/p/")}
     return run
+
+
+def test_a_step_returning_non_string_keys_is_an_error_naming_the_step_and_the_keys() -> None:
+    pipeline = Pipeline("p", {"a": lambda c: {1: "x", "ok": 2}}, storage=MemoryStore())
+    with pytest.raises(ResumableError, match=r"step 'a' returned non-string context keys \[1\]"):
+        pipeline.run({})

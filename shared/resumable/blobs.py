@@ -8,6 +8,10 @@ read: an unchanged value costs a fingerprint, not a hash, a compression or an up
 On disk a blob is a 16-byte header (magic, codec, raw length) and its body. The body is
 zstd-compressed only when a sample shows it pays: incompressible data (noise, already
 encoded media) is stored raw, so checkpoints stay close to the disk's speed.
+
+Reading never trusts a length it has not checked: a body is decompressed in chunks, so
+memory follows what the frame really yields, never what a damaged header or frame claims,
+and a blob whose claimed size differs from what its reader expects is not decompressed.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ _SAMPLE = 64 * 1024
 _SAMPLE_SLICES = 16
 _SMALL = 4 * 1024
 _PARALLEL_HASH = 4 * 1024 * 1024
+_INFLATE_CHUNK = 1024 * 1024
 ADDRESS_PREFIX = "b3-"
 
 
@@ -176,15 +181,22 @@ class BlobStore:
                 if address not in self._fetching:
                     self._fetching[address] = _writer().submit(self._read, address)
 
-    def get(self, address: str) -> memoryview:
-        """The blob's content as a writable buffer, verified against its address."""
+    def get(self, address: str, size: int | None = None) -> memoryview:
+        """The blob's content as a writable buffer, verified against its address.
+
+        ``size`` is the content's length when the caller knows it (a manifest's segment
+        size, an array's shape and dtype): a blob of another size is damaged.
+        """
         with self._lock:
             future = self._fetching.pop(address, None)
-        if future is not None:
-            return future.result()
-        return self._read(address)
+        content = future.result() if future is not None else self._read(address, size)
+        if size is not None and content.nbytes != size:
+            raise CorruptCheckpointError(
+                f"blob {address} holds {content.nbytes} bytes where {size} are expected"
+            )
+        return content
 
-    def _read(self, address: str) -> memoryview:
+    def _read(self, address: str, size: int | None = None) -> memoryview:
         try:
             data = self.store.read_buffer(self.name(address))
         except ObjectNotFoundError:
@@ -196,18 +208,13 @@ class BlobStore:
         magic, codec, raw_size = _HEADER.unpack_from(data)
         if magic != _MAGIC:
             raise CorruptCheckpointError(f"blob {address} has no blob header")
+        if size is not None and raw_size != size:
+            raise CorruptCheckpointError(
+                f"blob {address} claims {raw_size} bytes where {size} are expected"
+            )
         body = memoryview(data)[_HEADER.size :]
         if codec == _ZSTD:
-            try:
-                content = memoryview(
-                    bytearray(
-                        zstandard.ZstdDecompressor().decompress(body, max_output_size=raw_size)
-                    )
-                )
-            except zstandard.ZstdError as exc:
-                raise CorruptCheckpointError(
-                    f"blob {address} does not decompress (damaged): {exc}"
-                ) from exc
+            content = _inflate(address, body, raw_size)
         elif codec == _RAW:
             content = body
         else:
@@ -222,3 +229,24 @@ class BlobStore:
             self._present.add(address)
             self._by_fingerprint[fingerprint_of([content])] = address
         return content
+
+
+def _inflate(address: str, body: memoryview, raw_size: int) -> memoryview:
+    """Decompress ``body`` chunk by chunk, refusing more than ``raw_size`` bytes."""
+    out = bytearray()
+    try:
+        chunks = zstandard.ZstdDecompressor().read_to_iter(
+            body, read_size=_INFLATE_CHUNK, write_size=_INFLATE_CHUNK
+        )
+        for chunk in chunks:
+            out += chunk
+            if len(out) > raw_size:
+                raise CorruptCheckpointError(
+                    f"blob {address} decompresses to more than the {raw_size} bytes its header "
+                    "says (damaged)"
+                )
+    except zstandard.ZstdError as exc:
+        raise CorruptCheckpointError(
+            f"blob {address} does not decompress (damaged): {exc}"
+        ) from exc
+    return memoryview(out)

@@ -19,6 +19,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import CorruptCheckpointError
+from .segments import Entry
 
 CHECKPOINT_VERSION = "2.0"
 LEGACY_VERSION = "1.0"
@@ -58,7 +59,7 @@ class Manifest(BaseModel):
     steps_summary: dict[str, StepRecord] = Field(default_factory=dict)
     errors: list[str] = Field(default_factory=list)
     params: dict[str, Any] = Field(default_factory=dict)
-    context: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    context: dict[str, Entry] = Field(default_factory=dict)
     migrated_from: str | None = None
     integrity: str = ""
 
@@ -72,9 +73,17 @@ def now_iso() -> str:
 
 
 def integrity_of(document: dict[str, Any]) -> str:
-    """BLAKE3 of a document's canonical JSON, without its ``integrity`` field."""
+    """BLAKE3 of a document's canonical JSON, without its ``integrity`` field.
+
+    Raises :class:`CorruptCheckpointError` for a document no manifest can be (one nested
+    deeper than JSON serialisation allows).
+    """
     body = {k: v for k, v in document.items() if k != "integrity"}
-    return "b3-" + blake3.blake3(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    try:
+        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as exc:
+        raise CorruptCheckpointError(f"not a checkpoint manifest: {exc}") from None
+    return "b3-" + blake3.blake3(canonical).hexdigest()
 
 
 def dump_manifest(manifest: Manifest) -> bytes:
