@@ -140,7 +140,9 @@ class BlobStore:
             self.store.write(self.name(address), [header, *body], if_generation_match=0)
             uploaded = len(header) + sum(memoryview(b).nbytes for b in body)
         except PreconditionFailedError:
-            uploaded = 0  # written before (by an earlier process): content-addressed, so equal
+            # Stored before, compressed otherwise (the same bytes would have been accepted),
+            # or damaged, which readers detect by the hash.
+            uploaded = 0
         with self._lock:
             self._present.add(address)
             self.bytes_uploaded += uploaded
