@@ -46,19 +46,11 @@ def set_engine(value: Engine | None) -> None:
         _engine = value
 
 
-def _message_id(event: CloudEvent) -> str | None:
-    data = event.get_data()
-    if isinstance(data, dict):
-        message = data.get("message") or {}
-        return message.get("messageId") or message.get("message_id")
-    return None
-
-
 def _step_message(event: CloudEvent, complaint: str) -> tuple[StepMessage, dict[str, str]] | None:
     """The step message and attributes of a push event; ``None`` (logged) if it is bad."""
     try:
-        data, attributes, _attempt = pubsub_payload(event.get_data())
-        return parse_step(data), attributes
+        payload = pubsub_payload(event.get_data())
+        return parse_step(payload.data), payload.attributes
     except BadMessageError as exc:
         logger.error(f"{complaint}: {exc.reason}")
         return None
@@ -68,9 +60,9 @@ def _step_message(event: CloudEvent, complaint: str) -> tuple[StepMessage, dict[
 def start_run(event: CloudEvent) -> None:
     """Start a run from ``{"pipeline", "params", "run_id"?, "tenant_id"?}``."""
     try:
-        data, _attributes, _attempt = pubsub_payload(event.get_data())
-        message = parse_start(data)
-        started = start_run_now(engine(), message, message_id=_message_id(event))
+        payload = pubsub_payload(event.get_data())
+        message = parse_start(payload.data)
+        started = start_run_now(engine(), message, message_id=payload.message_id)
     except BadMessageError as exc:
         logger.error(f"bad start message, acked: {exc.reason}", extra={"run_id": exc.run_id})
         if exc.run_id and exc.pipeline:

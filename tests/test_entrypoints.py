@@ -1,0 +1,83 @@
+"""The deployed entry points ack an unusable delivery with a logged reason (a raw
+exception would be a 500, and Pub/Sub would redeliver it forever)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from resumable import Pipeline, entrypoints
+from resumable.engine import Engine
+from tests.serverless_fakes import make_engine
+from tests.support.events import envelope, push_event
+
+STEP = orjson.dumps({"pipeline": "p", "run_id": "r1", "step": "a"})
+START = orjson.dumps({"pipeline": "p", "params": {}, "run_id": "r1"})
+
+
+@pytest.fixture
+def engine() -> Iterator[Engine]:
+    engine = make_engine(Pipeline("p", {"a": lambda c: {"x": 1}}, storage="memory://entry"))
+    entrypoints.set_engine(engine)
+    yield engine
+    entrypoints.set_engine(None)
+
+
+def with_message(**fields: Any) -> Callable[[bytes], Any]:
+    def build(body: bytes) -> Any:
+        event = envelope(body)
+        event["message"].update(fields)
+        return event
+
+    return build
+
+
+def with_envelope(**fields: Any) -> Callable[[bytes], Any]:
+    return lambda body: {**envelope(body), **fields}
+
+
+BAD_ENVELOPES: dict[str, tuple[Callable[[bytes], Any], str]] = {
+    "data-a-number": (with_message(data=5), "message data is a int"),
+    "data-a-list": (with_message(data=[1]), "message data is a list"),
+    "attributes-a-string": (with_message(attributes="ab"), "attributes are not a map"),
+    "attributes-a-list": (with_message(attributes=[1]), "attributes are not a map"),
+    "attribute-a-number": (with_message(attributes={"k": 1}), "attributes are not a map"),
+    "attempt-a-word": (with_envelope(deliveryAttempt="b"), "delivery attempt 'b'"),
+    "attempt-a-list": (with_envelope(deliveryAttempt=[1]), "delivery attempt \\[1\\]"),
+    "attempt-infinite": (with_envelope(deliveryAttempt=float("inf")), "delivery attempt inf"),
+    "attempt-negative": (with_envelope(deliveryAttempt=-1), "delivery attempt -1"),
+    "message-id-a-dict": (with_message(messageId={"a": 1}), "not a Pub/Sub message id"),
+    "message-id-a-path": (with_message(messageId="../x"), "not a safe id"),
+    "message-a-string": (lambda body: {"message": "m"}, "no Pub/Sub 'message'"),
+    "not-json": (lambda body: b"{{", "not JSON"),
+    "a-list": (lambda body: [1], "no Pub/Sub 'message'"),
+}
+
+
+@pytest.mark.parametrize("function", ["run_step", "dead_letter", "start_run"])
+@pytest.mark.parametrize(("make", "reason"), BAD_ENVELOPES.values(), ids=BAD_ENVELOPES.keys())
+def test_envelopes_with_wrong_typed_fields_are_acked_with_the_reason(
+    engine: Engine,
+    caplog: pytest.LogCaptureFixture,
+    function: str,
+    make: Callable[[bytes], Any],
+    reason: str,
+) -> None:
+    body = START if function == "start_run" else STEP
+    with caplog.at_level(logging.ERROR, logger="resumable"):
+        getattr(entrypoints, function)(push_event(make(body)))  # returned: acked
+    (logged,) = [r.getMessage() for r in caplog.records]
+    assert logged.startswith(COMPLAINTS[function]) and re.search(reason, logged)
+    assert engine.runs.query() == []  # nothing started, nothing changed
+
+
+COMPLAINTS = {
+    "run_step": "bad step message, acked: ",
+    "dead_letter": "dead-lettered message that is not a step message: ",
+    "start_run": "bad start message, acked: ",
+}
