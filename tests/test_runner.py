@@ -18,6 +18,7 @@ from resumable import (
     RetryableError,
 )
 from resumable.errors import StorageError
+from resumable.ids import chosen_run_id
 from resumable.storage import MemoryStore
 
 
@@ -332,3 +333,23 @@ def test_a_step_returning_non_string_keys_is_an_error_naming_the_step_and_the_ke
     pipeline = Pipeline("p", {"a": lambda c: {1: "x", "ok": 2}}, storage=MemoryStore())
     with pytest.raises(ResumableError, match=r"step 'a' returned non-string context keys \[1\]"):
         pipeline.run({})
+
+
+def test_an_empty_run_id_is_refused_by_the_id_choice() -> None:
+    with pytest.raises(InvalidIdError, match="run id '' is not a safe id"):
+        chosen_run_id("")
+    with pytest.raises(InvalidIdError):
+        chosen_run_id(None, "")
+    with pytest.raises(ValueError, match="aliases"):
+        chosen_run_id("a", "b")
+    assert chosen_run_id("a", "a") == chosen_run_id(None, "a") == "a"
+    assert chosen_run_id(None) != chosen_run_id(None)  # a new one each time
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pipeline.py (the lead's) must choose its run id with ids.chosen_run_id",
+)
+def test_an_empty_run_guid_is_a_clear_error_not_a_silent_new_run() -> None:
+    with pytest.raises(InvalidIdError, match="run id '' is not a safe id"):
+        Pipeline("p", {"a": lambda c: None}, storage=MemoryStore(), run_guid="")
