@@ -48,11 +48,18 @@ class _OneLineErrors(TyperGroup):
     line on stderr and exit 2, like the commands' own errors, instead of rich's framed
     box of five or six lines."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except _click_errors.ClickException as exc:
             # NoArgsIsHelpError: the help is printed already (compared by name, as typer does).
             if type(exc).__name__ != "NoArgsIsHelpError":
