@@ -16,6 +16,7 @@ that take a pipeline use :func:`resumable.loader.load_pipeline`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import json
 import signal
@@ -54,12 +55,16 @@ class _OneLineErrors(TyperGroup):
         prog_name: str | None = None,
         complete_var: str | None = None,
         standalone_mode: bool = True,
+        windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
+        run = functools.partial(
+            super().main, args, prog_name, complete_var, False, windows_expand_args, **extra
+        )
         if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            return run()
         try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = run()
         except _click_errors.ClickException as exc:
             # NoArgsIsHelpError: the help is printed already (compared by name, as typer does).
             if type(exc).__name__ != "NoArgsIsHelpError":
