@@ -62,11 +62,11 @@ def test_a_blob_of_another_size_than_its_reader_expects_is_not_decompressed() ->
         read_forged(stored, size=10)
 
 
-def test_a_prefetched_blob_is_checked_against_the_size_its_reader_expects() -> None:
+def test_a_prefetched_blob_is_decompressed_only_once_its_reader_says_how_large() -> None:
     store = MemoryStore()
     address = put_blob(store, "b/", b"0123456789", compress=True)
     blobs = BlobStore(store, "b/")
     blobs.prefetch([address])
-    with pytest.raises(CorruptCheckpointError, match="holds 10 bytes where 11 are expected"):
+    with pytest.raises(CorruptCheckpointError, match="claims 10 bytes where 11 are expected"):
         blobs.get(address, 11)
     assert bytes(BlobStore(store, "b/").get(address, 10)) == b"0123456789"

@@ -81,3 +81,13 @@ COMPLAINTS = {
     "dead_letter": "dead-lettered message that is not a step message: ",
     "start_run": "bad start message, acked: ",
 }
+
+
+def test_a_dead_letter_for_a_run_that_does_not_exist_is_acked(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by the fuzzer: RunNotFoundError was raised, a 500, and redelivered forever."""
+    with caplog.at_level(logging.ERROR, logger="resumable"):
+        entrypoints.dead_letter(push_event(envelope(STEP)))
+    assert "dead-lettered message for unknown run r1, acked" in caplog.text
+    assert engine.runs.query() == []

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import blake3
 import xxhash
@@ -101,7 +102,7 @@ class BlobStore:
         self._by_fingerprint: dict[bytes, str] = {}
         self._present: set[str] = set()
         self._writing: dict[str, Future[None]] = {}
-        self._fetching: dict[str, Future[memoryview]] = {}
+        self._fetching: dict[str, Future[memoryview | _Stored]] = {}
         self._lock = threading.Lock()
         self.bytes_uploaded = 0
 
@@ -175,30 +176,43 @@ class BlobStore:
         out.extend(chunker.finish())  # type: ignore[no-untyped-call]
         return out, _ZSTD
 
-    def prefetch(self, addresses: Iterable[str]) -> None:
-        """Start reading and verifying these blobs in the background (two at a time);
-        :meth:`get` then waits for them instead of reading them itself."""
+    def prefetch(self, addresses: Iterable[str], sizes: Mapping[str, int] | None = None) -> None:
+        """Start reading these blobs in the background (two at a time); :meth:`get` then
+        waits for them instead of reading them itself. A compressed blob is decompressed
+        there only if ``sizes`` gives its size, else once :meth:`get` is told it: never to
+        the size its own header claims."""
+        known = sizes or {}
         with self._lock:
             for address in addresses:
                 if address not in self._fetching:
-                    self._fetching[address] = _writer().submit(self._read, address)
+                    self._fetching[address] = _writer().submit(
+                        self._prefetched, address, known.get(address)
+                    )
 
     def get(self, address: str, size: int | None = None) -> memoryview:
         """The blob's content as a writable buffer, verified against its address.
 
         ``size`` is the content's length when the caller knows it (a manifest's segment
-        size, an array's shape and dtype): a blob of another size is damaged.
+        size, an array's shape and dtype): a blob of another size is damaged, and is not
+        decompressed.
         """
         with self._lock:
             future = self._fetching.pop(address, None)
-        content = future.result() if future is not None else self._read(address, size)
+        fetched = future.result() if future is not None else self._load(address)
+        content = self._open(address, fetched, size) if isinstance(fetched, _Stored) else fetched
         if size is not None and content.nbytes != size:
             raise CorruptCheckpointError(
                 f"blob {address} holds {content.nbytes} bytes where {size} are expected"
             )
         return content
 
-    def _read(self, address: str, size: int | None = None) -> memoryview:
+    def _prefetched(self, address: str, size: int | None) -> memoryview | _Stored:
+        stored = self._load(address)
+        if stored.codec == _ZSTD and size is None:
+            return stored
+        return self._open(address, stored, size)
+
+    def _load(self, address: str) -> _Stored:
         try:
             data = self.store.read_buffer(self.name(address))
         except ObjectNotFoundError:
@@ -210,20 +224,24 @@ class BlobStore:
         magic, codec, raw_size = _HEADER.unpack_from(data)
         if magic != _MAGIC:
             raise CorruptCheckpointError(f"blob {address} has no blob header")
-        if size is not None and raw_size != size:
-            raise CorruptCheckpointError(
-                f"blob {address} claims {raw_size} bytes where {size} are expected"
-            )
-        body = memoryview(data)[_HEADER.size :]
-        if codec == _ZSTD:
-            content = _inflate(address, body, raw_size)
-        elif codec == _RAW:
-            content = body
-        else:
+        if codec not in (_RAW, _ZSTD):
             raise CorruptCheckpointError(f"blob {address} uses unknown codec {codec}")
-        if content.nbytes != raw_size:
+        return _Stored(codec, raw_size, memoryview(data)[_HEADER.size :])
+
+    def _open(self, address: str, stored: _Stored, size: int | None) -> memoryview:
+        """The content of a stored blob, checked against ``size`` before it is
+        decompressed, and against its address after."""
+        if size is not None and stored.raw_size != size:
             raise CorruptCheckpointError(
-                f"blob {address} holds {content.nbytes} bytes, its header says {raw_size}"
+                f"blob {address} claims {stored.raw_size} bytes where {size} are expected"
+            )
+        if stored.codec == _ZSTD:
+            content = _inflate(address, stored.body, stored.raw_size)
+        else:
+            content = stored.body
+        if content.nbytes != stored.raw_size:
+            raise CorruptCheckpointError(
+                f"blob {address} holds {content.nbytes} bytes, its header says {stored.raw_size}"
             )
         if self.verify and address_of([content]) != address:
             raise CorruptCheckpointError(f"blob {address} does not match its hash (damaged)")
@@ -231,6 +249,15 @@ class BlobStore:
             self._present.add(address)
             self._by_fingerprint[fingerprint_of([content])] = address
         return content
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """A blob as stored: read, not yet decompressed nor verified."""
+
+    codec: int
+    raw_size: int
+    body: memoryview
 
 
 def _inflate(address: str, body: memoryview, raw_size: int) -> memoryview:

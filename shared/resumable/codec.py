@@ -213,6 +213,7 @@ class Encoder:
         elif data.nbytes >= self._large:
             address = self._sink(data)
             node["blob"] = address
+            node["n"] = data.nbytes  # so that the reader bounds what it decompresses
             out.blobs.append(address)
         else:
             node["part"] = len(out.parts)
@@ -341,7 +342,10 @@ class Encoder:
         return {TAG: "decimal", "v": str(value)}
 
     def _path(self, value: PurePath, path: str, out: EncodedValue) -> Any:
-        return {TAG: "path", "class": type(value).__name__, "v": str(value)}
+        text = str(value)
+        if str(type(value)(text)) != text:  # some odd UNC paths print as another path
+            raise EncodingError(path, _type_name(value), "its text parses to another path")
+        return {TAG: "path", "class": type(value).__name__, "v": text}
 
     def _ndarray(self, array: Any, path: str, out: EncodedValue) -> Any:
         np = self._np
@@ -449,12 +453,17 @@ def _json_depth(value: Any) -> int:
 
 
 def _tuplify(descr: Any) -> Any:
-    if isinstance(descr, list):
-        return [
-            tuple(_tuplify(x) for x in field_) if isinstance(field_, list) else field_
-            for field_ in descr
-        ]
-    return descr
+    """A dtype description read from JSON, with the tuples numpy expects back: each
+    field is ``(name, format[, shape])``, a name may be ``(title, name)``, a format may be
+    a nested description."""
+    if not isinstance(descr, list):
+        return descr
+    fields = []
+    for name, fmt, *shape in descr:
+        fields.append(
+            (tuple(name) if isinstance(name, list) else name, _tuplify(fmt), *map(tuple, shape))
+        )
+    return fields
 
 
 def descr_to_dtype(descr: Any) -> Any:

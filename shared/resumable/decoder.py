@@ -167,6 +167,11 @@ class Decoder:
             if not 0 <= index < len(self._parts):
                 raise _Malformed(f"it names part {index} of {len(self._parts)}")
             return self._parts[index]
+        if "n" in node:  # the blob's stated size (release 0.1.0 did not state it)
+            stated = _field(node, "n", int)
+            if size is not None and stated != size:
+                raise _Malformed(f"its blob is said to hold {stated} bytes, not {size}")
+            size = stated
         return self._source(_field(node, "blob", str), size)
 
     def _ext(self, node: dict[str, Any], depth: int) -> Any:

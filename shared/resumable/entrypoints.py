@@ -23,6 +23,7 @@ from .control import start_run as start_run_now
 from .engine import Engine
 from .log import configure_cloud_logging, logger
 from .messages import BadMessageError, StepMessage, parse_start, parse_step, pubsub_payload
+from .runstate import ContentionError, RunNotFoundError
 from .worker import handle_step
 
 _engine: Engine | None = None
@@ -95,7 +96,12 @@ def dead_letter(event: CloudEvent) -> None:
         return
     message, attributes = decoded
     count = attributes.get("CloudPubSubDeadLetterSourceDeliveryCount")
-    record_dead_letter(engine(), message, count)
+    try:
+        record_dead_letter(engine(), message, count)
+    except RunNotFoundError:  # deleted, or never started: there is nothing to fail
+        logger.error(f"dead-lettered message for unknown run {message.run_id}, acked")
+    except ContentionError as exc:
+        raise ServiceUnavailable(description=f"retry later: {exc}") from exc
 
 
 @functions_framework.cloud_event

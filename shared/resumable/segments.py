@@ -171,5 +171,8 @@ def _split_segment(segment: memoryview) -> tuple[Any, list[memoryview]]:
 
 def decode_context(entries: Mapping[str, Entry], blobs: BlobStore) -> dict[str, Any]:
     # Every blob is known up front (entries list them): read them while decoding.
-    blobs.prefetch(a for entry in entries.values() for a in entry_addresses(entry))
+    blobs.prefetch(
+        (a for entry in entries.values() for a in entry_addresses(entry)),
+        sizes={e["segment"]: e["bytes"] for e in entries.values() if "segment" in e},
+    )
     return {key: decode_entry(key, entry, blobs) for key, entry in entries.items()}

@@ -37,6 +37,13 @@ def assert_exact(a: Any, b: Any, path: str = "ctx") -> None:
         assert len(a) == len(b), path
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
             assert_exact(x, y, f"{path}[{i}]")
+    elif isinstance(a, set | frozenset):  # element by element: NaN and NaT equal nothing
+        assert len(a) == len(b), path
+        unmatched = list(b)
+        for x in a:
+            match = next((i for i, y in enumerate(unmatched) if _exact(x, y)), None)
+            assert match is not None, f"{path}: {x!r} has no exact match in {b!r}"
+            unmatched.pop(match)
     elif isinstance(a, float):
         assert float_bits(a) == float_bits(b), f"{path}: {a!r} != {b!r} (bits)"
     elif isinstance(a, complex):
@@ -44,8 +51,16 @@ def assert_exact(a: Any, b: Any, path: str = "ctx") -> None:
         assert float_bits(a.imag) == float_bits(b.imag), f"{path}: imaginary part (bits)"
     elif isinstance(a, Decimal):
         assert str(a) == str(b), path
-    elif isinstance(a, dt.datetime):
+    elif isinstance(a, dt.datetime | dt.time):
         assert a == b and a.tzinfo == b.tzinfo and a.utcoffset() == b.utcoffset(), path
-        assert a.fold == b.fold, path
+        assert a.fold == b.fold, f"{path}: fold"
     else:
         assert a == b, path
+
+
+def _exact(a: Any, b: Any) -> bool:
+    try:
+        assert_exact(a, b)
+    except AssertionError:
+        return False
+    return True

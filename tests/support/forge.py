@@ -7,7 +7,9 @@ the reader should not share the writer's idea of the format.
 
 from __future__ import annotations
 
+import json
 import struct
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +17,7 @@ import blake3
 import orjson
 import zstandard
 
+from resumable.errors import CorruptCheckpointError
 from resumable.manifest import integrity_of
 from resumable.storage import ObjectStore
 
@@ -56,9 +59,31 @@ def segment_bytes(header: bytes, data: bytes = b"") -> bytes:
     return SEGMENT_HEADER.pack(b"RSG1", len(header)) + header + bytes(-start % 16) + data
 
 
+def dump_json(document: Any) -> bytes:
+    """JSON bytes of any document, nested deeper than orjson writes (254 levels) too."""
+    try:
+        return orjson.dumps(document)
+    except orjson.JSONEncodeError:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 20_000))
+        try:
+            return json.dumps(document, separators=(",", ":")).encode()
+        finally:
+            sys.setrecursionlimit(limit)
+
+
+def signed(document: dict[str, Any]) -> bytes:
+    """``document`` with a valid integrity hash, as JSON (a document too deep to hash
+    keeps a made-up one: no reader can check it either)."""
+    try:
+        document["integrity"] = integrity_of(document)
+    except CorruptCheckpointError:
+        document["integrity"] = "b3-unhashable"
+    return dump_json(document)
+
+
 def rewrite_json(store: ObjectStore, name: str, change: Callable[[dict[str, Any]], Any]) -> None:
     """Apply ``change`` to a stored manifest and store it back with a valid integrity hash."""
     document = orjson.loads(store.read(name))
     change(document)
-    document["integrity"] = integrity_of(document)
-    store.write(name, orjson.dumps(document))
+    store.write(name, signed(document))
