@@ -84,6 +84,14 @@ def test_structured_and_unaligned_dtypes_roundtrip() -> None:
     assert back["big"].flags.writeable and back["big"].flags.aligned
 
 
+def test_structured_dtypes_with_titles_nesting_and_subarrays_roundtrip() -> None:
+    """Found by the fuzzer: titled fields were written, then could not be read back."""
+    titled = np.zeros(3, dtype=[(("Width in px", "w"), "<u2"), (("t", "h"), ">u2")])
+    nested = np.zeros(2, dtype=[("a", "<i4", (2, 3)), ("b", [("c", ">f8", (2,)), ("d", "S2")])])
+    context = {"titled": titled, "nested": nested, "scalar": titled[1], "void": nested[0]}
+    assert_exact(context, roundtrip(context))
+
+
 def test_numpy_scalars_keep_their_dtype() -> None:
     context = {"f": np.float32(1.5), "i": np.int16(-3), "b": np.bool_(True), "d": np.float64(2.0)}
     assert_exact(context, roundtrip(context))
