@@ -15,6 +15,7 @@ from resumable import (
     Pipeline,
 )
 from resumable.checkpoint import CheckpointStore, ConcurrentWriterError
+from resumable.errors import StorageError
 from resumable.storage import LocalStore, MemoryStore, ObjectStore
 
 MB = 1024 * 1024
@@ -362,3 +363,11 @@ def test_every_entry_lists_the_blobs_it_refers_to() -> None:
     assert sorted(entry_addresses(entries["frames"])) == sorted(
         "b3-" + name.split("b3-")[1] for name in store.list("b/")
     )
+
+
+def test_a_folder_where_the_latest_manifest_belongs_is_a_storage_error(tmp_path: Any) -> None:
+    (tmp_path / "runs/default/pipe/r1/.checkpoint.json").mkdir(parents=True)
+    with pytest.raises(StorageError, match=r"is a folder where object .*\.checkpoint\.json"):
+        Pipeline("pipe", steps("a"), storage=tmp_path, run_id="r1").run(
+            resume_from_checkpoint=True
+        )

@@ -31,7 +31,7 @@ _ALIGN = 16
 _PADDING = bytes(_ALIGN)
 
 
-@with_config(ConfigDict(strict=True))
+@with_config(ConfigDict(strict=True, extra="allow"))  # as manifests: newer fields survive
 class _EntryFields(TypedDict, total=False):
     v: Any  # the encoded value, inline
     segment: str  # or the address of its segment blob
