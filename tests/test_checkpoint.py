@@ -368,6 +368,4 @@ def test_every_entry_lists_the_blobs_it_refers_to() -> None:
 def test_a_folder_where_the_latest_manifest_belongs_is_a_storage_error(tmp_path: Any) -> None:
     (tmp_path / "runs/default/pipe/r1/.checkpoint.json").mkdir(parents=True)
     with pytest.raises(StorageError, match=r"is a folder where object .*\.checkpoint\.json"):
-        Pipeline("pipe", steps("a"), storage=tmp_path, run_id="r1").run(
-            resume_from_checkpoint=True
-        )
+        Pipeline("pipe", steps("a"), storage=tmp_path, run_id="r1").run(resume_from_checkpoint=True)
