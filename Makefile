@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo demo-inprocess test lint typecheck unit bench bench-serverless clean emulators emulators-cycles
+.PHONY: setup demo demo-inprocess test lint typecheck unit fuzz bench bench-serverless clean emulators emulators-cycles
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,16 @@ test: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not emulators"
+
+# The fuzzers of tests/fuzz beyond CI's few seconds each: FUZZ_EXAMPLES examples per target,
+# randomized from SEED (printed; `make fuzz SEED=...` replays a run). Each example is
+# bounded in time and memory by tests/fuzz/budget.py, so no overall timeout.
+FUZZ_EXAMPLES ?= 2000
+SEED ?= $(shell date +%s)
+fuzz: $(STAMP)
+	@echo "fuzzing with $(FUZZ_EXAMPLES) examples per target, seed $(SEED)"
+	RESUMABLE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -p no:cacheprovider tests/fuzz \
+		--hypothesis-seed=$(SEED) --hypothesis-show-statistics --timeout=0
 
 # The local cloud in the foreground: prints the export lines, Ctrl-C stops everything.
 emulators: $(STAMP)

@@ -15,7 +15,8 @@ from resumable import (
     Pipeline,
 )
 from resumable.checkpoint import CheckpointStore, ConcurrentWriterError
-from resumable.storage import LocalStore, MemoryStore
+from resumable.errors import StorageError
+from resumable.storage import LocalStore, MemoryStore, ObjectStore
 
 MB = 1024 * 1024
 
@@ -314,6 +315,31 @@ def test_two_processes_writing_one_run_are_detected(tmp_path: Any) -> None:
         mine.save({"x": 2}, spec=spec, completed_steps=["a"], steps_summary={})
 
 
+class LostResponses:
+    """A store whose writes all arrive but whose answers are lost, so each write is sent
+    again, as google-cloud-storage retries a conditional upload."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+
+    def write(self, name: str, data: Any, *, if_generation_match: int | None = None) -> int:
+        self.inner.write(name, data, if_generation_match=if_generation_match)
+        return self.inner.write(name, data, if_generation_match=if_generation_match)
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self.inner, attribute)
+
+
+@pytest.mark.parametrize("kind", ["memory", "local"])
+def test_a_checkpoint_write_whose_answer_was_lost_is_not_another_process(
+    kind: str, tmp_path: Any
+) -> None:
+    inner: ObjectStore = MemoryStore() if kind == "memory" else LocalStore(tmp_path)
+    kept_run(LostResponses(inner), run_id="r1", fail_on_checkpoint_error=True)
+    loaded = Pipeline("pipe", steps("a", "b", "c"), storage=inner, run_id="r1").load_checkpoint()
+    assert loaded is not None and loaded.manifest.completed_steps == ["a", "b", "c"]
+
+
 def test_history_keeps_every_checkpoint_and_cleanup_removes_the_run(tmp_path: Any) -> None:
     pipeline = kept_run(LocalStore(tmp_path))
     checkpoints = CheckpointStore(
@@ -337,3 +363,9 @@ def test_every_entry_lists_the_blobs_it_refers_to() -> None:
     assert sorted(entry_addresses(entries["frames"])) == sorted(
         "b3-" + name.split("b3-")[1] for name in store.list("b/")
     )
+
+
+def test_a_folder_where_the_latest_manifest_belongs_is_a_storage_error(tmp_path: Any) -> None:
+    (tmp_path / "runs/default/pipe/r1/.checkpoint.json").mkdir(parents=True)
+    with pytest.raises(StorageError, match=r"is a folder where object .*\.checkpoint\.json"):
+        Pipeline("pipe", steps("a"), storage=tmp_path, run_id="r1").run(resume_from_checkpoint=True)

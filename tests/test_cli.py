@@ -214,6 +214,42 @@ def test_a_bad_pipeline_reference_is_a_clear_error_with_exit_code_2(
     assert done.stdout == ""
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--run-id", ""], "run id '' is not a safe id"),
+        (["--storage", "file://rel/x"], "does not name an absolute folder"),
+        (["--storage", "file:relative"], "does not name an absolute folder"),
+    ],
+    ids=["empty-run-id", "file-url-with-a-host", "relative-file-url"],
+)
+def test_an_ambiguous_run_id_or_storage_is_a_usage_error_and_nothing_runs(
+    workdir: Path, args: list[str], message: str
+) -> None:
+    done = _cli(workdir, "pipelines.py:make_pipeline", *args)
+    assert done.returncode == 2
+    assert message in done.stderr and done.stdout == ""
+    assert not (workdir / "steps.log").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "Missing argument 'MODULE:ATTR'. (see '"),
+        (["pipelines.py:instance", "--workers", "0"], "Invalid value for '--workers'"),
+        (["pipelines.py:instance", "--no-such-option"], "No such option: --no-such-option"),
+    ],
+    ids=["missing-argument", "invalid-value", "unknown-option"],
+)
+def test_usage_errors_are_one_line_with_exit_code_2(
+    workdir: Path, args: list[str], message: str
+) -> None:
+    done = _cli(workdir, *args)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: {message}")
+    assert done.stderr.count("\n") == 1 and done.stdout == ""
+
+
 def test_a_failed_step_exits_1_and_keeps_the_checkpoint(workdir: Path) -> None:
     done = _cli(workdir, "pipelines.py:failing", "--storage", "ckpt", "--json")
 

@@ -173,7 +173,9 @@ def test_start_refuses_a_pipeline_the_deployment_does_not_serve(deployment: Depl
     assert deployment.messages.messages == []
 
 
-@pytest.mark.parametrize("args", [["--param", "novalue"], ["--run-id", "../escape"]])
+@pytest.mark.parametrize(
+    "args", [["--param", "novalue"], ["--run-id", "../escape"], ["--run-id", ""]]
+)
 def test_start_refuses_a_wrong_command_line(deployment: Deployment, args: list[str]) -> None:
     result = cli("start", "lin", *args)
     assert result.exit_code == 2

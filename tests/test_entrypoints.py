@@ -1,90 +1,93 @@
-"""The dead-letter function: whatever dead-lettering forwards to it — a step message, a
-start message, or something else — ends up on the run it names, or in the log."""
+"""The deployed entry points ack an unusable delivery with a logged reason (a raw
+exception would be a 500, and Pub/Sub would redeliver it forever)."""
 
 from __future__ import annotations
 
-import base64
 import logging
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
 import pytest
-from cloudevents.http import CloudEvent
 
-from resumable import Pipeline
+from resumable import Pipeline, entrypoints
 from resumable.engine import Engine
-from resumable.entrypoints import dead_letter, set_engine
-from tests.serverless_fakes import make_engine, start, state_of, take_messages
+from tests.serverless_fakes import make_engine
+from tests.support.events import envelope, push_event
 
-
-def step(context: dict[str, Any]) -> dict[str, Any]:
-    return {"done": True}
+STEP = orjson.dumps({"pipeline": "p", "run_id": "r1", "step": "a"})
+START = orjson.dumps({"pipeline": "p", "params": {}, "run_id": "r1"})
 
 
 @pytest.fixture
 def engine() -> Iterator[Engine]:
-    engine = make_engine(Pipeline("lin", {"a": {"function": step}}, storage="memory://unused"))
-    set_engine(engine)
+    engine = make_engine(Pipeline("p", {"a": lambda c: {"x": 1}}, storage="memory://entry"))
+    entrypoints.set_engine(engine)
     yield engine
-    set_engine(None)
+    entrypoints.set_engine(None)
 
 
-def dead_lettered(body: Any, deliveries: int = 10) -> CloudEvent:
-    """The push event the dead-letter subscription delivers for ``body``."""
-    data = body if isinstance(body, bytes) else orjson.dumps(body)
-    message = {
-        "data": base64.b64encode(data).decode(),
-        "attributes": {"CloudPubSubDeadLetterSourceDeliveryCount": str(deliveries)},
-    }
-    attributes = {
-        "type": "google.cloud.pubsub.topic.v1.messagePublished",
-        "source": "//pubsub.googleapis.com/projects/p/topics/resumable-dead-letter",
-    }
-    return CloudEvent(attributes, {"message": message})
+def with_message(**fields: Any) -> Callable[[bytes], Any]:
+    def build(body: bytes) -> Any:
+        event = envelope(body)
+        event["message"].update(fields)
+        return event
+
+    return build
 
 
-def test_a_dead_lettered_step_message_fails_its_run(engine: Engine) -> None:
-    start(engine, "lin", {})
-    (message,) = take_messages(engine)
-    dead_letter(dead_lettered(message.model_dump(exclude_none=True), deliveries=14))
-    state = state_of(engine, "lin")
-    assert state.status == "error"
-    assert "exhausted its delivery attempts (14 deliveries)" in (state.error or "")
+def with_envelope(**fields: Any) -> Callable[[bytes], Any]:
+    return lambda body: {**envelope(body), **fields}
 
 
-def test_a_dead_lettered_start_message_is_noted_on_its_run(engine: Engine) -> None:
-    start(engine, "lin", {})
-    dead_letter(dead_lettered({"pipeline": "lin", "params": {}, "run_id": "run-1"}))
-    state = state_of(engine, "lin")
-    assert state.rejected_messages == [
-        "the start message exhausted its delivery attempts (10 deliveries)"
-    ]
-    assert state.status == "running"  # the watchdog carries on a run whose start was cut short
+BAD_ENVELOPES: dict[str, tuple[Callable[[bytes], Any], str]] = {
+    "data-a-number": (with_message(data=5), "message data is a int"),
+    "data-a-list": (with_message(data=[1]), "message data is a list"),
+    "attributes-a-string": (with_message(attributes="ab"), "attributes are not a map"),
+    "attributes-a-list": (with_message(attributes=[1]), "attributes are not a map"),
+    "attribute-a-number": (with_message(attributes={"k": 1}), "attributes are not a map"),
+    "attempt-a-word": (with_envelope(deliveryAttempt="b"), "delivery attempt 'b'"),
+    "attempt-a-list": (with_envelope(deliveryAttempt=[1]), "delivery attempt \\[1\\]"),
+    "attempt-infinite": (with_envelope(deliveryAttempt=float("inf")), "delivery attempt inf"),
+    "attempt-negative": (with_envelope(deliveryAttempt=-1), "delivery attempt -1"),
+    "message-id-a-dict": (with_message(messageId={"a": 1}), "not a Pub/Sub message id"),
+    "message-id-a-path": (with_message(messageId="../x"), "not a safe id"),
+    "message-a-string": (lambda body: {"message": "m"}, "no Pub/Sub 'message'"),
+    "not-json": (lambda body: b"{{", "not JSON"),
+    "a-list": (lambda body: [1], "no Pub/Sub 'message'"),
+}
 
 
-def test_a_dead_lettered_start_message_without_a_run_is_logged(
+@pytest.mark.parametrize("function", ["run_step", "dead_letter", "start_run"])
+@pytest.mark.parametrize(("make", "reason"), BAD_ENVELOPES.values(), ids=BAD_ENVELOPES.keys())
+def test_envelopes_with_wrong_typed_fields_are_acked_with_the_reason(
+    engine: Engine,
+    caplog: pytest.LogCaptureFixture,
+    function: str,
+    make: Callable[[bytes], Any],
+    reason: str,
+) -> None:
+    body = START if function == "start_run" else STEP
+    with caplog.at_level(logging.ERROR, logger="resumable"):
+        getattr(entrypoints, function)(push_event(make(body)))  # returned: acked
+    (logged,) = [r.getMessage() for r in caplog.records]
+    assert logged.startswith(COMPLAINTS[function]) and re.search(reason, logged)
+    assert engine.runs.query() == []  # nothing started, nothing changed
+
+
+COMPLAINTS = {
+    "run_step": "bad step message, acked: ",
+    "dead_letter": "dead-lettered event that is not a Pub/Sub message: ",
+    "start_run": "bad start message, acked: ",
+}
+
+
+def test_a_dead_letter_for_a_run_that_does_not_exist_is_acked(
     engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR):
-        dead_letter(dead_lettered({"pipeline": "lin", "params": {}, "run_id": "never-started"}))
-        dead_letter(dead_lettered({"pipeline": "lin", "params": {}}))
-    logged = [r.getMessage() for r in caplog.records]
-    assert (
-        logged
-        == [
-            "dead letter: the start message exhausted its delivery attempts (10 deliveries); "
-            "no run document to note it on"
-        ]
-        * 2
-    )
-    assert engine.runs.get(engine.doc_id("default", "lin", "never-started")) is None
-
-
-def test_a_dead_lettered_message_of_no_known_kind_is_logged(
-    engine: Engine, caplog: pytest.LogCaptureFixture
-) -> None:
-    with caplog.at_level(logging.ERROR):
-        dead_letter(dead_lettered(b"not json"))
-    (record,) = caplog.records
-    assert "neither a step nor a start message" in record.getMessage()
+    """Found by the fuzzer: RunNotFoundError was raised, a 500, and redelivered forever."""
+    with caplog.at_level(logging.ERROR, logger="resumable"):
+        entrypoints.dead_letter(push_event(envelope(STEP)))
+    assert "dead letter: no such run" in caplog.text
+    assert engine.runs.query() == []

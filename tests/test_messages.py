@@ -19,9 +19,10 @@ def envelope(data: bytes, **extra: object) -> dict[str, object]:
 
 
 def test_a_push_envelope_gives_data_attributes_and_delivery_attempt() -> None:
-    data, attributes, attempt = pubsub_payload(envelope(b'{"a": 1}', deliveryAttempt=3))
-    assert data == b'{"a": 1}' and attributes == {"k": "v"} and attempt == 3
-    assert pubsub_payload(orjson.dumps(envelope(b"x")))[2] is None
+    payload = pubsub_payload(envelope(b'{"a": 1}', deliveryAttempt=3))
+    assert payload.data == b'{"a": 1}' and payload.attributes == {"k": "v"}
+    assert payload.delivery_attempt == 3 and payload.message_id == "1"
+    assert pubsub_payload(orjson.dumps(envelope(b"x"))).delivery_attempt is None
 
 
 @pytest.mark.parametrize(

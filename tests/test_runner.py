@@ -17,6 +17,7 @@ from resumable import (
     RetryableError,
 )
 from resumable.errors import StorageError
+from resumable.ids import chosen_run_id
 from resumable.storage import MemoryStore
 
 
@@ -325,3 +326,26 @@ def test_in_place_changes_are_saved_by_default_and_trusted_away_on_request() -> 
 def _only_run(store: MemoryStore) -> str:
     (run,) = {name.split("/")[3] for name in store.list("runs/default/p/")}
     return run
+
+
+def test_a_step_returning_non_string_keys_fails_naming_the_step_and_the_keys() -> None:
+    pipeline = Pipeline("p", {"a": lambda c: {1: "x", "ok": 2}}, storage=MemoryStore())
+    result = pipeline.run({})
+    assert result["status"] == "error" and result["steps_failed"] == ["a"]
+    assert "step 'a' returned non-string context keys [1]" in result["errors"][0]
+
+
+def test_an_empty_run_id_is_refused_by_the_id_choice() -> None:
+    with pytest.raises(InvalidIdError, match="run id '' is not a safe id"):
+        chosen_run_id("")
+    with pytest.raises(InvalidIdError):
+        chosen_run_id(None, "")
+    with pytest.raises(ValueError, match="aliases"):
+        chosen_run_id("a", "b")
+    assert chosen_run_id("a", "a") == chosen_run_id(None, "a") == "a"
+    assert chosen_run_id(None) != chosen_run_id(None)  # a new one each time
+
+
+def test_an_empty_run_guid_is_a_clear_error_not_a_silent_new_run() -> None:
+    with pytest.raises(InvalidIdError, match="run id '' is not a safe id"):
+        Pipeline("p", {"a": lambda c: None}, storage=MemoryStore(), run_guid="")

@@ -3,7 +3,13 @@ Storage (fake-gcs-server through google-cloud-storage)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -81,8 +87,110 @@ def test_open_store_understands_urls(spec: str, kind: type) -> None:
 
 @pytest.mark.parametrize(
     ("spec", "message"),
-    [("s3://bucket", "unsupported storage URL"), ("gs://", "names no bucket"), (42, "must be")],
+    [
+        ("s3://bucket", "unsupported storage URL"),
+        ("gs://", "names no bucket"),
+        (42, "must be"),
+        ("file://rel/x", "does not name an absolute folder"),
+        ("file:rel/x", "does not name an absolute folder"),
+        ("file://host.example/data", "does not name an absolute folder"),
+        ("file:///tmp/x?mode=fast", "query or fragment"),
+    ],
 )
 def test_open_store_refuses_what_it_cannot_open(spec: object, message: str) -> None:
     with pytest.raises((ValueError, TypeError), match=message):
         open_store(spec)
+
+
+@pytest.mark.parametrize(
+    ("spec", "folder"),
+    [("file:///tmp/x", "/tmp/x"), ("file://localhost/tmp/y", "/tmp/y"), ("file:/tmp/z", "/tmp/z")],
+)
+def test_file_urls_name_absolute_folders(spec: str, folder: str) -> None:
+    store = open_store(spec)
+    assert isinstance(store, LocalStore) and store.root == Path(folder)
+
+
+def test_a_conditional_write_of_the_bytes_already_there_succeeds_as_a_retried_write(
+    store: ObjectStore,
+) -> None:
+    """A client retries a conditional write whose response was lost; the retry finds the
+    condition changed by the first attempt, and must not read as another writer."""
+    created = store.write("blob", b"same", if_generation_match=0)
+    assert store.write("blob", b"same", if_generation_match=0) == created
+    first = store.write("latest", b"v1", if_generation_match=0)
+    second = store.write("latest", b"v2", if_generation_match=first)
+    assert store.write("latest", b"v2", if_generation_match=first) == second
+    with pytest.raises(PreconditionFailedError):
+        store.write("latest", b"v3", if_generation_match=first)
+    with pytest.raises(PreconditionFailedError):
+        store.write("blob", b"else", if_generation_match=0)
+    assert store.read("latest") == b"v2" and store.read("blob") == b"same"
+
+
+def test_two_replaces_within_one_clock_tick_get_distinct_generations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalStore(tmp_path)
+    first = store.write("latest", b"v1")
+    tick = first  # a file system clock that has not advanced since the first write
+    write_file = LocalStore._write_file
+
+    def written_within_the_same_tick(self: LocalStore, tmp: Path, parts: list[memoryview]) -> int:
+        size = write_file(self, tmp, parts)
+        os.utime(tmp, ns=(tick, tick))
+        return size
+
+    monkeypatch.setattr(LocalStore, "_write_file", written_within_the_same_tick)
+    monkeypatch.setattr(
+        "resumable.storage.local.time", SimpleNamespace(time_ns=lambda: tick), raising=False
+    )
+    second = store.write("latest", b"v2", if_generation_match=first)
+    assert second != first
+    with pytest.raises(PreconditionFailedError):  # a writer that still holds `first` loses
+        store.write("latest", b"stale", if_generation_match=first)
+    assert store.read_with_generation("latest") == (b"v2", second)
+
+
+def test_temporary_files_of_a_writer_killed_mid_write_go_with_the_run(tmp_path: Path) -> None:
+    killed_mid_write = textwrap.dedent(
+        """
+        import os, signal, sys
+        from resumable.storage import LocalStore
+
+        store = LocalStore(sys.argv[1])
+        store.write("runs/t/p/r/checkpoints/0000000001.json", b"{}", if_generation_match=0)
+        os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # dies before the rename
+        store.write("runs/t/p/r/blobs/b3-abc", b"data", if_generation_match=0)
+        """
+    )
+    process = subprocess.run([sys.executable, "-c", killed_mid_write, str(tmp_path)], check=False)
+    assert process.returncode == -signal.SIGKILL
+    leftovers = [p.name for p in (tmp_path / "runs/t/p/r/blobs").iterdir()]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".tmp-b3-abc-")
+    store = LocalStore(tmp_path)
+    store.write("runs/t/p/other/blobs/b3-abc", b"kept")
+    assert store.delete_prefix("runs/t/p/r/") == 1
+    assert not (tmp_path / "runs/t/p/r").exists()
+    assert store.read("runs/t/p/other/blobs/b3-abc") == b"kept"
+
+
+def test_a_folder_where_an_object_belongs_is_a_storage_error(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    (tmp_path / "run" / ".checkpoint.json").mkdir(parents=True)
+    for action in (
+        lambda: store.read("run/.checkpoint.json"),
+        lambda: store.read_with_generation("run/.checkpoint.json"),
+        lambda: store.write("run/.checkpoint.json", b"{}"),
+    ):
+        with pytest.raises(StorageError, match=r"is a folder where object 'run/\.checkpoint"):
+            action()
+
+
+def test_a_file_where_a_folder_belongs_means_no_object_and_no_write(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.write("run", b"a file")
+    with pytest.raises(ObjectNotFoundError):
+        store.read("run/.checkpoint.json")
+    with pytest.raises(StorageError, match=r"a file of .* is in its path"):
+        store.write("run/.checkpoint.json", b"{}")

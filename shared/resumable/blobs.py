@@ -8,14 +8,19 @@ read: an unchanged value costs a fingerprint, not a hash, a compression or an up
 On disk a blob is a 16-byte header (magic, codec, raw length) and its body. The body is
 zstd-compressed only when a sample shows it pays: incompressible data (noise, already
 encoded media) is stored raw, so checkpoints stay close to the disk's speed.
+
+Reading never trusts a length it has not checked: a body is decompressed in chunks, so
+memory follows what the frame really yields, never what a damaged header or frame claims,
+and a blob whose claimed size differs from what its reader expects is not decompressed.
 """
 
 from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import blake3
@@ -32,6 +37,7 @@ _SAMPLE = 64 * 1024
 _SAMPLE_SLICES = 16
 _SMALL = 4 * 1024
 _PARALLEL_HASH = 4 * 1024 * 1024
+_INFLATE_CHUNK = 1024 * 1024
 ADDRESS_PREFIX = "b3-"
 
 
@@ -97,7 +103,7 @@ class BlobStore:
         self._by_fingerprint: dict[bytes, str] = {}
         self._present: set[str] = set()
         self._writing: dict[str, Future[None]] = {}
-        self._fetching: dict[str, Future[memoryview]] = {}
+        self._fetching: dict[str, Future[memoryview | _Stored]] = {}
         self._lock = threading.Lock()
         self.bytes_uploaded = 0
         # A store may ask for its I/O to stay on the caller's thread (the simulation
@@ -155,7 +161,9 @@ class BlobStore:
             self.store.write(self.name(address), [header, *body], if_generation_match=0)
             uploaded = len(header) + sum(memoryview(b).nbytes for b in body)
         except PreconditionFailedError:
-            uploaded = 0  # written before (by an earlier process): content-addressed, so equal
+            # Stored before, compressed otherwise (the same bytes would have been accepted),
+            # or damaged, which readers detect by the hash.
+            uploaded = 0
         with self._lock:
             self._present.add(address)
             self.bytes_uploaded += uploaded
@@ -188,25 +196,45 @@ class BlobStore:
         out.extend(chunker.finish())  # type: ignore[no-untyped-call]
         return out, _ZSTD
 
-    def prefetch(self, addresses: Iterable[str]) -> None:
-        """Start reading and verifying these blobs in the background (two at a time);
-        :meth:`get` then waits for them instead of reading them itself."""
+    def prefetch(self, addresses: Iterable[str], sizes: Mapping[str, int] | None = None) -> None:
+        """Start reading these blobs in the background (two at a time); :meth:`get` then
+        waits for them instead of reading them itself. A compressed blob is decompressed
+        there only if ``sizes`` gives its size, else once :meth:`get` is told it: never to
+        the size its own header claims."""
         if not self._background:
             return  # read on demand, by the caller
+        known = sizes or {}
         with self._lock:
             for address in addresses:
                 if address not in self._fetching:
-                    self._fetching[address] = _writer().submit(self._read, address)
+                    self._fetching[address] = _writer().submit(
+                        self._prefetched, address, known.get(address)
+                    )
 
-    def get(self, address: str) -> memoryview:
-        """The blob's content as a writable buffer, verified against its address."""
+    def get(self, address: str, size: int | None = None) -> memoryview:
+        """The blob's content as a writable buffer, verified against its address.
+
+        ``size`` is the content's length when the caller knows it (a manifest's segment
+        size, an array's shape and dtype): a blob of another size is damaged, and is not
+        decompressed.
+        """
         with self._lock:
             future = self._fetching.pop(address, None)
-        if future is not None:
-            return future.result()
-        return self._read(address)
+        fetched = future.result() if future is not None else self._load(address)
+        content = self._open(address, fetched, size) if isinstance(fetched, _Stored) else fetched
+        if size is not None and content.nbytes != size:
+            raise CorruptCheckpointError(
+                f"blob {address} holds {content.nbytes} bytes where {size} are expected"
+            )
+        return content
 
-    def _read(self, address: str) -> memoryview:
+    def _prefetched(self, address: str, size: int | None) -> memoryview | _Stored:
+        stored = self._load(address)
+        if stored.codec == _ZSTD and size is None:
+            return stored
+        return self._open(address, stored, size)
+
+    def _load(self, address: str) -> _Stored:
         try:
             data = self.store.read_buffer(self.name(address))
         except ObjectNotFoundError:
@@ -218,25 +246,24 @@ class BlobStore:
         magic, codec, raw_size = _HEADER.unpack_from(data)
         if magic != _MAGIC:
             raise CorruptCheckpointError(f"blob {address} has no blob header")
-        body = memoryview(data)[_HEADER.size :]
-        if codec == _ZSTD:
-            try:
-                content = memoryview(
-                    bytearray(
-                        zstandard.ZstdDecompressor().decompress(body, max_output_size=raw_size)
-                    )
-                )
-            except zstandard.ZstdError as exc:
-                raise CorruptCheckpointError(
-                    f"blob {address} does not decompress (damaged): {exc}"
-                ) from exc
-        elif codec == _RAW:
-            content = body
-        else:
+        if codec not in (_RAW, _ZSTD):
             raise CorruptCheckpointError(f"blob {address} uses unknown codec {codec}")
-        if content.nbytes != raw_size:
+        return _Stored(codec, raw_size, memoryview(data)[_HEADER.size :])
+
+    def _open(self, address: str, stored: _Stored, size: int | None) -> memoryview:
+        """The content of a stored blob, checked against ``size`` before it is
+        decompressed, and against its address after."""
+        if size is not None and stored.raw_size != size:
             raise CorruptCheckpointError(
-                f"blob {address} holds {content.nbytes} bytes, its header says {raw_size}"
+                f"blob {address} claims {stored.raw_size} bytes where {size} are expected"
+            )
+        if stored.codec == _ZSTD:
+            content = _inflate(address, stored.body, stored.raw_size)
+        else:
+            content = stored.body
+        if content.nbytes != stored.raw_size:
+            raise CorruptCheckpointError(
+                f"blob {address} holds {content.nbytes} bytes, its header says {stored.raw_size}"
             )
         if self.verify and address_of([content]) != address:
             raise CorruptCheckpointError(f"blob {address} does not match its hash (damaged)")
@@ -244,3 +271,33 @@ class BlobStore:
             self._present.add(address)
             self._by_fingerprint[fingerprint_of([content])] = address
         return content
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """A blob as stored: read, not yet decompressed nor verified."""
+
+    codec: int
+    raw_size: int
+    body: memoryview
+
+
+def _inflate(address: str, body: memoryview, raw_size: int) -> memoryview:
+    """Decompress ``body`` chunk by chunk, refusing more than ``raw_size`` bytes."""
+    out = bytearray()
+    try:
+        chunks = zstandard.ZstdDecompressor().read_to_iter(
+            body, read_size=_INFLATE_CHUNK, write_size=_INFLATE_CHUNK
+        )
+        for chunk in chunks:
+            out += chunk
+            if len(out) > raw_size:
+                raise CorruptCheckpointError(
+                    f"blob {address} decompresses to more than the {raw_size} bytes its header "
+                    "says (damaged)"
+                )
+    except zstandard.ZstdError as exc:
+        raise CorruptCheckpointError(
+            f"blob {address} does not decompress (damaged): {exc}"
+        ) from exc
+    return memoryview(out)

@@ -16,6 +16,8 @@ that take a pipeline use :func:`resumable.loader.load_pipeline`.
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
 import json
 import signal
 import sys
@@ -26,6 +28,7 @@ from types import FrameType
 from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 from .checkpoint import DEFAULT_TENANT
 from .errors import ResumableError
@@ -36,9 +39,51 @@ from .progress import Progress, open_progress, summary_lines
 from .status import EXIT_USAGE, exit_code
 from .summary import summarize
 
+# Recent typer vendors click (typer._click), older releases use click itself: the
+# module typer's BadParameter comes from holds the other click exceptions.
+_click_errors = importlib.import_module(typer.BadParameter.__module__)
+
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (a missing argument, an invalid option value) as one ``error: ...``
+    line on stderr and exit 2, like the commands' own errors, instead of rich's framed
+    box of five or six lines."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        run = functools.partial(
+            super().main, args, prog_name, complete_var, False, windows_expand_args, **extra
+        )
+        if not standalone_mode:
+            return run()
+        try:
+            code = run()
+        except _click_errors.ClickException as exc:
+            # NoArgsIsHelpError: the help is printed already (compared by name, as typer does).
+            if type(exc).__name__ != "NoArgsIsHelpError":
+                ctx = getattr(exc, "ctx", None)
+                hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+                typer.echo(f"error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        # Without standalone mode, click returns a typer.Exit's code, or the command's
+        # return value (None here: every command ends by returning or raising Exit).
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="resumable",
     help="Crash-safe, resumable multi-step pipelines.",
+    cls=_OneLineErrors,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -33,7 +33,7 @@ from .cli_cloud import (
 )
 from .control import RunControlError, cancel_run, describe, get_run, resume_run
 from .engine import Engine
-from .ids import new_run_id, validate_id
+from .ids import chosen_run_id, validate_id
 from .loader import PipelineLoadError
 from .messages import StartMessage, encode
 from .runstate import RunState
@@ -80,7 +80,7 @@ def start_command(
         message = StartMessage(
             pipeline=validate_id(pipeline, "pipeline"),
             params=params,
-            run_id=validate_id(run_id or new_run_id(), "run id"),
+            run_id=chosen_run_id(run_id),
             tenant_id=validate_id(tenant, "tenant id") if tenant else None,
         )
         engine = cli_cloud.engine_from_env()

@@ -15,9 +15,13 @@ Guarantees:
 - numpy arrays of any non-object dtype (structured, datetime, string dtypes included)
   come back bit-exact: same dtype, shape, memory order and bytes; numpy scalars too.
 - Further types through :func:`register_codec`.
+- Floats keep their exact bits: ``-0.0``, subnormals, and NaN payloads and signs.
 - A value that cannot be encoded raises :class:`EncodingError` naming its key path and
-  type. Nothing is ever encoded with ``str()`` or replaced by a placeholder, and decoding
-  never executes code.
+  type; so does one nested more than :data:`MAX_DEPTH` levels deep. Nothing is ever
+  encoded with ``str()`` or replaced by a placeholder.
+
+Decoding (``resumable.decoder``) never executes code and accepts only what this encoder
+writes: anything else is a :class:`CorruptCheckpointError`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import math
+import struct
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -44,9 +49,37 @@ TINY_BINARY = 64
 # large value unchanged since the last checkpoint costs no upload at all.
 LARGE_BINARY = 64 * 1024
 
+# How deeply containers may nest in a value's stored form: a list or a dict with string
+# keys is one level, a tuple or set two, a dict with other keys three. With the few
+# levels a leaf and the manifest add, the JSON stays under orjson's limit (254 levels).
+MAX_DEPTH = 200
+# A structured dtype's description nests two levels per nested struct.
+_MAX_DESCR_DEPTH = 32
+
 JSON = Any
 BlobSink = Callable[[memoryview], str]
-BlobSource = Callable[[str], memoryview]
+
+_DOUBLE = struct.Struct("<d")
+_UINT64 = struct.Struct("<Q")
+
+
+def float_bits(value: float) -> int:
+    """The IEEE 754 bits of a float (a NaN's payload and sign included)."""
+    bits: int = _UINT64.unpack(_DOUBLE.pack(value))[0]
+    return bits
+
+
+def float_from_bits(bits: int) -> float:
+    value: float = _DOUBLE.unpack(_UINT64.pack(bits))[0]
+    return value
+
+
+CANONICAL_NAN_BITS = float_bits(math.nan)
+
+
+def _has_plain_bits(value: float) -> bool:
+    """Whether ``repr`` keeps the float exactly: anything but a NaN with a payload or sign."""
+    return value == value or float_bits(value) == CANONICAL_NAN_BITS
 
 
 @dataclass(frozen=True)
@@ -77,8 +110,8 @@ def register_codec(
     ``name`` is stored in checkpoints, so keep it stable across releases of your code.
     Subclasses of ``cls`` are encoded with the same codec unless registered themselves.
     """
-    if not name or TAG in name:
-        raise ValueError(f"invalid codec name {name!r}")
+    if not isinstance(name, str) or not name or TAG in name:
+        raise ValueError(f"invalid codec name {name!r}: a non-empty string without {TAG!r}")
     existing = _REGISTRY_BY_NAME.get(name)
     if existing is not None and existing.type is not cls:
         raise ValueError(f"codec name {name!r} is already registered for {existing.type!r}")
@@ -92,6 +125,10 @@ def unregister_codec(name: str) -> None:
     codec = _REGISTRY_BY_NAME.pop(name, None)
     if codec is not None:
         _REGISTRY_BY_TYPE.pop(codec.type, None)
+
+
+def registered_codec_named(name: str) -> TypeCodec | None:
+    return _REGISTRY_BY_NAME.get(name)
 
 
 def _registered_codec_for(cls: type) -> TypeCodec | None:
@@ -121,7 +158,8 @@ class Encoder:
     def __init__(self, sink: BlobSink, *, large_binary: int = LARGE_BINARY) -> None:
         self._sink = sink
         self._large = large_binary
-        self._np = _numpy_or_none()
+        self._np = numpy_or_none()
+        self._depth = 0  # containers around the node being built
         handlers: dict[type, Callable[[Any, str, EncodedValue], Any]] = {
             int: self._int,
             float: self._float,
@@ -140,7 +178,7 @@ class Encoder:
             uuid.UUID: self._uuid,
             Decimal: self._decimal,
         }
-        for path_cls in _PATH_CLASSES:
+        for path_cls in PATH_CLASSES:
             handlers[path_cls] = self._path
         if self._np is not None:
             handlers[self._np.ndarray] = self._ndarray
@@ -148,8 +186,25 @@ class Encoder:
 
     def encode(self, value: Any, path: str) -> EncodedValue:
         out = EncodedValue(node=None)
-        out.node = self._node(value, path, out)
+        self._depth = 0
+        try:
+            out.node = self._node(value, path, out)
+        except RecursionError:  # a registered codec's own recursion, or a very deep caller
+            raise EncodingError(path, _type_name(value), "nested too deeply") from None
         return out
+
+    def _enter(self, levels: int, value: Any, path: str) -> None:
+        """Open a container whose children sit ``levels`` JSON levels deeper; the caller
+        closes it with ``self._depth -= levels``. (Explicit loops below, not
+        comprehensions: each frame counts against Python's recursion limit.)"""
+        if self._depth + levels > MAX_DEPTH:
+            raise EncodingError(
+                path,
+                _type_name(value),
+                f"nested more than {MAX_DEPTH} levels deep (a list or dict counts one level, "
+                "a tuple or set two, a dict with non-string keys three)",
+            )
+        self._depth += levels
 
     def _binary(self, tag: str, data: memoryview, out: EncodedValue, extra: dict[str, Any]) -> Any:
         node: dict[str, Any] = {TAG: tag, **extra}
@@ -158,6 +213,7 @@ class Encoder:
         elif data.nbytes >= self._large:
             address = self._sink(data)
             node["blob"] = address
+            node["n"] = data.nbytes  # so that the reader bounds what it decompresses
             out.blobs.append(address)
         else:
             node["part"] = len(out.parts)
@@ -188,44 +244,71 @@ class Encoder:
             raise EncodingError(
                 path, _type_name(value), f"codec {codec.name!r} failed: {exc}"
             ) from exc
-        return {
-            TAG: "ext",
-            "name": codec.name,
-            "v": self._node(inner, f"{path}<{codec.name}>", out),
-        }
+        self._enter(1, value, path)
+        try:
+            node = self._node(inner, f"{path}<{codec.name}>", out)
+        finally:
+            self._depth -= 1
+        return {TAG: "ext", "name": codec.name, "v": node}
 
     def _int(self, value: int, path: str, out: EncodedValue) -> Any:
         if -(2**63) <= value < 2**63:
             return value
-        return {TAG: "int", "v": str(value)}
+        # Hexadecimal: linear time, and free of Python's 4,300-digit limit on decimal text.
+        return {TAG: "int", "x": format(value, "x")}
 
     def _float(self, value: float, path: str, out: EncodedValue) -> Any:
         if math.isfinite(value):
             return value
-        return {TAG: "float", "v": repr(value)}
+        if _has_plain_bits(value):
+            return {TAG: "float", "v": repr(value)}
+        return {TAG: "float", "bits": f"{float_bits(value):016x}"}
 
     def _list(self, value: list[Any], path: str, out: EncodedValue) -> Any:
-        return [self._node(item, f"{path}[{i}]", out) for i, item in enumerate(value)]
+        self._enter(1, value, path)
+        try:
+            return self._items(value, path, out)
+        finally:
+            self._depth -= 1
+
+    def _items(self, value: list[Any] | tuple[Any, ...], path: str, out: EncodedValue) -> Any:
+        nodes = []
+        for i, item in enumerate(value):
+            nodes.append(self._node(item, f"{path}[{i}]", out))
+        return nodes
 
     def _dict(self, value: dict[Any, Any], path: str, out: EncodedValue) -> Any:
-        if all(type(k) is str for k in value) and TAG not in value:
-            return {k: self._node(v, _path_key(path, k), out) for k, v in value.items()}
-        return {
-            TAG: "dict",
-            "items": [
-                [self._node(k, f"{path}<key {k!r}>", out), self._node(v, _path_key(path, k), out)]
-                for k, v in value.items()
-            ],
-        }
+        plain = all(type(k) is str for k in value) and TAG not in value
+        self._enter(1 if plain else 3, value, path)
+        try:
+            if plain:
+                node = {}
+                for k, v in value.items():
+                    node[k] = self._node(v, _path_key(path, k), out)
+                return node
+            items = []
+            for k, v in value.items():
+                key_node = self._node(k, f"{path}<key {k!r}>", out)
+                items.append([key_node, self._node(v, _path_key(path, k), out)])
+            return {TAG: "dict", "items": items}
+        finally:
+            self._depth -= 1 if plain else 3
 
     def _tuple(self, value: tuple[Any, ...], path: str, out: EncodedValue) -> Any:
-        return {
-            TAG: "tuple",
-            "v": [self._node(x, f"{path}[{i}]", out) for i, x in enumerate(value)],
-        }
+        self._enter(2, value, path)
+        try:
+            return {TAG: "tuple", "v": self._items(value, path, out)}
+        finally:
+            self._depth -= 2
 
     def _set(self, value: set[Any] | frozenset[Any], path: str, out: EncodedValue) -> Any:
-        items = [self._node(x, f"{path}<item>", out) for x in value]
+        self._enter(2, value, path)
+        try:
+            items = []
+            for x in value:
+                items.append(self._node(x, f"{path}<item>", out))
+        finally:
+            self._depth -= 2
         # Sorted so that equal sets encode to equal bytes: unchanged sets dedupe.
         items.sort(key=orjson.dumps)
         return {TAG: type(value).__name__, "v": items}
@@ -234,7 +317,9 @@ class Encoder:
         return self._binary(type(value).__name__, memoryview(value), out, {})
 
     def _complex(self, value: complex, path: str, out: EncodedValue) -> Any:
-        return {TAG: "complex", "v": [repr(value.real), repr(value.imag)]}
+        if _has_plain_bits(value.real) and _has_plain_bits(value.imag):
+            return {TAG: "complex", "v": [repr(value.real), repr(value.imag)]}
+        return {TAG: "complex", "bits": [f"{float_bits(x):016x}" for x in (value.real, value.imag)]}
 
     def _datetime(self, value: dt.datetime, path: str, out: EncodedValue) -> Any:
         return {TAG: "datetime", **_encode_datetime(value, path)}
@@ -257,7 +342,10 @@ class Encoder:
         return {TAG: "decimal", "v": str(value)}
 
     def _path(self, value: PurePath, path: str, out: EncodedValue) -> Any:
-        return {TAG: "path", "class": type(value).__name__, "v": str(value)}
+        text = str(value)
+        if str(type(value)(text)) != text:  # some odd UNC paths print as another path
+            raise EncodingError(path, _type_name(value), "its text parses to another path")
+        return {TAG: "path", "class": type(value).__name__, "v": text}
 
     def _ndarray(self, array: Any, path: str, out: EncodedValue) -> Any:
         np = self._np
@@ -293,7 +381,9 @@ class Encoder:
         if value.dtype.hasobject:
             raise EncodingError(path, _type_name(value), "object scalars are not supported")
         descr = _dtype_descr(value.dtype, path)
-        return {TAG: "npscalar", "dtype": descr, "b64": base64.b64encode(value.tobytes()).decode()}
+        # An empty string scalar's tobytes() is one NUL byte though its dtype has none.
+        data = value.tobytes() if value.dtype.itemsize else b""
+        return {TAG: "npscalar", "dtype": descr, "b64": base64.b64encode(data).decode()}
 
 
 def _type_name(value: object) -> str:
@@ -302,7 +392,7 @@ def _type_name(value: object) -> str:
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
-_PATH_CLASSES: dict[type[PurePath], str] = {
+PATH_CLASSES: dict[type[PurePath], str] = {
     cls: cls.__name__ for cls in (PurePosixPath, PureWindowsPath, type(Path()))
 }
 
@@ -334,185 +424,62 @@ def _dtype_descr(dtype: Any, path: str) -> Any:
     cached = _DESCR_CACHE.get(dtype)
     if cached is not None:
         return cached
-    np = _numpy_or_none()
+    np = numpy_or_none()
     assert np is not None
-    descr = np.lib.format.dtype_to_descr(dtype)
-    if _descr_to_dtype(descr) != dtype:
-        raise EncodingError(path, f"numpy.ndarray[{dtype}]", "dtype cannot be stored exactly")
+    what = f"numpy.ndarray[{dtype}]"
+    try:
+        descr = np.lib.format.dtype_to_descr(dtype)
+    except ValueError as exc:  # overlapping or out-of-order fields
+        raise EncodingError(path, what, f"dtype cannot be stored: {exc}") from None
+    if descr_to_dtype(descr) != dtype:
+        raise EncodingError(path, what, "dtype cannot be stored exactly")
+    if _json_depth(descr) > _MAX_DESCR_DEPTH:
+        raise EncodingError(path, what, "structured dtype nested too deeply")
     # Round-trip through JSON now, so that the cached value is what the manifest holds.
     descr = orjson.loads(orjson.dumps(descr))
     _DESCR_CACHE[dtype] = descr
     return descr
 
 
+def _json_depth(value: Any) -> int:
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, list | tuple):
+            deepest = max(deepest, depth)
+            stack.extend((x, depth + 1) for x in item)
+    return deepest
+
+
 def _tuplify(descr: Any) -> Any:
-    if isinstance(descr, list):
-        return [
-            tuple(_tuplify(x) for x in field_) if isinstance(field_, list) else field_
-            for field_ in descr
-        ]
-    return descr
+    """A dtype description read from JSON, with the tuples numpy expects back: each
+    field is ``(name, format[, shape])``, a name may be ``(title, name)``, a format may be
+    a nested description."""
+    if not isinstance(descr, list):
+        return descr
+    fields = []
+    for name, fmt, *shape in descr:
+        fields.append(
+            (tuple(name) if isinstance(name, list) else name, _tuplify(fmt), *map(tuple, shape))
+        )
+    return fields
 
 
-def _descr_to_dtype(descr: Any) -> Any:
-    np = _numpy_or_none()
+def descr_to_dtype(descr: Any) -> Any:
+    """The numpy dtype a stored dtype description stands for."""
+    np = numpy_or_none()
     if np is None:
         raise CorruptCheckpointError("the checkpoint holds numpy values: install numpy to load it")
     return np.lib.format.descr_to_dtype(_tuplify(descr))
 
 
-def _numpy_or_none() -> Any:
+def numpy_or_none() -> Any:
     try:
         import numpy
     except ImportError:  # numpy is optional at runtime
         return None
     return numpy
-
-
-class Decoder:
-    """Decodes one node; ``parts`` are the value's inline buffers, ``source`` fetches blobs."""
-
-    def __init__(self, parts: list[memoryview], source: BlobSource) -> None:
-        self._parts = parts
-        self._source = source
-
-    def decode(self, node: Any) -> Any:
-        if isinstance(node, list):
-            return [self.decode(x) for x in node]
-        if not isinstance(node, dict):
-            return node
-        tag = node.get(TAG)
-        if tag is None:
-            return {k: self.decode(v) for k, v in node.items()}
-        try:
-            return self._tagged(tag, node)
-        except CorruptCheckpointError:
-            raise
-        except _SourceFailure as failure:
-            # Storage failed while fetching a blob: not damage, so not a checkpoint error
-            # (a retry may well succeed); raised as it came.
-            raise failure.error from None
-        except Exception as exc:
-            raise CorruptCheckpointError(f"cannot decode a {tag!r} value: {exc}") from exc
-
-    def _tagged(self, tag: str, node: dict[str, Any]) -> Any:
-        if tag == "int":
-            return int(node["v"])
-        if tag == "float":
-            return float(node["v"])
-        if tag == "dict":
-            return {self.decode(k): self.decode(v) for k, v in node["items"]}
-        if tag == "tuple":
-            return tuple(self.decode(x) for x in node["v"])
-        if tag == "set":
-            return {self.decode(x) for x in node["v"]}
-        if tag == "frozenset":
-            return frozenset(self.decode(x) for x in node["v"])
-        if tag == "bytes":
-            return bytes(self._buffer(node))
-        if tag == "bytearray":
-            return bytearray(self._buffer(node))
-        if tag == "complex":
-            return complex(float(node["v"][0]), float(node["v"][1]))
-        if tag == "datetime":
-            return _decode_datetime(node)
-        if tag == "date":
-            return dt.date.fromisoformat(node["v"])
-        if tag == "time":
-            return dt.time.fromisoformat(node["v"]).replace(fold=node.get("fold", 0))
-        if tag == "timedelta":
-            days, seconds, micros = node["v"]
-            return dt.timedelta(days=days, seconds=seconds, microseconds=micros)
-        if tag == "uuid":
-            return uuid.UUID(node["v"])
-        if tag == "decimal":
-            return Decimal(node["v"])
-        if tag == "path":
-            return _decode_path(node["class"], node["v"])
-        if tag == "ndarray":
-            return self._ndarray(node)
-        if tag == "npscalar":
-            dtype = _descr_to_dtype(node["dtype"])
-            np = _numpy_or_none()
-            assert np is not None
-            return np.frombuffer(base64.b64decode(node["b64"]), dtype=dtype)[0]
-        if tag == "ext":
-            codec = _REGISTRY_BY_NAME.get(node["name"])
-            if codec is None:
-                raise CorruptCheckpointError(
-                    f"the checkpoint holds a value of registered type {node['name']!r}, but no "
-                    "codec of that name is registered in this process: call "
-                    "resumable.register_codec before loading"
-                )
-            return codec.decode(self.decode(node["v"]))
-        raise CorruptCheckpointError(f"unknown value tag {tag!r}")
-
-    def _buffer(self, node: dict[str, Any]) -> memoryview:
-        if "b64" in node:
-            return memoryview(bytearray(base64.b64decode(node["b64"])))
-        if "part" in node:
-            part: memoryview = self._parts[int(node["part"])]
-            return part
-        address = str(node["blob"])
-        try:
-            return self._source(address)
-        except CorruptCheckpointError:
-            raise
-        except Exception as exc:
-            raise _SourceFailure(exc) from exc
-
-    def _ndarray(self, node: dict[str, Any]) -> Any:
-        np = _numpy_or_none()
-        dtype = _descr_to_dtype(node["dtype"])
-        assert np is not None
-        shape = tuple(node["shape"])
-        buffer = self._buffer(node)
-        count = math.prod(shape)
-        if buffer.nbytes != count * dtype.itemsize:
-            raise CorruptCheckpointError(
-                f"array data is {buffer.nbytes} bytes, expected {count * dtype.itemsize} for "
-                f"shape {shape} and dtype {dtype}"
-            )
-        if count == 0:
-            return np.empty(shape, dtype=dtype, order=node.get("order", "C"))
-        if buffer.readonly:
-            buffer = memoryview(bytearray(buffer))
-        flat = np.frombuffer(buffer, dtype=dtype, count=count)
-        if node.get("order") == "F":
-            return flat.reshape(shape[::-1]).T
-        return flat.reshape(shape)
-
-
-class _SourceFailure(Exception):
-    """Carries an error of the blob source through the decoder's own error handling."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def _decode_path(class_name: str, text: str) -> PurePath:
-    for cls in _PATH_CLASSES:
-        if cls.__name__ == class_name:
-            path: PurePath = cls(text)
-            return path
-    # A concrete path written on another OS: keep its flavour, without touching the disk.
-    return PureWindowsPath(text) if class_name == "WindowsPath" else PurePosixPath(text)
-
-
-def _decode_datetime(node: dict[str, Any]) -> dt.datetime:
-    naive = dt.datetime.fromisoformat(node["v"]).replace(fold=node.get("fold", 0))
-    if "zone" in node:
-        from zoneinfo import ZoneInfo
-
-        return naive.replace(tzinfo=ZoneInfo(node["zone"]))
-    if "offset" in node:
-        days, seconds, micros = node["offset"]
-        offset = dt.timedelta(days=days, seconds=seconds, microseconds=micros)
-        if "tzname" in node:
-            return naive.replace(tzinfo=dt.timezone(offset, node["tzname"]))
-        return naive.replace(tzinfo=dt.UTC if not offset else dt.timezone(offset))
-    return naive
 
 
 def encode_tree_json(node: Any) -> bytes:

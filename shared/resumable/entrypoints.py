@@ -22,7 +22,7 @@ from .control import record_dead_letter, watchdog_sweep
 from .control import start_run as start_run_now
 from .engine import Engine
 from .log import configure_cloud_logging, logger
-from .messages import BadMessageError, parse_start, parse_step, pubsub_payload
+from .messages import BadMessageError, StepMessage, parse_start, parse_step, pubsub_payload
 from .runstate import ContentionError, RunDocumentError
 from .worker import handle_step
 
@@ -47,21 +47,23 @@ def set_engine(value: Engine | None) -> None:
         _engine = value
 
 
-def _message_id(event: CloudEvent) -> str | None:
-    data = event.get_data()
-    if isinstance(data, dict):
-        message = data.get("message") or {}
-        return message.get("messageId") or message.get("message_id")
-    return None
+def _step_message(event: CloudEvent, complaint: str) -> tuple[StepMessage, dict[str, str]] | None:
+    """The step message and attributes of a push event; ``None`` (logged) if it is bad."""
+    try:
+        payload = pubsub_payload(event.get_data())
+        return parse_step(payload.data), payload.attributes
+    except BadMessageError as exc:
+        logger.error(f"{complaint}: {exc.reason}")
+        return None
 
 
 @functions_framework.cloud_event
 def start_run(event: CloudEvent) -> None:
     """Start a run from ``{"pipeline", "params", "run_id"?, "tenant_id"?}``."""
     try:
-        data, _attributes, _attempt = pubsub_payload(event.get_data())
-        message = parse_start(data)
-        started = start_run_now(engine(), message, message_id=_message_id(event))
+        payload = pubsub_payload(event.get_data())
+        message = parse_start(payload.data)
+        started = start_run_now(engine(), message, message_id=payload.message_id)
     except BadMessageError as exc:
         logger.error(f"bad start message, acked: {exc.reason}", extra={"run_id": exc.run_id})
         if exc.run_id and exc.pipeline:
@@ -78,12 +80,10 @@ def start_run(event: CloudEvent) -> None:
 @functions_framework.cloud_event
 def run_step(event: CloudEvent) -> None:
     """Run one step of a run (the step protocol in ``resumable.worker``)."""
-    try:
-        message = parse_step(pubsub_payload(event.get_data())[0])
-    except BadMessageError as exc:
-        logger.error(f"bad step message, acked: {exc.reason}")
+    decoded = _step_message(event, "bad step message, acked")
+    if decoded is None:
         return
-    outcome = handle_step(engine(), message)
+    outcome = handle_step(engine(), decoded[0])
     if not outcome.ack:
         raise ServiceUnavailable(description=f"retry later: {outcome.reason}")
 
@@ -94,11 +94,12 @@ def dead_letter(event: CloudEvent) -> None:
     the reason; a start message is noted on its run if it names one that exists (the
     watchdog carries on a run whose start was interrupted), and logged otherwise."""
     try:
-        data, attributes, _attempt = pubsub_payload(event.get_data())
+        payload = pubsub_payload(event.get_data())
     except BadMessageError as exc:
         logger.error(f"dead-lettered event that is not a Pub/Sub message: {exc.reason}")
         return
-    count = attributes.get("CloudPubSubDeadLetterSourceDeliveryCount")
+    data = payload.data
+    count = payload.attributes.get("CloudPubSubDeadLetterSourceDeliveryCount")
     try:
         message = parse_step(data)
     except BadMessageError as not_a_step:

@@ -30,3 +30,14 @@ def validate_id(value: object, what: str = "id") -> str:
 def new_run_id() -> str:
     """A fresh random run id (a UUID4 string, like the original's ``run_guid``)."""
     return str(uuid.uuid4())
+
+
+def chosen_run_id(run_guid: str | None, run_id: str | None = None) -> str:
+    """The run id asked for under either alias (``run_guid``, as in the original API, or
+    ``run_id``), validated; a new one when neither is given. An empty string is an
+    :class:`InvalidIdError`, not a request for a new run.
+    """
+    if run_guid is not None and run_id is not None and run_guid != run_id:
+        raise ValueError("run_guid and run_id are aliases: pass one of them")
+    chosen = run_guid if run_guid is not None else run_id
+    return new_run_id() if chosen is None else validate_id(chosen, "run id")

@@ -34,6 +34,7 @@ from types import ModuleType
 from typing import Any
 
 from .errors import ResumableError
+from .ids import validate_id
 from .pipeline import Pipeline
 
 _EXAMPLE = "examples/quickstart.py:QuickstartPipeline"
@@ -59,6 +60,8 @@ def load_pipeline(
     an invalid setting (an unsafe run id, an unsupported storage URL) raises the
     library's own error for it.
     """
+    if run_id is not None:  # "" too: an empty id is a mistake, not a request for a new one
+        validate_id(run_id, "run id")
     module_ref, attr_path = _split(target)
     module = _import(module_ref)
     obj = _attribute(module, module_ref, attr_path)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .deltas import Delta
 from .errors import CorruptCheckpointError
+from .segments import Entry
 
 CHECKPOINT_VERSION = "2.0"
 LEGACY_VERSION = "1.0"
@@ -59,7 +60,7 @@ class Manifest(BaseModel):
     steps_summary: dict[str, StepRecord] = Field(default_factory=dict)
     errors: list[str] = Field(default_factory=list)
     params: dict[str, Any] = Field(default_factory=dict)
-    context: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    context: dict[str, Entry] = Field(default_factory=dict)
     migrated_from: str | None = None
     # Since release 0.2: what the checkpoint was taken for ("commit" of a step, a step's
     # "progress", the run's "final" status), the run's initial context (``base``), each
@@ -67,7 +68,7 @@ class Manifest(BaseModel):
     # ``context`` above is derived from them (base plus outputs in graph order), kept for
     # readers of the original format. Release 0.1.0 wrote none of them.
     kind: Literal["commit", "progress", "final"] | None = None
-    base: dict[str, dict[str, Any]] | None = None
+    base: dict[str, Entry] | None = None
     outputs: dict[str, Delta] | None = None
     progress: dict[str, Delta] = Field(default_factory=dict)
     integrity: str = ""
@@ -82,9 +83,17 @@ def now_iso() -> str:
 
 
 def integrity_of(document: dict[str, Any]) -> str:
-    """BLAKE3 of a document's canonical JSON, without its ``integrity`` field."""
+    """BLAKE3 of a document's canonical JSON, without its ``integrity`` field.
+
+    Raises :class:`CorruptCheckpointError` for a document no manifest can be (one nested
+    deeper than JSON serialisation allows).
+    """
     body = {k: v for k, v in document.items() if k != "integrity"}
-    return "b3-" + blake3.blake3(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    try:
+        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as exc:
+        raise CorruptCheckpointError(f"not a checkpoint manifest: {exc}") from None
+    return "b3-" + blake3.blake3(canonical).hexdigest()
 
 
 def dump_manifest(manifest: Manifest) -> bytes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
@@ -76,11 +76,22 @@ class StepMessage(BaseModel):
     generation: int | None = Field(default=None, ge=0)
 
 
-def pubsub_payload(event_data: Any) -> tuple[bytes, dict[str, str], int | None]:
-    """The message bytes, attributes and delivery attempt of a Pub/Sub CloudEvent's data.
+class PubSubPayload(NamedTuple):
+    """What a push delivery carries besides the message's own JSON."""
+
+    data: bytes
+    attributes: dict[str, str]
+    delivery_attempt: int | None
+    message_id: str | None
+
+
+def pubsub_payload(event_data: Any) -> PubSubPayload:
+    """The message bytes, attributes, delivery attempt and message id of a Pub/Sub
+    CloudEvent's data.
 
     Accepts the CloudEvent data (``{"message": {...}}``) and the raw push envelope (which
-    also has ``subscription`` and, with dead-lettering, ``deliveryAttempt``).
+    also has ``subscription`` and, with dead-lettering, ``deliveryAttempt``). A field of
+    the wrong type is a :class:`BadMessageError`, like any other unusable message.
     """
     if isinstance(event_data, bytes | str):
         try:
@@ -90,14 +101,43 @@ def pubsub_payload(event_data: Any) -> tuple[bytes, dict[str, str], int | None]:
     if not isinstance(event_data, dict) or not isinstance(event_data.get("message"), dict):
         raise BadMessageError("the event has no Pub/Sub 'message' object")
     message = event_data["message"]
-    encoded = message.get("data") or ""
+    encoded = message.get("data")
+    if encoded is not None and not isinstance(encoded, str):
+        raise BadMessageError(f"the message data is a {type(encoded).__name__}, not base64 text")
     try:
-        data = base64.b64decode(encoded, validate=True)
+        data = base64.b64decode(encoded or "", validate=True)
     except (binascii.Error, ValueError):
         raise BadMessageError("the message data is not valid base64") from None
-    attributes = {str(k): str(v) for k, v in (message.get("attributes") or {}).items()}
-    attempt = event_data.get("deliveryAttempt") or message.get("deliveryAttempt")
-    return data, attributes, int(attempt) if attempt else None
+    attributes = message.get("attributes")
+    if attributes is None:
+        attributes = {}
+    if not isinstance(attributes, dict) or not all(isinstance(v, str) for v in attributes.values()):
+        raise BadMessageError("the message attributes are not a map of strings")
+    attempt = event_data.get("deliveryAttempt", message.get("deliveryAttempt"))
+    return PubSubPayload(data, attributes, _delivery_attempt(attempt), _message_id(message))
+
+
+def _delivery_attempt(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 10:
+        return int(value)
+    if type(value) is int and value >= 0:
+        return value
+    raise BadMessageError(f"the delivery attempt {value!r} is not a count")
+
+
+def _message_id(message: dict[str, Any]) -> str | None:
+    value = message.get("messageId", message.get("message_id"))
+    if value is None:
+        return None
+    # A start message without a run id is named after it: it must be usable in an id.
+    if not isinstance(value, str) or len(value) > 64:
+        raise BadMessageError(f"the message id {str(value)[:80]!r} is not a Pub/Sub message id")
+    try:
+        return validate_id(value, "message id")
+    except InvalidIdError as exc:
+        raise BadMessageError(str(exc)) from None
 
 
 def _json_object(data: bytes, what: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from typing import Any
 from .checkpoint import DEFAULT_TENANT, CheckpointStore, LoadedCheckpoint
 from .current_step import save_progress
 from .definition import PipelineSpec, build_pipeline_spec
-from .ids import new_run_id, validate_id
+from .ids import chosen_run_id, validate_id
 from .log import configure_logging
 from .runner import EventHandler, InProcessRun, RunOptions
 from .storage import ObjectStore, open_store
@@ -87,13 +87,11 @@ class Pipeline:
         compression_level: int = 3,
         detect_in_place_changes: bool = True,
     ) -> None:
-        if run_guid and run_id and run_guid != run_id:
-            raise ValueError("run_guid and run_id are aliases: pass one of them")
         self.pipeline_name = pipeline_name
         self.step_definitions = dict(step_definitions)
         self.spec: PipelineSpec = build_pipeline_spec(pipeline_name, self.step_definitions)
         self.tenant_id = validate_id(tenant_id, "tenant id")
-        self.run_guid = validate_id(run_guid or run_id or new_run_id(), "run id")
+        self.run_guid = chosen_run_id(run_guid, run_id)
         self.verbose = verbose
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")

@@ -13,12 +13,15 @@ from __future__ import annotations
 import contextlib
 import struct
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
+from pydantic import AfterValidator, ConfigDict, Field, with_config
+from typing_extensions import TypedDict
 
 from .blobs import BlobStore
-from .codec import LARGE_BINARY, Decoder, EncodedValue, Encoder
+from .codec import LARGE_BINARY, EncodedValue, Encoder
+from .decoder import Decoder
 from .errors import CorruptCheckpointError, EncodingError
 
 INLINE_LIMIT = 4 * 1024
@@ -27,7 +30,26 @@ _SEGMENT_HEADER = struct.Struct("<4sI")
 _ALIGN = 16
 _PADDING = bytes(_ALIGN)
 
-Entry = dict[str, Any]
+
+@with_config(ConfigDict(strict=True, extra="allow"))  # as manifests: newer fields survive
+class _EntryFields(TypedDict, total=False):
+    v: Any  # the encoded value, inline
+    segment: str  # or the address of its segment blob
+    bytes: Annotated[int, Field(ge=0)]  # the segment's size
+    blobs: list[str]  # the large blobs the value refers to
+
+
+def _one_source(entry: _EntryFields) -> _EntryFields:
+    if ("v" in entry) == ("segment" in entry):
+        raise ValueError("an entry holds either an inline value 'v' or a 'segment'")
+    if "segment" in entry and "bytes" not in entry:
+        raise ValueError("a segment entry gives its size in 'bytes'")
+    return entry
+
+
+# One context key in a manifest. Manifests type their entries with it, so a malformed
+# entry fails validation (a CorruptCheckpointError) before anything reads it.
+Entry = Annotated[_EntryFields, AfterValidator(_one_source)]
 
 
 def _pad(n: int) -> int:
@@ -102,21 +124,55 @@ def decode_entry(key: str, entry: Entry, blobs: BlobStore) -> Any:
         return Decoder([], blobs.get).decode(entry["v"])
     if "segment" not in entry:
         raise CorruptCheckpointError(f"context key {key!r} has neither a value nor a segment")
-    segment = blobs.get(entry["segment"])
+    segment = blobs.get(entry["segment"], entry.get("bytes"))
+    try:
+        node, parts = _split_segment(segment)
+    except _MalformedSegment as exc:
+        raise CorruptCheckpointError(
+            f"segment of context key {key!r} is malformed: {exc}"
+        ) from None
+    return Decoder(parts, blobs.get).decode(node)
+
+
+class _MalformedSegment(Exception):
+    pass
+
+
+def _split_segment(segment: memoryview) -> tuple[Any, list[memoryview]]:
+    """A segment's value node and the parts it lays out, each checked to lie inside it."""
     try:
         magic, header_len = _SEGMENT_HEADER.unpack_from(segment)
-        if magic != _SEGMENT_MAGIC:
-            raise ValueError("bad magic")
-        start = _SEGMENT_HEADER.size
+    except struct.error:
+        raise _MalformedSegment(f"{segment.nbytes} bytes is too short") from None
+    start = _SEGMENT_HEADER.size
+    if magic != _SEGMENT_MAGIC or start + header_len > segment.nbytes:
+        raise _MalformedSegment("no segment header")
+    try:
         header = orjson.loads(segment[start : start + header_len])
-        base = start + header_len + _pad(start + header_len)
-        parts = [segment[base + off : base + off + size] for off, size in header["parts"]]
-    except (ValueError, KeyError, struct.error, orjson.JSONDecodeError) as exc:
-        raise CorruptCheckpointError(f"segment of context key {key!r} is malformed: {exc}") from exc
-    return Decoder(parts, blobs.get).decode(header["v"])
+    except orjson.JSONDecodeError as exc:
+        raise _MalformedSegment(f"its header is not JSON: {exc}") from None
+    if (
+        not isinstance(header, dict)
+        or "v" not in header
+        or not isinstance(header.get("parts"), list)
+    ):
+        raise _MalformedSegment("its header is not {'v': ..., 'parts': [...]}")
+    base = start + header_len + _pad(start + header_len)
+    parts = []
+    for item in header["parts"]:
+        if not (isinstance(item, list) and len(item) == 2 and all(type(n) is int for n in item)):
+            raise _MalformedSegment(f"part {item!r} is not [offset, size]")
+        offset, size = item
+        if offset < 0 or size < 0 or base + offset + size > segment.nbytes:
+            raise _MalformedSegment(f"part {item!r} lies outside its {segment.nbytes} bytes")
+        parts.append(segment[base + offset : base + offset + size])
+    return header["v"], parts
 
 
 def decode_context(entries: Mapping[str, Entry], blobs: BlobStore) -> dict[str, Any]:
     # Every blob is known up front (entries list them): read them while decoding.
-    blobs.prefetch(a for entry in entries.values() for a in entry_addresses(entry))
+    blobs.prefetch(
+        (a for entry in entries.values() for a in entry_addresses(entry)),
+        sizes={e["segment"]: e["bytes"] for e in entries.values() if "segment" in e},
+    )
     return {key: decode_entry(key, entry, blobs) for key, entry in entries.items()}

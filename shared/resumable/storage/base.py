@@ -29,7 +29,11 @@ class ObjectStore(Protocol):
     Writes are atomic: a reader sees the old object or the new one, never a torn one.
     ``if_generation_match`` makes a write conditional: ``0`` means "only if absent", any
     other value "only if the object's current generation is this one"; a lost condition
-    raises :class:`~resumable.errors.PreconditionFailedError`.
+    raises :class:`~resumable.errors.PreconditionFailedError` — unless the object already
+    holds exactly the bytes being written: then the write succeeds and returns that
+    object's generation. A client retries a conditional write whose response was lost, and
+    the retry must not read as another writer having won. Every replace gives the object a
+    new generation.
     """
 
     url: str

@@ -14,8 +14,9 @@ _MEMORY_STORES: dict[str, MemoryStore] = {}
 
 
 def open_store(spec: Any) -> ObjectStore:
-    """Open ``spec``: a folder path, ``file://``, ``gs://bucket/prefix``, ``memory://name``,
-    or an object that already implements :class:`ObjectStore` (returned as is)."""
+    """Open ``spec``: a folder path, ``file:///absolute/path``, ``gs://bucket/prefix``,
+    ``memory://name``, or an object that already implements :class:`ObjectStore` (returned
+    as is). Raises ``ValueError`` for a URL that does not say unambiguously where."""
     if isinstance(spec, ObjectStore):
         return spec
     if isinstance(spec, os.PathLike):
@@ -32,10 +33,27 @@ def open_store(spec: Any) -> ObjectStore:
         if not parsed.netloc:
             raise ValueError(f"storage URL {spec!r} names no bucket: use gs://BUCKET/PREFIX")
         return GCSStore(parsed.netloc, parsed.path)
-    if spec.startswith("file://"):
-        return LocalStore(unquote(urlparse(spec).path))
+    if spec.startswith("file:"):
+        return LocalStore(_file_url_path(spec))
     if spec.startswith("memory://"):
         return _MEMORY_STORES.setdefault(spec, MemoryStore(spec))
     if "://" in spec:
         raise ValueError(f"unsupported storage URL {spec!r}: use a folder, file://, or gs://")
     return LocalStore(spec)
+
+
+def _file_url_path(url: str) -> str:
+    """The folder a ``file:`` URL names: an absolute path on this machine, nothing else
+    (``file://rel/x`` would otherwise be the folder ``/x`` on the host ``rel``)."""
+    parsed = urlparse(url)
+    path = unquote(parsed.path)
+    if parsed.netloc not in ("", "localhost") or not path.startswith("/"):
+        raise ValueError(
+            f"storage URL {url!r} does not name an absolute folder: write file:///ABSOLUTE/PATH "
+            "(three slashes), or the folder itself (./relative/path)"
+        )
+    if parsed.query or parsed.fragment or parsed.params:
+        raise ValueError(
+            f"storage URL {url!r} has a query or fragment: a file URL takes a path only"
+        )
+    return path

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -90,13 +92,29 @@ class GCSStore:
                 if_generation_match=if_generation_match,
             )
         except exceptions.PreconditionFailed:
-            raise PreconditionFailedError(
-                f"{self.url}/{name}: precondition if_generation_match={if_generation_match} failed"
-            ) from None
+            # The client retries a conditional upload whose response was lost; the retry
+            # then fails the condition that our own first attempt changed.
+            held = self._holding(name, payload)
+            if held is None:
+                raise PreconditionFailedError(
+                    f"{self.url}/{name}: precondition if_generation_match={if_generation_match} "
+                    "failed"
+                ) from None
+            return held
         with self._lock:
             self.stats.objects_written += 1
             self.stats.bytes_written += len(payload)
         return int(blob.generation or 0)
+
+    def _holding(self, name: str, payload: bytes) -> int | None:
+        """The object's generation if it holds exactly ``payload``, else ``None``: its size
+        and MD5 (metadata, no download) decide; our uploads are never composite, so they
+        have an MD5."""
+        current = self.bucket.get_blob(self.prefix + name)
+        digest = base64.b64encode(hashlib.md5(payload, usedforsecurity=False).digest()).decode()
+        if current is None or current.size != len(payload) or current.md5_hash != digest:
+            return None
+        return int(current.generation)
 
     def flush(self) -> None:
         """Nothing to do: an upload is durable once it returns."""

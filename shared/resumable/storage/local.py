@@ -7,12 +7,13 @@ import errno
 import fcntl
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import ObjectNotFoundError, PreconditionFailedError, StorageError
-from .base import Buffer, WriteStats, join_buffers
+from .base import Buffer, WriteStats, join_buffers, total_size
 
 
 class LocalStore:
@@ -23,8 +24,10 @@ class LocalStore:
     leaves the old object or the new one. Folders of create-only objects are synced in
     one batch, at the latest before the next replacing write or :meth:`flush`, so an
     object that refers to them is never durable before they are. A generation is the
-    file's modification time in nanoseconds; conditional writes hold an advisory lock so
-    that two processes on one machine cannot both win.
+    file's modification time in nanoseconds, stamped under an advisory lock to be later
+    than the generation it replaces (two replaces within one tick of the clock still get
+    two generations), so that two processes on one machine cannot both win a conditional
+    write. Temporary files a killed writer left behind go with :meth:`delete_prefix`.
     """
 
     def __init__(self, root: str | os.PathLike[str], *, durable: bool = True) -> None:
@@ -56,8 +59,10 @@ class LocalStore:
                     if not n:
                         raise StorageError(f"{path}: file shrank while reading")
                     got += n
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFoundError(f"{self.url}/{name}") from None
+        except IsADirectoryError:
+            raise self._folder_in_the_way(name) from None
         with self._stats_lock:
             self.stats.objects_read += 1
             self.stats.bytes_read += size
@@ -69,12 +74,17 @@ class LocalStore:
             with open(path, "rb") as f:
                 generation = os.fstat(f.fileno()).st_mtime_ns
                 data = f.read()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFoundError(f"{self.url}/{name}") from None
+        except IsADirectoryError:
+            raise self._folder_in_the_way(name) from None
         with self._stats_lock:
             self.stats.objects_read += 1
             self.stats.bytes_read += len(data)
         return data, generation
+
+    def _folder_in_the_way(self, name: str) -> StorageError:
+        return StorageError(f"{self.root / name} is a folder where object {name!r} belongs")
 
     def _generation(self, path: Path) -> int:
         try:
@@ -87,16 +97,28 @@ class LocalStore:
     ) -> int:
         path = self._path(name)
         parts = join_buffers(data)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise StorageError(
+                f"cannot write {name!r}: a file of {self.root} is in its path"
+            ) from None
         tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:12]}"
         size = self._write_file(tmp, parts)
         try:
             if if_generation_match == 0:
-                self._create_only(tmp, path, name)
+                generation = self._create_only(tmp, path, name)
             else:
                 # What this object may refer to (created before it) must be durable first.
                 self.flush()
-                self._replace(tmp, path, name, if_generation_match)
+                generation = self._replace(tmp, path, name, if_generation_match)
+        except PreconditionFailedError:
+            held = self._holding(path, parts)
+            if held is None:
+                raise
+            return held  # our own bytes: a retried write, not a lost race
+        except IsADirectoryError:
+            raise self._folder_in_the_way(name) from None
         finally:
             tmp.unlink(missing_ok=True)
         if self.durable:
@@ -110,19 +132,33 @@ class LocalStore:
         with self._stats_lock:
             self.stats.objects_written += 1
             self.stats.bytes_written += size
-        return self._generation(path)
+        return generation
 
-    def _replace(self, tmp: Path, path: Path, name: str, if_generation_match: int | None) -> None:
+    def _holding(self, path: Path, parts: list[memoryview]) -> int | None:
+        """The object's generation if it already holds exactly ``parts``, else ``None``."""
+        try:
+            with open(path, "rb") as f:
+                stat = os.fstat(f.fileno())
+                if stat.st_size != total_size(parts) or f.read() != b"".join(parts):
+                    return None
+                return stat.st_mtime_ns
+        except OSError:
+            return None
+
+    def _replace(self, tmp: Path, path: Path, name: str, if_generation_match: int | None) -> int:
         if if_generation_match is None:
+            generation = _stamp_later_than(tmp, self._generation(path))
             os.replace(tmp, path)
-            return
+            return generation
         with self._locked(path):
             current = self._generation(path)
             if current != if_generation_match:
                 raise PreconditionFailedError(
                     f"{self.url}/{name}: generation is {current}, expected {if_generation_match}"
                 )
+            generation = _stamp_later_than(tmp, current)
             os.replace(tmp, path)
+        return generation
 
     def flush(self) -> None:
         """Make every object written so far durable (their folder entries included)."""
@@ -147,7 +183,8 @@ class LocalStore:
             os.close(fd)
         return size
 
-    def _create_only(self, tmp: Path, path: Path, name: str) -> None:
+    def _create_only(self, tmp: Path, path: Path, name: str) -> int:
+        generation = os.stat(tmp).st_mtime_ns
         try:
             os.link(tmp, path)  # atomic: fails if the target exists
         except FileExistsError:
@@ -160,6 +197,7 @@ class LocalStore:
                 if path.exists():
                     raise PreconditionFailedError(f"{self.url}/{name} already exists") from None
                 os.replace(tmp, path)
+        return generation
 
     class _Lock:
         def __init__(self, path: Path) -> None:
@@ -210,13 +248,52 @@ class LocalStore:
         names = list(self.list(prefix))
         for name in names:
             self.delete(name)
+        for leftover in self._leftovers(prefix):
+            leftover.unlink(missing_ok=True)
         # Remove folders left empty, deepest first.
         if prefix.endswith("/"):
             folder = self._path(prefix.rstrip("/"))
             if folder.is_dir():
                 for dirpath, _dirs, _files in sorted(os.walk(folder), key=lambda w: -len(w[0])):
-                    for leftover in Path(dirpath).glob(".lock-*"):
-                        leftover.unlink(missing_ok=True)
                     with contextlib.suppress(OSError):
                         os.rmdir(dirpath)
         return len(names)
+
+    def _leftovers(self, prefix: str) -> Iterator[Path]:
+        """Lock files, and temporary files of writers killed mid-write, of objects under
+        ``prefix``: not objects, so never listed, but theirs to delete."""
+        start = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
+        if not start.is_dir():
+            return
+        for dirpath, _dirs, files in os.walk(start):
+            folder = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+            for file in files:
+                target = _leftover_target(file)
+                if target is None:
+                    continue
+                name = target if folder == "." else f"{folder}/{target}"
+                if name.startswith(prefix):
+                    yield Path(dirpath, file)
+
+
+def _leftover_target(file: str) -> str | None:
+    """The object a ``.lock-{name}`` or ``.tmp-{name}-{12 hex}`` file belongs to."""
+    if file.startswith(".lock-"):
+        return file[len(".lock-") :]
+    if file.startswith(".tmp-") and len(file) > len(".tmp--") + 12:
+        return file[len(".tmp-") : -13]
+    return None
+
+
+def _stamp_later_than(tmp: Path, generation: int) -> int:
+    """Set ``tmp``'s modification time after ``generation`` and return it as stored, which
+    file systems round to their resolution (nanoseconds to seconds): step until it is."""
+    step = 1
+    stamp = time.time_ns()
+    while True:
+        stamp = max(stamp, generation + step)
+        os.utime(tmp, ns=(stamp, stamp))
+        stored = os.stat(tmp).st_mtime_ns
+        if stored > generation:
+            return stored
+        step *= 2

@@ -44,6 +44,8 @@ class MemoryStore:
             if if_generation_match is not None:
                 current_generation = current[1] if current else 0
                 if current_generation != if_generation_match:
+                    if current and current[0] == payload:
+                        return current_generation  # our own bytes: a retried write
                     raise PreconditionFailedError(
                         f"{self.url}/{name}: generation is {current_generation}, "
                         f"expected {if_generation_match}"
