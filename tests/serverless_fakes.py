@@ -16,11 +16,14 @@ from resumable.engine import Engine, PipelineRegistry
 from resumable.messages import StartMessage, StepMessage, encode, parse_step
 from resumable.publisher import MemoryPublisher
 from resumable.runstate import MemoryRunStateStore, RunState
+from resumable.runtime import SYSTEM, Runtime
 from resumable.storage import MemoryStore
 from resumable.worker import Outcome, StepAttempt, handle_step
 
 
-def make_engine(*pipelines: Pipeline, lease_seconds: float = 30.0) -> Engine:
+def make_engine(
+    *pipelines: Pipeline, lease_seconds: float = 30.0, runtime: Runtime = SYSTEM
+) -> Engine:
     settings = Settings(
         project="test-project",
         storage="memory://",
@@ -31,9 +34,10 @@ def make_engine(*pipelines: Pipeline, lease_seconds: float = 30.0) -> Engine:
     return Engine(
         settings=settings,
         registry=PipelineRegistry(pipelines=pipelines),
-        runs=MemoryRunStateStore(),
+        runs=MemoryRunStateStore(runtime=runtime),
         store=MemoryStore(),
         publisher=MemoryPublisher(),
+        runtime=runtime,
     )
 
 
@@ -45,6 +49,7 @@ def worker_like(engine: Engine) -> Engine:
         runs=engine.runs,
         store=engine.store,
         publisher=engine.publisher,
+        runtime=engine.runtime,
     )
 
 
