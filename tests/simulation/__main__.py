@@ -1,4 +1,6 @@
-"""``python -m tests.simulation --seeds N [--start S]``: run many schedules (``make sim``).
+"""``python -m tests.simulation --seeds N [--start S] [--inprocess]``: run many schedules
+of the serverless protocol (or, with ``--inprocess``, of the in-process runner); ``make
+sim`` runs both.
 
 A failing seed prints its problems and the command that replays it alone:
 ``python -m tests.simulation --start SEED --seeds 1 --verbose``.
@@ -7,9 +9,11 @@ A failing seed prints its problems and the command that replays it alone:
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 
+from .inprocess import schedule
 from .invariants import check
 from .world import simulate
 
@@ -19,20 +23,26 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=2000)
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--inprocess", action="store_true")
     args = parser.parse_args()
     failed = 0
     began = time.monotonic()
+    logging.getLogger("resumable").setLevel(logging.CRITICAL)
     for seed in range(args.start, args.start + args.seeds):
-        world = simulate(seed)
-        problems = check(world)
-        if args.verbose:
-            print(describe(seed, world))
+        if args.inprocess:
+            problems = schedule(seed)
+        else:
+            world = simulate(seed)
+            problems = check(world)
+            if args.verbose:
+                print(describe(seed, world))
         if problems:
             failed += 1
             print(f"seed {seed}: {len(problems)} problem(s)")
             for problem in problems:
                 print(f"  - {problem}")
-            print(f"  replay: python -m tests.simulation --start {seed} --seeds 1 --verbose")
+            flag = " --inprocess" if args.inprocess else ""
+            print(f"  replay: python -m tests.simulation{flag} --start {seed} --seeds 1 --verbose")
     took = time.monotonic() - began
     each = took / args.seeds * 1000
     print(f"{args.seeds} schedules, {failed} failed, {took:.1f} s ({each:.0f} ms each)")

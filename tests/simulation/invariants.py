@@ -232,9 +232,13 @@ def _check_progress_kept(world: World, run_id: str) -> list[str]:
     roll-back of that step): saved work is never thrown away."""
     problems = []
     resets = _intended_resets(world, run_id)
-    saves = [s for s in sim_pipelines.RECORDER.saves if s[1] == run_id]
-    for execution in sim_pipelines.RECORDER.executions:
-        if execution.run != run_id:
+    saves = [s for s in world.saves if s[1] == run_id]
+    # A worker fenced out (frozen past its lease, or told its attempt is stale) may have
+    # loaded its input before newer progress was saved; its work is discarded anyway.
+    fenced = {p for _t, p, where in world.sim.crashes if where.startswith("paused")}
+    fenced |= {p for p, reason in world.outcomes.items() if "stale" in reason or "lost" in reason}
+    for execution in world.executions:
+        if execution.run != run_id or execution.process in fenced:
             continue
         since = max(
             (r.time for r in resets if execution.step in r.steps and r.time < execution.time),

@@ -125,6 +125,61 @@ def no_generation_check_at_claim() -> contextlib.AbstractContextManager[None]:
     return patched(transitions, "claim", claim)
 
 
+def retry_keeps_failed_changes() -> contextlib.AbstractContextManager[None]:
+    """Defect 8: a retry starts from what the failed attempt changed in place."""
+    from resumable import run_context
+
+    return patched(run_context.RunContext, "failed", lambda self, attempt: None)
+
+
+def parallel_steps_share_objects() -> contextlib.AbstractContextManager[None]:
+    """Defects 1-2: steps running side by side get the same objects."""
+    from resumable import run_context
+
+    original = run_context.RunContext.input_for
+
+    def input_for(self: Any, step: str, *, isolated: bool) -> Any:
+        return original(self, step, isolated=False)
+
+    return patched(run_context.RunContext, "input_for", input_for)
+
+
+def commit_drops_all_progress() -> contextlib.AbstractContextManager[None]:
+    """Defect 2: a step's commit checkpoint drops its siblings' saved progress."""
+    from resumable import run_context
+
+    original = run_context.RunContext.commit
+
+    def commit(self: Any, attempt: Any, updates: Any) -> Any:
+        delta = original(self, attempt, updates)
+        self.progress.clear()
+        return delta
+
+    return patched(run_context.RunContext, "commit", commit)
+
+
+def new_version_keeps_old_progress() -> contextlib.AbstractContextManager[None]:
+    """Defect 3: a step whose version changed resumes from the old version's progress."""
+    from resumable import runner
+
+    original = runner.InProcessRun._adopt_entries
+
+    def adopt(self: Any, manifest: Any, valid: list[str]) -> None:
+        original(self, manifest, valid)
+        for step, delta in manifest.progress.items():
+            self.context.progress.setdefault(step, delta)
+
+    return patched(runner.InProcessRun, "_adopt_entries", adopt)
+
+
+INPROCESS_MUTATIONS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
+    "retry_keeps_failed_changes": retry_keeps_failed_changes,
+    "parallel_steps_share_objects": parallel_steps_share_objects,
+    "commit_drops_all_progress": commit_drops_all_progress,
+    "new_version_keeps_old_progress": new_version_keeps_old_progress,
+}
+
+
 MUTATIONS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
     "no_lease_check_at_commit": no_lease_check_at_commit,
     "heartbeat_only_while_running": heartbeat_only_while_running,
@@ -136,6 +191,15 @@ MUTATIONS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
 
 
 def first_failing_seed(mutation: str, budget: int) -> tuple[int | None, list[str]]:
+    if mutation in INPROCESS_MUTATIONS:
+        from .inprocess import schedule
+
+        with INPROCESS_MUTATIONS[mutation]():
+            for seed in range(budget):
+                problems = schedule(seed)
+                if problems:
+                    return seed, problems
+        return None, []
     with MUTATIONS[mutation]():
         for seed in range(budget):
             problems = check(simulate(seed))
@@ -147,7 +211,7 @@ def first_failing_seed(mutation: str, budget: int) -> tuple[int | None, list[str
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.simulation.mutations")
     parser.add_argument("--budget", type=int, default=2000)
-    parser.add_argument("names", nargs="*", default=sorted(MUTATIONS))
+    parser.add_argument("names", nargs="*", default=sorted({**MUTATIONS, **INPROCESS_MUTATIONS}))
     args = parser.parse_args()
     survived = 0
     for name in args.names:

@@ -67,6 +67,9 @@ class World:
     process_of: dict[str, tuple[str, str]] = field(default_factory=dict)  # process → (run, step)
     generation_of: dict[str, int | None] = field(default_factory=dict)  # process → message's
     outcomes: dict[str, str] = field(default_factory=dict)  # process → how it answered
+    # What the steps reported (a copy, taken at the end: the recorder is reused).
+    executions: list[sim_pipelines.Execution] = field(default_factory=list)
+    saves: list[tuple[float, str, str, int]] = field(default_factory=list)
     watchdog_every: float = 120.0
     last_op: float = 0.0
     runstates: CompareAndSetStore | None = None
@@ -282,6 +285,8 @@ def simulate(seed: int, *, only: RunPlan | None = None) -> World:
         sim.run(until=sim.now + HORIZON, stop=quiet)
     finally:
         sim.shutdown()
+    world.executions = list(sim_pipelines.RECORDER.executions)
+    world.saves = list(sim_pipelines.RECORDER.saves)
     return world
 
 
