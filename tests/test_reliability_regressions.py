@@ -448,7 +448,7 @@ def test_resume_from_a_step_of_a_run_whose_checkpoints_were_deleted_is_refused()
     engine = make_engine(pipeline)
     start(engine, "clean", {})
     drain(engine)
-    with pytest.raises(RunControlError, match="were deleted when it completed"):
+    with pytest.raises(RunControlError, match="were deleted \\(when it completed"):
         resume_run(engine, state_of(engine, "clean"), from_step="a")
 
 
@@ -463,3 +463,34 @@ def test_a_stale_workers_commit_is_refused_after_another_took_the_step_over() ->
     assert fresh.commit("steps/a/fresh.json", 1, ["a"]).committed
     record = state_of(engine, "lin").steps["a"]
     assert (record.commits, record.manifest) == (1, "steps/a/fresh.json")
+
+
+def test_9_a_finished_runs_checkpoints_are_deleted_by_finish_time_not_creation_time() -> None:
+    from resumable.control import collect_garbage
+
+    clock = ManualClock()
+    day = 86400.0
+
+    def b(context: dict[str, Any]) -> dict[str, Any]:
+        if broken["yes"]:
+            raise NonRetryableError("bad input")
+        return {"b": 1}
+
+    broken = {"yes": True}
+    engine = make_engine(linear([], b=b), runtime=clock)
+    start(engine, "lin", {}, run_id="old")
+    drain(engine)
+    clock.advance(40 * day)  # the run was created 40 days ago and failed then ...
+    broken["yes"] = False
+    resume_run(engine, state_of(engine, "lin", "old"))  # ... and is resumed now
+    drain(engine)
+    start(engine, "lin", {}, run_id="kept")  # fails now, its checkpoints kept
+    broken["yes"] = True
+    drain(engine)
+    assert state_of(engine, "lin", "old").status == "completed"
+    assert collect_garbage(engine) == []  # nothing finished 30 days ago
+    clock.advance(31 * day)
+    assert sorted(collect_garbage(engine)) == ["kept", "old"]
+    assert list(engine.store.list("runs/")) == []
+    assert state_of(engine, "lin", "old").files_deleted
+    assert collect_garbage(engine) == []

@@ -22,6 +22,7 @@ from resumable.transitions import (
     claim,
     commit,
     dead_letter,
+    expire,
     record_failure,
     record_progress,
     reject_message,
@@ -491,6 +492,22 @@ def test_cleanup_begins_only_for_a_completed_run(status: str, allowed: bool) -> 
     decision = apply(begin_cleanup, run(status=status))
     assert decision.result is allowed
     assert (decision.state is not None and decision.state.files_deleted) is allowed
+
+
+@pytest.mark.parametrize(
+    ("fields", "allowed"),
+    [
+        ({"status": "error", "finished_at": NOW - 10}, True),
+        ({"status": "error", "finished_at": NOW + 10}, False),
+        ({"status": "running"}, False),
+        ({"status": "completed", "finished_at": NOW - 10, "files_deleted": True}, False),
+    ],
+)
+def test_expiry_deletes_only_runs_finished_before_the_cutoff(
+    fields: dict[str, Any], allowed: bool
+) -> None:
+    decision = apply(expire, run(**fields), cutoff=NOW)
+    assert decision.result is allowed and (decision.state is not None) is allowed
 
 
 def test_rejected_messages_are_kept_bounded() -> None:

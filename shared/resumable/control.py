@@ -207,6 +207,32 @@ def watchdog_sweep(engine: Engine, *, now: float | None = None) -> dict[str, lis
     return republished
 
 
+def collect_garbage(engine: Engine, *, now: float | None = None, limit: int = 200) -> list[str]:
+    """Delete the checkpoints of runs that finished longer ago than the retention
+    (``RESUMABLE_RUN_RETENTION_DAYS``): by finish time, so a long or resumed run never
+    loses objects it still uses. Returns the run ids cleaned; the watchdog calls it on
+    every sweep, ``limit`` runs at a time. The run documents stay (Firestore's TTL policy
+    deletes them a day later)."""
+    retention = engine.settings.retention_seconds
+    if retention is None:
+        return []
+    cutoff = (engine.runtime.now() if now is None else now) - retention
+    cleaned = []
+    for found in engine.runs.finished_before(cutoff, limit=limit):
+        try:
+            _state, allowed = engine.runs.mutate(
+                _doc_id(engine, found), partial(transitions.expire, cutoff=cutoff)
+            )
+            if allowed:
+                engine.files(found).delete()
+                cleaned.append(found.run_id)
+        except Exception:
+            logger.exception(
+                "could not delete an expired run's checkpoints", extra=log_fields(found)
+            )
+    return cleaned
+
+
 def describe(state: RunState) -> dict[str, Any]:
     """The status of a run as plain JSON (``resumable status --json``)."""
 

@@ -18,7 +18,7 @@ from cloudevents.http import CloudEvent
 from werkzeug.exceptions import ServiceUnavailable
 
 from .config import Settings
-from .control import record_dead_letter, watchdog_sweep
+from .control import collect_garbage, record_dead_letter, watchdog_sweep
 from .control import start_run as start_run_now
 from .engine import Engine
 from .log import configure_cloud_logging, logger
@@ -135,6 +135,11 @@ def _dead_start(data: bytes, count: str | None, not_a_step: str) -> None:
 
 @functions_framework.cloud_event
 def watchdog(event: CloudEvent) -> None:
-    """Re-publish steps whose lease expired or whose message was lost (scheduled)."""
+    """Keep running runs moving (re-publish lost steps, finish stuck runs) and delete the
+    checkpoints of runs finished longer ago than the retention (scheduled)."""
     republished = watchdog_sweep(engine())
-    logger.info(f"watchdog swept: {sum(len(v) for v in republished.values())} step(s) re-published")
+    expired = collect_garbage(engine())
+    logger.info(
+        f"watchdog swept: {sum(len(v) for v in republished.values())} step(s) re-published, "
+        f"{len(expired)} expired run(s) cleaned"
+    )

@@ -18,10 +18,14 @@ from .runtime import SYSTEM, Runtime
 EXPIRE_AT = "expire_at"
 """Timestamp field of finished run documents: Firestore's TTL policy deletes them after it."""
 
+DOCUMENT_GRACE_SECONDS = 86400.0
+
 COMPOSITE_INDEXES: tuple[tuple[tuple[str, str], ...], ...] = (
     # query(status=...): newest runs first; scan(status=...): oldest first.
     (("status", "ASCENDING"), ("created_at", "DESCENDING")),
     (("status", "ASCENDING"), ("created_at", "ASCENDING")),
+    # finished_before(): finished runs whose checkpoints are still stored, oldest first.
+    (("files_deleted", "ASCENDING"), ("finished_at", "ASCENDING")),
 )
 """Composite indexes of the run collection, as ``(field, "ASCENDING" | "DESCENDING")``."""
 
@@ -55,8 +59,11 @@ class FirestoreDocuments:
         """The stored form of ``state``: with its expiry when finished, without otherwise."""
         document = state.model_dump()
         if state.finished and self.retention_seconds is not None:
+            # A day after the watchdog deletes the run's checkpoints (at the retention): the
+            # document outlives its objects, so that nothing is left without an owner.
             finished = state.finished_at or state.updated_at
-            document[EXPIRE_AT] = datetime.fromtimestamp(finished + self.retention_seconds, UTC)
+            expiry = finished + self.retention_seconds + DOCUMENT_GRACE_SECONDS
+            document[EXPIRE_AT] = datetime.fromtimestamp(expiry, UTC)
         elif update:
             from google.cloud import firestore
 
@@ -116,6 +123,17 @@ class FirestoreDocuments:
             )
             query = query.start_after({"created_at": after.created_at, "__name__": name})
         return [_state(s.to_dict()) for s in query.limit(limit).stream()]
+
+    def finished_before(self, cutoff: float, *, limit: int) -> list[RunState]:
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = (
+            self.collection.where(filter=FieldFilter("files_deleted", "==", False))
+            .where(filter=FieldFilter("finished_at", "<", cutoff))
+            .order_by("finished_at")
+            .limit(limit)
+        )
+        return [_state(s.to_dict()) for s in query.stream()]
 
 
 class FirestoreRunStateStore(CompareAndSetStore):

@@ -149,6 +149,11 @@ class RunStateStore(Protocol):
         """Every run with ``status``, oldest first, read page by page."""
         ...
 
+    def finished_before(self, cutoff: float, *, limit: int = 200) -> list[RunState]:
+        """Up to ``limit`` finished runs whose checkpoints are still stored, that finished
+        before ``cutoff``, the oldest first."""
+        ...
+
     def delete(self, doc_id: str) -> None: ...
 
 
@@ -171,6 +176,8 @@ class DocumentBackend(Protocol):
     ) -> list[RunState]:
         """Up to ``limit`` runs ordered by ``created_at``, starting after ``after``."""
         ...
+
+    def finished_before(self, cutoff: float, *, limit: int) -> list[RunState]: ...
 
 
 def backoff_delays(attempts: int, base: float = 0.02, cap: float = 1.0) -> list[float]:
@@ -236,6 +243,9 @@ class CompareAndSetStore:
             if len(page) < page_size:
                 return
             after = page[-1]
+
+    def finished_before(self, cutoff: float, *, limit: int = 200) -> list[RunState]:
+        return self.backend.finished_before(cutoff, limit=limit)
 
     def delete(self, doc_id: str) -> None:
         self.backend.delete(doc_id)
@@ -329,6 +339,18 @@ class MemoryDocuments:
                 if (_order_key(s) < mark if newest_first else _order_key(s) > mark)
             ]
         return states[:limit]
+
+    def finished_before(self, cutoff: float, *, limit: int) -> list[RunState]:
+        self._io("query", "")
+        with self._lock:
+            documents = [d for d, _ in self._docs.values()]
+        states = [RunState.model_validate(d) for d in documents]
+        expired = [
+            s
+            for s in states
+            if not s.files_deleted and s.finished_at is not None and s.finished_at < cutoff
+        ]
+        return sorted(expired, key=lambda s: s.finished_at or 0.0)[:limit]
 
 
 def _order_key(state: RunState) -> tuple[float, str]:

@@ -412,8 +412,9 @@ def resume(
     if state.files_deleted:
         return Decision(
             Resumption(
-                refused=f"the checkpoints of run {state.run_id!r} were deleted when it "
-                "completed (the pipeline sets cleanup_on_success)"
+                refused=f"the checkpoints of run {state.run_id!r} were deleted (when it "
+                "completed, as its pipeline sets cleanup_on_success, or when its retention "
+                "ended)"
             )
         )
     new = _copy(state)
@@ -532,6 +533,18 @@ def repair(state: RunState, *, spec: PipelineSpec, now: float, grace: float) -> 
         return Decision(Repair(republish=tuple(queued), action=f"queued {queued}"), new)
     _finish(new, RunStatus.CANCELLED, now)
     return Decision(Repair(action="cancelled: no step could run"), new)
+
+
+def expire(state: RunState, *, cutoff: float) -> Decision[bool]:
+    """Before the checkpoints of a run finished before ``cutoff`` are deleted (its
+    retention is over): ``False`` if it was resumed meanwhile, so nothing may be deleted."""
+    if not state.finished or state.finished_at is None or state.finished_at >= cutoff:
+        return Decision(False)
+    if state.files_deleted:
+        return Decision(False)
+    new = _copy(state)
+    new.files_deleted = True
+    return Decision(True, new)
 
 
 def begin_cleanup(state: RunState) -> Decision[bool]:

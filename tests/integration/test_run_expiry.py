@@ -10,7 +10,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from resumable.firestore_state import EXPIRE_AT, FirestoreRunStateStore, make_firestore_client
+from resumable.firestore_state import (
+    DOCUMENT_GRACE_SECONDS,
+    EXPIRE_AT,
+    FirestoreRunStateStore,
+    make_firestore_client,
+)
 from resumable.runstate import Decision, RunState, StepState
 
 pytestmark = pytest.mark.emulators
@@ -57,7 +62,7 @@ def test_finished_run_expires_retention_after_it_finished(store: FirestoreRunSta
     store.mutate("r1", finish)
     expire_at = stored(store, "r1")[EXPIRE_AT]
     assert isinstance(expire_at, datetime)
-    expected = datetime.fromtimestamp(finished_at + 30 * DAY, UTC)
+    expected = datetime.fromtimestamp(finished_at + 30 * DAY + DOCUMENT_GRACE_SECONDS, UTC)
     assert abs((expire_at - expected).total_seconds()) < 0.01
     state = store.get("r1")
     assert state is not None and EXPIRE_AT not in (state.model_extra or {})
@@ -87,3 +92,22 @@ def test_status_query_returns_newest_runs_first(store: FirestoreRunStateStore) -
     store.create("done", done)
     newest = store.query(status="running", limit=3)
     assert [s.run_id for s in newest] == ["q4", "q3", "q2"]
+
+
+def test_finished_runs_whose_checkpoints_remain_are_found_oldest_first(
+    store: FirestoreRunStateStore,
+) -> None:
+    now = time.time()
+    runs = [
+        ("error", now - 100, False),
+        ("cancelled", now - 300, False),
+        ("completed", now - 200, True),
+        ("running", None, False),
+        ("completed", now - 5, False),
+    ]
+    for n, (status, finished, deleted) in enumerate(runs):
+        state = running(f"f{n}", now - 1000 + n)
+        state.status, state.finished_at, state.files_deleted = status, finished, deleted
+        store.create(f"f{n}", state)
+    found = store.finished_before(now - 50, limit=10)
+    assert [s.run_id for s in found] == ["f1", "f0"]
