@@ -26,6 +26,7 @@ import re
 from collections import Counter
 from typing import Any
 
+from resumable.messages import parse_step
 from resumable.status import RunStatus, StepStatus
 from resumable.step_outputs import RunFiles
 
@@ -204,6 +205,11 @@ def _check_error_explained(world: World, run_id: str, pipeline: str, state: Any)
         for _time, process, _where in world.sim.crashes
         if process in world.process_of
     )
+    for delivery in world.pubsub.deliveries:  # pushes that never reached a function
+        lost = sum(1 for outcome in delivery.outcomes if outcome.endswith("unreachable"))
+        if lost:
+            message = parse_step(delivery.data)
+            faults[(message.run_id, message.step)] += lost
     error = state.error or ""
     for step in failed:
         found = faults[(run_id, step)]

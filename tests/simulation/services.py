@@ -42,6 +42,7 @@ class Faults:
     duplicate: float = 0.0  # a published message delivered twice
     max_delay: float = 2.0  # publish → push delay, uniform in [0.01, max_delay]
     seconds_per_mb: float = 0.0  # storage transfer time: large values on a slow link
+    unreachable: float = 0.0  # a push that never reaches the function (counts as a nack)
 
 
 def _latency(sim: Sim, faults: Faults) -> None:
@@ -169,6 +170,7 @@ class SimDocuments(MemoryDocuments):
         # message handler); a write on behalf of another generation's message is recorded.
         self.message_generation: Callable[[], int | None] = lambda: None
         self.stale_writes: list[str] = []
+        self.on_failed: Callable[[str], None] = lambda run_id: None  # a run just failed
 
     def _io_hook(self, operation: str, doc_id: str) -> None:
         sim = self.sim
@@ -204,6 +206,8 @@ class SimDocuments(MemoryDocuments):
         self.max_size = max(self.max_size, document_size(after))
         if before is None:
             return
+        if after.status == "error" and before.status != "error":
+            self.on_failed(after.run_id)
         generation = self.message_generation()
         if generation is not None and generation != before.generation:
             actor = self.sim.current
@@ -277,6 +281,7 @@ class SimPubSub:
         self._ids = itertools.count(1)
         self._processes = itertools.count(1)
         self.delivered_by_topic: dict[str, int] = defaultdict(int)
+        self.dead_letters: list[tuple[bytes, dict[str, str]]] = []  # every one handled
 
     # -- the Publisher interface ------------------------------------------------------------
 
@@ -313,6 +318,10 @@ class SimPubSub:
             self._dead_letter(delivery)
             return
         delivery.attempts += 1
+        if self.faults.unreachable and self.sim.rng.random() < self.faults.unreachable:
+            delivery.outcomes.append(f"{delivery.attempts}: unreachable")
+            self._schedule(delivery, self._backoff(delivery))
+            return
         handler = self.handlers[delivery.topic]
         process = Process(f"{delivery.topic}#{next(self._processes)}")
         answered = {"done": False}
@@ -346,13 +355,18 @@ class SimPubSub:
             self._schedule(delivery, self._backoff(delivery))
 
     def _dead_letter(self, delivery: Delivery) -> None:
-        handler = self.dead_letter_handler
-        if handler is None:
-            return
         attributes = {
             **delivery.attributes,
             "CloudPubSubDeadLetterSourceDeliveryCount": str(delivery.attempts),
         }
+        self.dead_letters.append((delivery.data, attributes))
+        self.push_dead_letter(delivery.data, attributes)
+
+    def push_dead_letter(self, data: bytes, attributes: dict[str, str]) -> None:
+        """Deliver a dead letter to its function (again, for a late copy)."""
+        handler = self.dead_letter_handler
+        if handler is None:
+            return
         tries = {"n": 0}
 
         def push() -> None:
@@ -362,7 +376,7 @@ class SimPubSub:
             def run() -> None:
                 ok = False
                 try:
-                    ok = bool(handler(delivery.data, attributes, process))
+                    ok = bool(handler(data, attributes, process))
                 finally:
                     if not (ok and process.alive) and tries["n"] < 20:
                         self.in_flight += 1
@@ -375,7 +389,11 @@ class SimPubSub:
             push()
 
         # Dead letters may arrive long after, and twice (at least once, like any message).
-        copies = 2 if self.faults.duplicate and self.sim.rng.random() < self.faults.duplicate else 1
-        for _ in range(copies):
+        rng = self.sim.rng
+        first = self.sim.now + rng.choice([rng.uniform(0.1, 5.0), rng.uniform(0.1, 900.0)])
+        arrivals = [first]
+        if rng.random() < 0.5:  # dead letters are pushed at least once, like any message
+            arrivals.append(first + rng.uniform(300.0, 1500.0))  # long after: a resume between
+        for when in arrivals:
             self.in_flight += 1
-            self.sim.at(self.sim.now + self.sim.rng.uniform(0.1, 900.0), done_retry)
+            self.sim.at(when, done_retry)

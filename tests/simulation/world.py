@@ -108,10 +108,12 @@ def build_world(seed: int, *, only: RunPlan | None = None) -> World:
         slow_io=0.0 if only else rng.choice([0.0, 0.0, 0.02]),
         document_conflict=0.03 * intensity,
         document_error=0.005 * intensity,
-        duplicate=0.0 if only else rng.choice([0.0, 0.1, 0.3]),
+        duplicate=0.0 if only else rng.choice([0.0, 0.1, 0.3, 0.6]),
         max_delay=rng.choice([0.5, 2.0, 30.0]),
         # Some deployments move large values slowly: an 80 kB blob takes longer than a lease.
         seconds_per_mb=0.0 if only else rng.choice([0.0, 0.0, 0.0, 1200.0]),
+        # Pushes lost on the way: messages run out of delivery attempts, dead letters follow.
+        unreachable=0.0 if only else rng.choice([0.0, 0.0, 0.4, 0.7]),
     )
     sim.crash_rate = rng.choice([0.0, 0.0, 0.003, 0.01]) * (1 if intensity else 0)
     sim.pause_rate = rng.choice([0.0, 0.0, 0.002, 0.005]) * (1 if intensity else 0)
@@ -213,9 +215,20 @@ def _wire(world: World) -> None:
 
 
 def _plan_operations(world: World) -> None:
-    """Users cancel, resume, roll back and start runs again, at random moments."""
+    """Users cancel, resume, roll back and start runs again, at random moments; and some
+    resume a run soon after it failed."""
     sim = world.sim
     rng = sim.rng
+
+    def resume_after_failure(run_id: str) -> None:
+        plan = next(p for p in world.runs if p.run_id == run_id)
+        if rng.random() < 0.8:
+            op = UserOp(sim.now + rng.uniform(30, 600), "resume", run_id)
+            world.ops.append(op)
+            world.last_op = max(world.last_op, op.time)
+            sim.at(op.time, functools.partial(_operate, world, op, plan))
+
+    world.documents.on_failed = resume_after_failure
     for plan in world.runs:
         for _ in range(rng.choice([0, 0, 1, 2, 3])):
             kind = rng.choice(["cancel", "resume", "resume", "resume_from", "start_again"])
@@ -262,6 +275,7 @@ def _operate(world: World, op: UserOp, plan: RunPlan) -> None:
             else:
                 resumed, _published = resume_run(engine, state, from_step=op.step)
                 op.generation = resumed.generation
+                _replay_an_old_dead_letter(world, plan.run_id)
                 if op.step is not None:
                     spec = sim_pipelines.PIPELINES[plan.pipeline].spec
                     op.reset = [op.step, *sorted(spec.descendants(op.step))]
@@ -270,6 +284,18 @@ def _operate(world: World, op: UserOp, plan: RunPlan) -> None:
             op.outcome = f"refused: {exc}"
 
     sim.spawn(run, process=process, name=process.name)
+
+
+def _replay_an_old_dead_letter(world: World, run_id: str) -> None:
+    """Sometimes a dead letter from before the resume arrives (again) just after it."""
+    sim = world.sim
+    old = [d for d in world.pubsub.dead_letters if f'"run_id":"{run_id}"'.encode() in d[0]]
+    if old and sim.rng.random() < 0.5:
+        data, attributes = sim.rng.choice(old)
+        sim.at(
+            sim.now + sim.rng.uniform(0.1, 30.0),
+            lambda: world.pubsub.push_dead_letter(data, attributes),
+        )
 
 
 def simulate(seed: int, *, only: RunPlan | None = None) -> World:
