@@ -6,7 +6,7 @@ twice. In-process (``Pipeline.run``) or event-driven on Google Cloud.
 """
 
 from .codec import register_codec, unregister_codec
-from .current_step import save_progress
+from .current_step import Continue, save_progress
 from .errors import (
     CheckpointError,
     CorruptCheckpointError,
@@ -27,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
+    "Continue",
     "CorruptCheckpointError",
     "EncodingError",
     "IncompatibleCheckpointError",

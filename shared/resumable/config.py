@@ -35,8 +35,12 @@ class Settings:
     - ``collection``: Firestore collection of run documents (``RESUMABLE_COLLECTION``).
     - ``lease_seconds`` / ``heartbeat_seconds``: how long a claim on a step lives without
       a heartbeat, and how often a running step renews it.
-    - ``run_retention_days``: how long a finished run's document is kept before Firestore's
-      TTL policy deletes it (``RESUMABLE_RUN_RETENTION_DAYS``; 0 keeps it forever).
+    - ``run_retention_days``: how long a finished run's checkpoints are kept (then the
+      watchdog deletes them) and its document (a day more, then Firestore's TTL policy
+      deletes it) (``RESUMABLE_RUN_RETENTION_DAYS``; 0 keeps them forever).
+    - ``deadline_margin_seconds``: how long before its function's timeout a delivery's
+      ``should_stop()`` turns true, to leave time to save progress and commit
+      (``RESUMABLE_DEADLINE_MARGIN_SECONDS``).
 
     :meth:`to_env` is the inverse of :meth:`from_env`: the deployment tools configure the
     functions with it.
@@ -52,6 +56,7 @@ class Settings:
     heartbeat_seconds: float = 15.0
     watchdog_grace_seconds: float = 120.0
     run_retention_days: float = 30.0
+    deadline_margin_seconds: float = 30.0
     step: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -81,6 +86,7 @@ class Settings:
             heartbeat_seconds=_float("RESUMABLE_HEARTBEAT_SECONDS", max(lease / 4, 0.2)),
             watchdog_grace_seconds=_float("RESUMABLE_WATCHDOG_GRACE_SECONDS", 2 * lease),
             run_retention_days=_float("RESUMABLE_RUN_RETENTION_DAYS", 30.0),
+            deadline_margin_seconds=_float("RESUMABLE_DEADLINE_MARGIN_SECONDS", 30.0),
             step=os.environ.get("RESUMABLE_STEP") or None,
         )
 
@@ -104,6 +110,8 @@ class Settings:
             env["RESUMABLE_HEARTBEAT_SECONDS"] = _number(self.heartbeat_seconds)
         if self.watchdog_grace_seconds != 2 * self.lease_seconds:
             env["RESUMABLE_WATCHDOG_GRACE_SECONDS"] = _number(self.watchdog_grace_seconds)
+        if self.deadline_margin_seconds != 30.0:
+            env["RESUMABLE_DEADLINE_MARGIN_SECONDS"] = _number(self.deadline_margin_seconds)
         if self.step:
             env["RESUMABLE_STEP"] = self.step
         return env

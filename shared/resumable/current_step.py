@@ -45,9 +45,32 @@ def save_progress(context: Mapping[str, Any] | None = None) -> bool:
     return callback(context)
 
 
-def step_kwargs(function: Callable[..., Any], should_stop: Callable[[], bool]) -> dict[str, Any]:
+class Continue:
+    """Return it from a step to be called again from its saved progress: the step has
+    more to do than one delivery allows (``should_stop()`` turned true at the deadline).
+
+    Serverless, a new delivery of the step continues it — not a failure, not a retry,
+    no attempt counted; in-process the runner calls the step again at once. Progress must
+    have been saved (with ``save_progress``, or given here as ``progress``): a step that
+    asks to continue without saving anything would start over forever, so that is an
+    error.
+    """
+
+    def __init__(self, progress: Mapping[str, Any] | None = None) -> None:
+        self.progress = progress
+
+    def __repr__(self) -> str:
+        return f"Continue(progress={self.progress!r})"
+
+
+def step_kwargs(
+    function: Callable[..., Any],
+    should_stop: Callable[[], bool],
+    time_left: Callable[[], float] = lambda: float("inf"),
+) -> dict[str, Any]:
     """The optional keyword arguments a step asked for by naming them in its signature:
-    ``should_stop`` (is a stop requested?) and ``save_progress``."""
+    ``should_stop`` (a stop is requested or the delivery's deadline is near),
+    ``time_left`` (seconds until that deadline) and ``save_progress``."""
     try:
         parameters = inspect.signature(function).parameters
     except (TypeError, ValueError):
@@ -55,6 +78,8 @@ def step_kwargs(function: Callable[..., Any], should_stop: Callable[[], bool]) -
     kwargs: dict[str, Any] = {}
     if "should_stop" in parameters:
         kwargs["should_stop"] = should_stop
+    if "time_left" in parameters:
+        kwargs["time_left"] = time_left
     if "save_progress" in parameters:
         kwargs["save_progress"] = save_progress
     return kwargs

@@ -192,6 +192,16 @@ def _topological_order(pipeline: str, steps: Mapping[str, StepSpec]) -> tuple[st
     return tuple(order)
 
 
+MAX_DELIVERY_SECONDS = 540  # event-driven Cloud Run functions: the longest request allowed
+
+
+def delivery_seconds(step: StepSpec) -> int:
+    """How long one serverless delivery of ``step`` may run: its function's timeout (the
+    step's ``timeout``, at most 540 s). A step that needs longer continues across
+    deliveries (``resumable.Continue``)."""
+    return int(min(step.timeout, MAX_DELIVERY_SECONDS)) if step.timeout else MAX_DELIVERY_SECONDS
+
+
 def step_updates(step: str, result: Any) -> dict[str, Any]:
     """What a step's return value puts into the context: a dict is merged as is, ``None``
     adds nothing, any other value is stored as ``"{step}_result"``."""

@@ -39,6 +39,7 @@ class StepRecord(BaseModel):
     error: str | None = None
     output_keys: list[str] = Field(default_factory=list)
     progress_saved_at: str | None = None
+    continuations: int = 0  # calls that ended asking to be continued (Continue())
 
 
 class Manifest(BaseModel):

@@ -29,9 +29,10 @@ from typing import Any, Literal
 
 from . import current_step
 from .checkpoint import CheckpointStore, ConcurrentWriterError, LoadedCheckpoint
+from .current_step import Continue
 from .definition import PipelineSpec, StepSpec, step_updates
 from .deltas import Delta
-from .errors import CheckpointError, is_retryable
+from .errors import CheckpointError, NonRetryableError, is_retryable
 from .log import fields, logger
 from .manifest import Manifest, StepRecord, now_iso
 from .run_context import OutputConflictError, RunContext, StepInput
@@ -101,6 +102,7 @@ class InProcessRun:
             spec, checkpoints.blobs, trust_steps=not options.detect_in_place_changes
         )
         self.resumed = False
+        self._saves: dict[str, int] = {}  # progress checkpoints written, per step
 
     # -- events and logs ----------------------------------------------------------------
 
@@ -217,7 +219,8 @@ class InProcessRun:
     def _call_with_retries(
         self, spec: StepSpec, record: StepRecord, isolated: bool
     ) -> tuple[StepInput, Any]:
-        kwargs = current_step.step_kwargs(spec.function, self.stop_event.is_set)
+        """Call the step until it returns, retrying retryable failures; a step that asks
+        to continue (``Continue()``) is called again from its progress, as no retry."""
         tries = 0
         while True:
             tries += 1
@@ -225,13 +228,9 @@ class InProcessRun:
             attempt = self._attempt_input(spec.name, isolated)
             self._log(logging.INFO, f"step {spec.name} started", spec.name, record.attempts)
             self._emit("step_started", step=spec.name, attempt=record.attempts)
-
-            def progress(given: Mapping[str, Any] | None, attempt: StepInput = attempt) -> bool:
-                return self.save_progress(attempt, given)
-
+            saves = self._saves.get(spec.name, 0)
             try:
-                with current_step.bound(progress):
-                    return attempt, spec.function(attempt.context, **kwargs)
+                result = self._call(spec, attempt)
             except Exception as exc:
                 with self._lock:
                     self.context.failed(attempt)
@@ -239,21 +238,53 @@ class InProcessRun:
                     raise
                 if not is_retryable(exc) or tries > spec.retries:
                     raise
-                delay = min(
-                    self.options.retry_backoff * 2 ** (tries - 1), self.options.retry_backoff_max
+                self._wait_to_retry(spec, record, tries, exc)
+                continue
+            if not isinstance(result, Continue):
+                return attempt, result
+            if result.progress is not None:
+                self.save_progress(attempt, result.progress)
+            if self._saves.get(spec.name, 0) == saves:
+                raise NonRetryableError(
+                    f"step {spec.name} returned Continue() without saving progress: it would "
+                    "start from the same point again (call save_progress() first, or pass "
+                    "Continue(progress=...))"
                 )
-                self._log(
-                    logging.WARNING,
-                    f"step {spec.name} failed ({type(exc).__name__}: {exc}); retry "
-                    f"{tries}/{spec.retries} in {delay:.1f}s",
-                    spec.name,
-                    record.attempts,
-                )
-                self._emit(
-                    "step_retrying", step=spec.name, attempt=record.attempts, detail=str(exc)
-                )
-                if self.stop_event.wait(delay):
-                    raise
+            tries -= 1  # a continuation is not a retry
+            record.continuations += 1
+
+    def _call(self, spec: StepSpec, attempt: StepInput) -> Any:
+        """One call of the step function: ``should_stop()`` turns true at a stop request
+        and at the step's ``timeout`` (counted from this call), ``time_left()`` says when."""
+        deadline = time.monotonic() + spec.timeout if spec.timeout else float("inf")
+
+        def should_stop() -> bool:
+            return self.stop_event.is_set() or time.monotonic() >= deadline
+
+        def time_left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        def progress(given: Mapping[str, Any] | None) -> bool:
+            return self.save_progress(attempt, given)
+
+        kwargs = current_step.step_kwargs(spec.function, should_stop, time_left)
+        with current_step.bound(progress):
+            return spec.function(attempt.context, **kwargs)
+
+    def _wait_to_retry(
+        self, spec: StepSpec, record: StepRecord, tries: int, exc: Exception
+    ) -> None:
+        delay = min(self.options.retry_backoff * 2 ** (tries - 1), self.options.retry_backoff_max)
+        self._log(
+            logging.WARNING,
+            f"step {spec.name} failed ({type(exc).__name__}: {exc}); retry "
+            f"{tries}/{spec.retries} in {delay:.1f}s",
+            spec.name,
+            record.attempts,
+        )
+        self._emit("step_retrying", step=spec.name, attempt=record.attempts, detail=str(exc))
+        if self.stop_event.wait(delay):
+            raise exc
 
     def _commit(
         self, spec: StepSpec, record: StepRecord, attempt: StepInput, result: Any, began: float
@@ -318,7 +349,10 @@ class InProcessRun:
                 self._checkpoint_failed(exc)
                 return False
             self._state.records[attempt.step].progress_saved_at = now_iso()
-            return self._checkpoint("progress", step=attempt.step)
+            saved = self._checkpoint("progress", step=attempt.step)
+            if saved:
+                self._saves[attempt.step] = self._saves.get(attempt.step, 0) + 1
+            return saved
 
     def _checkpoint(
         self,

@@ -52,6 +52,9 @@ class StepState(BaseModel):
     finished_at: float | None = None
     manifest: str | None = None
     progress_manifest: str | None = None  # progress saved mid-step, where the step resumes
+    continuations: int = 0  # deliveries that ended asking to be continued (Continue())
+    hard_limit: float | None = None  # when the running attempt's function times out
+    progress_at_claim: str | None = None  # its progress when it was claimed
     checkpoint_bytes: int | None = None
     output_keys: list[str] = Field(default_factory=list)
     error: str | None = None

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from . import naming
+from .definition import delivery_seconds
 from .errors import ResumableError
 from .pipeline import Pipeline
 from .transitions import max_attempts
@@ -120,11 +121,6 @@ def _memory(value: str | None) -> str:
     return value or "512Mi"
 
 
-def _timeout(seconds: float | None) -> int:
-    # Event-driven functions run at most 540 s; a step that needs longer saves progress.
-    return int(min(seconds, 540)) if seconds else 540
-
-
 def build_topology(pipelines: Iterable[Pipeline], prefix: str = "resumable") -> Topology:
     """The deployment's topology for ``pipelines``, with names from :mod:`naming`.
 
@@ -173,7 +169,7 @@ def build_topology(pipelines: Iterable[Pipeline], prefix: str = "resumable") -> 
                     subscription=naming.push_subscription(topic),
                     pipeline=spec.name,
                     step=step,
-                    timeout_seconds=_timeout(definition.timeout),
+                    timeout_seconds=delivery_seconds(definition),
                     memory=_memory(definition.memory),
                     concurrency=definition.concurrency or 1,
                     max_attempts=max_attempts(definition),

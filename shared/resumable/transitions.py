@@ -147,6 +147,7 @@ class ClaimKind(StrEnum):
     NOT_READY = "not_ready"  # its dependencies have not completed: ack (a stale message)
     FINISHED = "finished"  # the run or the step is over (or was just cancelled): ack
     EXHAUSTED = "exhausted"  # past the attempt limit: step and run failed, ack
+    TIMED_OUT = "timed_out"  # the last attempt ran into its time limit saving nothing: failed
     STALE = "stale"  # a message from another generation of the run: ack
 
 
@@ -167,8 +168,10 @@ def claim(
     now: float,
     lease_seconds: float,
     generation: int | None,
+    delivery_seconds: float | None = None,
 ) -> Decision[Claim]:
-    """A delivery of "run ``step``" asks for the step's lease."""
+    """A delivery of "run ``step``" asks for the step's lease (for at most
+    ``delivery_seconds``, its function's time limit)."""
     if generation is not None and generation != state.generation:
         return Decision(
             Claim(
@@ -200,6 +203,15 @@ def claim(
         return Decision(Claim(ClaimKind.NOT_READY, reason="its dependencies have not completed"))
     new = _copy(state)
     record = new.steps[step]
+    if _timed_out_saving_nothing(record):
+        reason = (
+            f"step {step} was stopped at its time limit ({definition.timeout or 540:.0f} s "
+            "per delivery) without saving progress, so another delivery would only start "
+            "over: save progress with save_progress() and return resumable.Continue() when "
+            "should_stop() turns true, or raise the step's timeout"
+        )
+        _fail_step(new, step, reason, now)
+        return Decision(Claim(ClaimKind.TIMED_OUT, reason=reason), new)
     used = record.attempt - record.attempt_base
     if used >= max_attempts(definition):
         reason = (
@@ -215,7 +227,20 @@ def claim(
     record.lease_expires = now + lease_seconds
     record.started_at = now
     record.error = None
+    record.hard_limit = now + delivery_seconds if delivery_seconds else None
+    record.progress_at_claim = record.progress_manifest
     return Decision(Claim(ClaimKind.CLAIMED, attempt=record.attempt), new)
+
+
+def _timed_out_saving_nothing(record: StepState) -> bool:
+    """The running attempt's worker lived until its function's time limit (its lease was
+    renewed past it) and saved no progress: it was killed there, and would be again."""
+    return (
+        record.status == StepStatus.RUNNING
+        and record.hard_limit is not None
+        and (record.lease_expires or 0) >= record.hard_limit
+        and record.progress_manifest == record.progress_at_claim
+    )
 
 
 # -- while the step runs --------------------------------------------------------------------
@@ -304,6 +329,7 @@ def commit(
 
 
 class Verdict(StrEnum):
+    CONTINUED = "continued"  # queued again to go on from its progress: publish it, ack
     RETRY = "retry"  # queued again: answer "retry later" so Pub/Sub redelivers
     FAILED = "failed"  # the step and the run failed
     CANCELLED = "cancelled"  # a cancel was requested: the step stops here
@@ -348,6 +374,29 @@ def record_failure(
     record.queued_at = now
     _clear_lease(record)
     return Decision(Verdict.RETRY, new)
+
+
+def continue_step(
+    state: RunState, step: str, *, owner: str, attempt: int, now: float
+) -> Decision[Verdict]:
+    """The attempt saved progress and asked to be continued by a new delivery: the step
+    is queued again, and the next claim counts no attempt (it is not a retry)."""
+    record = state.steps[step]
+    if not owns(record, owner, attempt):
+        return Decision(Verdict.STALE)
+    new = _copy(state)
+    record = new.steps[step]
+    _clear_lease(record)
+    if new.cancel_requested:
+        record.status = StepStatus.CANCELLED
+        record.finished_at = now
+        apply_cancel(new, now)
+        return Decision(Verdict.CANCELLED, new)
+    record.status = StepStatus.QUEUED
+    record.queued_at = now
+    record.continuations += 1
+    record.attempt_base += 1
+    return Decision(Verdict.CONTINUED, new)
 
 
 # -- requests from users and operators ------------------------------------------------------

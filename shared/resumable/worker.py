@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import current_step, deltas, transitions
-from .definition import StepSpec, step_updates
+from .current_step import Continue
+from .definition import StepSpec, delivery_seconds, step_updates
 from .engine import Engine, log_fields
 from .errors import CheckpointError, EncodingError, StepError, is_retryable
 from .log import logger
@@ -116,6 +117,8 @@ class StepAttempt:
         self.files: RunFiles | None = None
         self.before: dict[str, Entry] = {}
         self.context: dict[str, Any] = {}
+        self.deadline = float("inf")  # when should_stop() turns true: time to wrap up
+        self.progress_saved = False  # by this delivery
 
     # -- the protocol ---------------------------------------------------------------------
 
@@ -147,6 +150,8 @@ class StepAttempt:
         if lease.lost:
             logger.warning("lease lost while running: output discarded", extra=self._fields())
             return Outcome.done("lease lost; output discarded")
+        if isinstance(result, Continue):
+            return self.continue_later(result)
         try:
             manifest, size, keys = self.write(result)
         except (EncodingError, StepError) as exc:
@@ -165,18 +170,22 @@ class StepAttempt:
 
     def claim(self) -> transitions.Claim:
         engine = self.engine
+        now = engine.runtime.now()
+        limit = delivery_seconds(self.step)
         state, claim = self._mutate(
             lambda s: transitions.claim(
                 s,
                 self.spec,
                 self.step.name,
                 owner=self.owner,
-                now=engine.runtime.now(),
+                now=now,
                 lease_seconds=engine.settings.lease_seconds,
                 generation=self.generation,
+                delivery_seconds=limit,
             )
         )
         self.state = state
+        self.deadline = now + limit - engine.settings.deadline_margin_seconds
         return claim
 
     def load(self) -> None:
@@ -194,8 +203,13 @@ class StepAttempt:
 
     def run(self, lease: Lease) -> Any:
         function = self.step.function
+        kwargs = current_step.step_kwargs(function, lease.should_stop, self.time_left)
         with current_step.bound(self.save_progress):
-            return function(self.context, **current_step.step_kwargs(function, lease.should_stop))
+            return function(self.context, **kwargs)
+
+    def time_left(self) -> float:
+        """Seconds until this delivery's deadline (then ``should_stop()`` is true)."""
+        return max(0.0, self.deadline - self.engine.runtime.now())
 
     def save_progress(self, given: Mapping[str, Any] | None) -> bool:
         """Put ``given`` into the running step's context and store the context, so that
@@ -223,7 +237,32 @@ class StepAttempt:
         except Exception:  # storage or the run document unreachable: not the step's fault
             logger.warning("progress not saved", exc_info=True, extra=self._fields())
             return False
+        self.progress_saved = self.progress_saved or recorded
         return recorded
+
+    def continue_later(self, request: Continue) -> Outcome:
+        """The step asked to go on in a new delivery from the progress it saved."""
+        if request.progress is not None:
+            self.save_progress(request.progress)
+        if not self.progress_saved:
+            return self.fail(
+                "returned Continue() without saving progress in this delivery: the next one "
+                "would start from the same point (call save_progress() first, or pass "
+                "Continue(progress=...))"
+            )
+        state, verdict = self._mutate(
+            lambda s: transitions.continue_step(
+                s,
+                self.step.name,
+                owner=self.owner,
+                attempt=self.attempt,
+                now=self.engine.runtime.now(),
+            )
+        )
+        if verdict is Verdict.CONTINUED:
+            self.engine.publish_steps(state, [self.step.name])
+            logger.info(f"step {self.step.name} continues in a new delivery", extra=self._fields())
+        return Outcome.done(f"step {verdict}")
 
     def write(self, result: Any) -> tuple[str, int, list[str]]:
         self.context.update(step_updates(self.step.name, result))
@@ -328,8 +367,8 @@ class Lease:
     """The heartbeat: renews the attempt's lease until the commit, only while it is ours.
 
     ``lost`` turns true when the lease is no longer ours (another worker took the step
-    over after it expired, or a resume reset it); ``should_stop()`` turns true then, and
-    when the run's cancellation was requested.
+    over after it expired, or a resume reset it); ``should_stop()`` turns true then, when
+    the run's cancellation was requested, and at the delivery's deadline.
     """
 
     def __init__(self, attempt: StepAttempt) -> None:
@@ -349,7 +388,9 @@ class Lease:
         self._task.stop()
 
     def should_stop(self) -> bool:
-        return self.lost or self.cancelled
+        """The lease is gone, a cancel was requested, or the delivery's deadline is near."""
+        attempt = self.attempt
+        return self.lost or self.cancelled or attempt.engine.runtime.now() >= attempt.deadline
 
     def beat(self) -> bool:
         """One renewal; ``False`` stops the heartbeat (the lease is gone)."""

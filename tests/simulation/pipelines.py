@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from resumable import NonRetryableError, Pipeline, RetryableError
+from resumable import Continue, NonRetryableError, Pipeline, RetryableError
 
 
 @dataclass
@@ -67,6 +67,9 @@ class StepKind:
     fatal: bool = False  # always raises NonRetryableError
     large: bool = False  # outputs an array above the blob threshold
     work: float = 1.0  # virtual seconds of compute (per item for a loop)
+    # A loop longer than a delivery: at the deadline it saves progress and returns
+    # Continue() ("polite"), or ignores the deadline and is killed at the time limit.
+    marathon: str = ""
 
 
 def _make_step(name: str, kind: StepKind) -> Callable[..., dict[str, Any]]:
@@ -90,7 +93,9 @@ def _make_step(name: str, kind: StepKind) -> Callable[..., dict[str, Any]]:
         seed = digest(context, without=own)
         accumulated = list(context.get(f"{own}acc", []))
         for item in range(done, kind.items):
-            if should_stop():  # a cancel: stop here, progress saved, to resume later
+            if should_stop() and kind.marathon == "polite" and item > done:
+                return Continue()  # the deadline (or a cancel): go on in a new delivery
+            if should_stop() and kind.marathon != "stubborn":  # a cancel: stop here
                 raise RetryableError(f"{name}: stopped at item {item}")
             RECORDER.work(kind.work)
             accumulated.append(int(hashlib.sha256(f"{seed}/{item}".encode()).hexdigest()[:8], 16))
@@ -154,5 +159,15 @@ PIPELINES: dict[str, Pipeline] = {
     ),
     "slowloop": build("slowloop", {"a": ([], StepKind(items=6, work=45.0)), "b": (["a"], LAST)}),
 }
+
+PIPELINES["marathon"] = build(
+    "marathon",
+    {
+        "a": ([], PLAIN),
+        "polite": (["a"], StepKind(items=30, work=20.0, marathon="polite")),
+        "stubborn": (["a"], StepKind(items=10, work=60.0, marathon="stubborn")),
+        "z": (["polite", "stubborn"], LAST),
+    },
+)
 
 FAILING_STEPS = {"fatal": "b"}  # pipelines that must end in error, and the step that fails

@@ -104,7 +104,8 @@ class Sim:
         heapq.heappush(self._timers, (max(when, self.now), next(self._seq), callback))
 
     def kill(self, process: Process, where: str) -> None:
-        if process.alive:
+        """Kill ``process`` if it still runs (a finished one has nothing left to kill)."""
+        if process.alive and any(not actor.done for actor in process.actors):
             process.alive = False
             self.crashes.append((self.now, process.name, where))
 

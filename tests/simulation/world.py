@@ -16,6 +16,7 @@ from typing import Any
 
 from resumable import transitions
 from resumable.config import Settings
+from resumable.definition import delivery_seconds
 from resumable.control import RunControlError, cancel_run, get_run, record_dead_letter, resume_run
 from resumable.control import start_run as start_run_now
 from resumable.engine import Engine, PipelineRegistry
@@ -161,6 +162,9 @@ def _wire(world: World) -> None:
         message = parse_step(data)
         world.process_of[process.name] = (message.run_id, message.step)
         world.generation_of[process.name] = message.generation
+        step = sim_pipelines.PIPELINES[message.pipeline].spec.steps[message.step]
+        # Cloud Run stops a request at its function's timeout, whatever it is doing.
+        sim.at(sim.now + delivery_seconds(step), lambda: sim.kill(process, "time limit"))
         outcome = handle_step(world.engine(), message)
         world.outcomes[process.name] = outcome.reason
         return outcome.ack
