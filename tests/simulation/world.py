@@ -16,9 +16,9 @@ from typing import Any
 
 from resumable import transitions
 from resumable.config import Settings
-from resumable.definition import delivery_seconds
 from resumable.control import RunControlError, cancel_run, get_run, record_dead_letter, resume_run
 from resumable.control import start_run as start_run_now
+from resumable.definition import delivery_seconds
 from resumable.engine import Engine, PipelineRegistry
 from resumable.messages import BadMessageError, StartMessage, parse_step
 from resumable.runstate import CompareAndSetStore, RunState
