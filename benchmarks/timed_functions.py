@@ -3,7 +3,7 @@
 ``w2_w3_serverless.py --profile`` deploys this file instead of ``functions/main.py``. Every
 delivery of a step message appends one JSON line to
 ``$RESUMABLE_BENCH_TIMINGS/{pid}.jsonl``: when the function was entered, when each stage of
-``resumable.worker.handle_step`` started and ended (claim, load, write, commit, publish,
+``resumable.serverless._worker.handle_step`` started and ended (claim, load, write, commit, publish,
 finish), the message's Pub/Sub ``publishTime``, and when the function returned. Marks are
 ``time.time()`` values, comparable across the processes of one machine. The protocol
 itself is unchanged: the stage functions are wrapped, not replaced.
@@ -23,11 +23,11 @@ import functions_framework
 import orjson
 from cloudevents.http import CloudEvent
 
-from resumable import entrypoints
-from resumable.engine import Engine
-from resumable.entrypoints import dead_letter, start_run, watchdog
-from resumable.step_outputs import RunFiles
-from resumable.worker import StepAttempt
+from resumable.serverless import entrypoints as entrypoints
+from resumable.serverless._engine import Engine
+from resumable.serverless._run_files import RunFiles
+from resumable.serverless._worker import StepAttempt
+from resumable.serverless.entrypoints import dead_letter, start_run, watchdog
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,7 +64,7 @@ Engine.publish_steps = _timed(Engine.publish_steps, "publish")  # type: ignore[m
 
 @functions_framework.cloud_event
 def run_step(event: CloudEvent) -> None:
-    """``resumable.entrypoints.run_step``, timed."""
+    """``resumable.serverless.entrypoints.run_step``, timed."""
     data = event.get_data()
     message = data.get("message", {}) if isinstance(data, dict) else {}
     attributes = message.get("attributes") or {}

@@ -33,9 +33,9 @@ from w1_floors import RawIncrementalCheckpointer
 from w1_resumable import latest_checkpoint_files, make_pipeline
 from w1_workload import W1Config, initial_context, make_steps, run_steps
 
-import resumable.blobs as blobs_module
-import resumable.checkpoint as checkpoint_module
-import resumable.runner as runner_module
+import resumable.checkpoint._blobs as blobs_module
+import resumable.checkpoint._store as checkpoint_module
+import resumable.local._runner as runner_module
 import resumable.storage.local as local_module
 
 TOTALS: defaultdict[str, float] = defaultdict(float)

@@ -59,10 +59,10 @@ if str(ROOT) not in sys.path:
 import orjson  # noqa: E402
 
 from benchmarks.tiny_pipeline import PIPELINE_NAME, STEPS  # noqa: E402
-from resumable.config import Settings  # noqa: E402
-from resumable.devstack import DevStack  # noqa: E402
-from resumable.engine import Engine  # noqa: E402
-from resumable.runstate import RunState  # noqa: E402
+from resumable.dev._stack import DevStack  # noqa: E402
+from resumable.serverless._engine import Engine  # noqa: E402
+from resumable.serverless._run_state import RunState  # noqa: E402
+from resumable.serverless._settings import Settings  # noqa: E402
 
 PIPELINE_REF = "benchmarks.tiny_pipeline:build"
 PROJECT = "resumable-bench"
@@ -260,7 +260,7 @@ class Floor:
     def __init__(self, stack: DevStack, template: dict[str, Any], manifest: bytes) -> None:
         from google.cloud import pubsub_v1  # type: ignore[attr-defined,unused-ignore]
 
-        from resumable.firestore_state import make_firestore_client
+        from resumable.serverless._firestore import make_firestore_client
         from resumable.storage.gcs import make_storage_client
 
         self.probe = PushProbe()

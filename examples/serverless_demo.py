@@ -46,13 +46,13 @@ from rich.table import Table  # noqa: E402
 from examples.dataprep import pipeline as dataprep  # noqa: E402
 from examples.dataprep.dataset import MANIFEST, read_dataset  # noqa: E402
 from examples.dataprep.video import make_test_clip  # noqa: E402
-from resumable.config import Settings  # noqa: E402
-from resumable.devstack import DevStack  # noqa: E402
-from resumable.engine import Engine  # noqa: E402
-from resumable.log import logger  # noqa: E402
-from resumable.progress import format_size  # noqa: E402
-from resumable.runstate import RunState  # noqa: E402
-from resumable.step_outputs import RunFiles  # noqa: E402
+from resumable._log import logger  # noqa: E402
+from resumable.cli._progress import format_size  # noqa: E402
+from resumable.dev._stack import DevStack  # noqa: E402
+from resumable.serverless._engine import Engine  # noqa: E402
+from resumable.serverless._run_files import RunFiles  # noqa: E402
+from resumable.serverless._run_state import RunState  # noqa: E402
+from resumable.serverless._settings import Settings  # noqa: E402
 
 PIPELINE_REF = "examples.dataprep.pipeline:build"
 PIPELINE = dataprep.PIPELINE_NAME

@@ -10,15 +10,15 @@ from collections.abc import Callable
 from typing import Any
 
 from resumable import Pipeline
-from resumable.config import Settings
-from resumable.control import start_run
-from resumable.engine import Engine, PipelineRegistry
-from resumable.messages import StartMessage, StepMessage, encode, parse_step
-from resumable.publisher import MemoryPublisher
-from resumable.runstate import MemoryRunStateStore, RunState
-from resumable.runtime import SYSTEM, Runtime
+from resumable.serverless._control import start_run
+from resumable.serverless._engine import Engine, PipelineRegistry
+from resumable.serverless._messages import StartMessage, StepMessage, encode, parse_step
+from resumable.serverless._publisher import MemoryPublisher
+from resumable.serverless._run_state import MemoryRunStateStore, RunState
+from resumable.serverless._runtime import SYSTEM, Runtime
+from resumable.serverless._settings import Settings
+from resumable.serverless._worker import Outcome, StepAttempt, handle_step
 from resumable.storage import MemoryStore
-from resumable.worker import Outcome, StepAttempt, handle_step
 
 
 def make_engine(

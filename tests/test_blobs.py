@@ -10,7 +10,7 @@ import pytest
 import zstandard
 
 from resumable import CorruptCheckpointError
-from resumable.blobs import BlobStore
+from resumable.checkpoint._blobs import BlobStore
 from resumable.storage import MemoryStore
 from tests.support.forge import ZSTD, blob_bytes, put_blob, zstd_frame_claiming
 

@@ -14,8 +14,8 @@ from resumable import (
     IncompatibleCheckpointError,
     Pipeline,
 )
-from resumable.checkpoint import CheckpointStore, ConcurrentWriterError
-from resumable.errors import StorageError
+from resumable.checkpoint._store import CheckpointStore
+from resumable.errors import ConcurrentWriterError, StorageError
 from resumable.storage import LocalStore, MemoryStore, ObjectStore
 
 MB = 1024 * 1024
@@ -353,8 +353,8 @@ def test_history_keeps_every_checkpoint_and_cleanup_removes_the_run(tmp_path: An
 
 
 def test_every_entry_lists_the_blobs_it_refers_to() -> None:
-    from resumable.blobs import BlobStore
-    from resumable.segments import encode_context, entry_addresses
+    from resumable.checkpoint._blobs import BlobStore
+    from resumable.checkpoint._segments import encode_context, entry_addresses
 
     store = MemoryStore()
     frames = [np.full((300, 300), i, dtype=np.uint8) for i in range(3)]  # 90 kB: own blobs

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from resumable import Pipeline
-from resumable.cli import parse_params
-from resumable.loader import PipelineLoadError, load_pipeline
-from resumable.summary import summarize
+from resumable.cli._app import parse_params
+from resumable.cli._summary import summarize
+from resumable.definition._loader import load_pipeline
+from resumable.errors import PipelineLoadError
 
 PIPELINES = textwrap.dedent(
     """

@@ -21,17 +21,18 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from resumable import NonRetryableError, Pipeline, cli_cloud
+from resumable import NonRetryableError, Pipeline
+from resumable.cli import _deployment as cli_cloud
 from resumable.cli import app
-from resumable.cli_dev import describe_stack
-from resumable.config import Settings
-from resumable.control import start_run
-from resumable.engine import Engine
-from resumable.messages import parse_start
-from resumable.publisher import MemoryPublisher
-from resumable.replay import load_outputs
-from resumable.runstate import Decision
-from resumable.runview import STATUS_LOOK
+from resumable.cli._dev import describe_stack
+from resumable.cli._views import STATUS_LOOK
+from resumable.serverless._control import start_run
+from resumable.serverless._engine import Engine
+from resumable.serverless._messages import parse_start
+from resumable.serverless._publisher import MemoryPublisher
+from resumable.serverless._replay import load_outputs
+from resumable.serverless._run_state import Decision
+from resumable.serverless._settings import Settings
 from resumable.status import RunStatus, StepStatus
 from tests.serverless_fakes import drain, make_engine, start, state_of, take_messages
 

@@ -18,9 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resumable import CorruptCheckpointError, EncodingError, register_codec, unregister_codec
-from resumable.blobs import BlobStore
-from resumable.codec import MAX_DEPTH
-from resumable.segments import decode_context, encode_context
+from resumable.checkpoint._blobs import BlobStore
+from resumable.checkpoint._codec import MAX_DEPTH
+from resumable.checkpoint._segments import decode_context, encode_context
 from resumable.storage import MemoryStore
 from tests.support.exact import assert_exact
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from resumable.messages import parse_step
-from resumable.runstate import RunState
+from resumable.serverless._messages import parse_step
+from resumable.serverless._run_state import RunState
+from resumable.serverless._worker import handle_step
 from resumable.storage import LocalStore
-from resumable.worker import handle_step
 from tests.serverless_fakes import drain, make_engine, start, state_of
 from tests.support import compat_pipelines as cp
 from tests.support.exact import assert_exact

@@ -31,7 +31,7 @@ from examples.dataprep.dataset import (
     read_dataset,
 )
 from examples.dataprep.video import DecodedFrame, iter_frames, make_test_clip, probe
-from resumable.loader import load_pipeline
+from resumable.definition._loader import load_pipeline
 from resumable.storage import open_store
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,8 +13,8 @@ import pytest
 from cloudevents.http import CloudEvent
 
 from resumable import Pipeline
-from resumable.engine import Engine
-from resumable.entrypoints import dead_letter, set_engine
+from resumable.serverless._engine import Engine
+from resumable.serverless.entrypoints import dead_letter, set_engine
 from tests.serverless_fakes import make_engine, start, state_of, take_messages
 
 

@@ -14,16 +14,17 @@ import pytest
 from typer.testing import CliRunner
 
 from resumable.cli import app
-from resumable.config import Settings
-from resumable.deploy import BundleError, build_bundle, build_plan, check_bundle, tfvars
+from resumable.definition._loader import load_pipeline
+from resumable.deploy import build_bundle, build_plan, check_bundle, tfvars
 from resumable.deploy.commands import Action, Lookup, TempFile, run
 from resumable.deploy.commands import script as commands_script
 from resumable.deploy.gcloud import actions, script
 from resumable.deploy.gcloud import lifecycle as gcloud_lifecycle
 from resumable.deploy.plan import DeploymentPlan
-from resumable.loader import load_pipeline
-from resumable.topology import DeliveryPolicy, Topology, build_topology
-from resumable.worker import max_attempts
+from resumable.errors import BundleError
+from resumable.serverless._settings import Settings
+from resumable.serverless._topology import DeliveryPolicy, Topology, build_topology
+from resumable.serverless._worker import max_attempts
 
 DATAPREP = "examples.dataprep.pipeline:build"
 PROJECT, REGION = "acme-video", "europe-west1"
@@ -148,7 +149,7 @@ def test_tfvars_environment_configures_the_runtime_as_planned(
 
 
 def test_tfvars_firestore_index_and_ttl_are_the_run_stores(variables: dict[str, Any]) -> None:
-    from resumable.firestore_state import COMPOSITE_INDEXES, EXPIRE_AT
+    from resumable.serverless._firestore import COMPOSITE_INDEXES, EXPIRE_AT
 
     assert variables["ttl_field"] == EXPIRE_AT
     assert variables["firestore_indexes"] == [
@@ -159,7 +160,7 @@ def test_tfvars_firestore_index_and_ttl_are_the_run_stores(variables: dict[str, 
 
 def test_concurrent_step_gets_a_whole_cpu() -> None:
     from resumable.deploy.plan import cpu
-    from resumable.topology import FunctionSpec
+    from resumable.serverless._topology import FunctionSpec
 
     spec = FunctionSpec(name="f", target="run_step", topic="t", subscription="s", concurrency=4)
     assert cpu(spec) == "1"
@@ -392,7 +393,7 @@ def test_run_resolves_lookups_and_skips_what_exists(plan: DeploymentPlan) -> Non
 
 
 def test_run_stops_at_the_first_failure(plan: DeploymentPlan) -> None:
-    from resumable.deploy import DeployError
+    from resumable.errors import DeployError
 
     def failing(args: list[str]) -> subprocess.CompletedProcess[str]:
         if args[1:3] == ["functions", "deploy"]:
@@ -425,7 +426,7 @@ def test_bundle_holds_entry_points_library_pipelines_and_pinned_requirements(
     output = tmp_path / "bundle"
     manifest = build_bundle(output, [DATAPREP], extras=["dataprep"])
     assert (output / "main.py").read_text() == Path("functions/main.py").read_text()
-    assert (output / "resumable" / "entrypoints.py").is_file()
+    assert (output / "resumable" / "serverless" / "entrypoints.py").is_file()
     assert (output / "examples" / "dataprep" / "pipeline.py").is_file()
     assert not list(output.rglob("__pycache__"))
     requirements = (output / "requirements.txt").read_text().split()
@@ -544,3 +545,11 @@ def test_cli_wrong_input_exits_2_with_the_reason(args: list[str], message: str) 
     result = CliRunner().invoke(app, ["deploy", "tfvars", *args, "--output", "-"])
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_the_repositorys_functions_main_is_the_bundles() -> None:
+    from pathlib import Path
+
+    from resumable.serverless.entrypoints import MAIN_PY
+
+    assert (Path(__file__).parents[1] / "functions" / "main.py").read_text() == MAIN_PY

@@ -11,8 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
-from resumable import Pipeline, entrypoints
-from resumable.engine import Engine
+from resumable import Pipeline
+from resumable.serverless import entrypoints
+from resumable.serverless._engine import Engine
 from tests.serverless_fakes import make_engine
 from tests.support.events import envelope, push_event
 

@@ -34,7 +34,7 @@ from resumable.deploy.bootstrap import actions as bootstrap_actions
 from resumable.deploy.bootstrap import script as bootstrap_script
 from resumable.deploy.gcloud import actions, lifecycle, script
 from resumable.deploy.plan import Binding, DeploymentPlan, cpu
-from resumable.firestore_state import COMPOSITE_INDEXES
+from resumable.serverless._firestore import COMPOSITE_INDEXES
 from tests.support.gcloud_forkserver import GcloudForkServer, installed_gcloud
 from tests.support.google_apis import PROJECT_NUMBER, GoogleApis, Request
 

@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from resumable import log
+from resumable import _log as log
 
 
 @pytest.fixture

@@ -7,9 +7,10 @@ import base64
 import orjson
 import pytest
 
-from resumable.messages import BadMessageError, parse_step, pubsub_payload
-from resumable.naming import service_name, step_topic
-from resumable.topology import build_topology
+from resumable.errors import BadMessageError
+from resumable.serverless._messages import parse_step, pubsub_payload
+from resumable.serverless._naming import service_name, step_topic
+from resumable.serverless._topology import build_topology
 from tests.support.serverless_pipelines import diamond, faulty
 
 

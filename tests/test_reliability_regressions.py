@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from resumable import NonRetryableError, Pipeline, RetryableError, save_progress
-from resumable.control import cancel_run, record_dead_letter, resume_run, watchdog_sweep
-from resumable.engine import Engine
-from resumable.messages import StepMessage
-from resumable.runstate import Decision, RunState, document_size
+from resumable.serverless._control import cancel_run, record_dead_letter, resume_run, watchdog_sweep
+from resumable.serverless._engine import Engine
+from resumable.serverless._messages import StepMessage
+from resumable.serverless._run_state import Decision, RunState, document_size
+from resumable.serverless._worker import handle_step
 from resumable.storage import LocalStore, MemoryStore
-from resumable.worker import handle_step
 from tests.serverless_fakes import claim, drain, make_engine, start, state_of, take_messages
 from tests.support.clock import ManualClock
 from tests.support.exact import assert_exact
@@ -442,7 +442,7 @@ def test_a_start_message_redelivered_after_cleanup_writes_nothing() -> None:
 
 
 def test_resume_from_a_step_of_a_run_whose_checkpoints_were_deleted_is_refused() -> None:
-    from resumable.control import RunControlError
+    from resumable.errors import RunControlError
 
     pipeline = Pipeline("clean", {"a": lambda c: {"a": 1}}, storage="memory://unused")
     engine = make_engine(pipeline)
@@ -466,7 +466,7 @@ def test_a_stale_workers_commit_is_refused_after_another_took_the_step_over() ->
 
 
 def test_9_a_finished_runs_checkpoints_are_deleted_by_finish_time_not_creation_time() -> None:
-    from resumable.control import collect_garbage
+    from resumable.serverless._control import collect_garbage
 
     clock = ManualClock()
     day = 86400.0

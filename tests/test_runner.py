@@ -16,8 +16,8 @@ from resumable import (
     PipelineDefinitionError,
     RetryableError,
 )
+from resumable._ids import chosen_run_id
 from resumable.errors import StorageError
-from resumable.ids import chosen_run_id
 from resumable.storage import MemoryStore
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from resumable import CorruptCheckpointError, Pipeline
-from resumable.blobs import BlobStore
-from resumable.segments import decode_entry
-from resumable.step_outputs import RunFiles
+from resumable.checkpoint._blobs import BlobStore
+from resumable.checkpoint._segments import decode_entry
+from resumable.serverless._run_files import RunFiles
 from resumable.storage import MemoryStore
 from tests.support.forge import put_blob, rewrite_json, segment_bytes
 

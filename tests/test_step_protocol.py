@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from resumable import NonRetryableError, Pipeline, RetryableError
-from resumable.control import cancel_run, record_dead_letter, resume_run, watchdog_sweep
-from resumable.messages import BadMessageError, StartMessage, StepMessage, parse_start
-from resumable.worker import StepAttempt, handle_step
+from resumable.errors import BadMessageError
+from resumable.serverless._control import cancel_run, record_dead_letter, resume_run, watchdog_sweep
+from resumable.serverless._messages import StartMessage, StepMessage, parse_start
+from resumable.serverless._worker import StepAttempt, handle_step
 from tests.serverless_fakes import (
     claim,
     drain,
@@ -360,7 +361,7 @@ def test_bad_start_messages_are_refused_with_a_reason(data: bytes, reason: str) 
 
 def test_a_start_message_for_an_unknown_pipeline_is_refused() -> None:
     engine = make_engine(linear())
-    from resumable.control import start_run
+    from resumable.serverless._control import start_run
 
     with pytest.raises(
         BadMessageError, match="unknown pipeline 'nope': this deployment serves lin"

@@ -12,13 +12,9 @@ from typer.testing import CliRunner
 from resumable import Pipeline
 from resumable.cli import app
 from resumable.deploy import build_plan
-from resumable.topology import (
-    MAX_DELIVERY_ATTEMPTS,
-    DeliveryPolicy,
-    TopologyError,
-    build_topology,
-)
-from resumable.worker import max_attempts
+from resumable.errors import TopologyError
+from resumable.serverless._topology import MAX_DELIVERY_ATTEMPTS, DeliveryPolicy, build_topology
+from resumable.serverless._worker import max_attempts
 
 
 def step(context: dict[str, Any]) -> dict[str, Any]:

@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 
 from resumable import Pipeline
-from resumable.runstate import Decision, RunState, StepState
-from resumable.status import RunStatus, StepStatus
-from resumable.transitions import (
+from resumable.serverless._run_state import Decision, RunState, StepState
+from resumable.serverless._transitions import (
     CRASH_ALLOWANCE,
     MAX_ERROR_CHARS,
     ClaimKind,
@@ -30,6 +29,7 @@ from resumable.transitions import (
     repair,
     resume,
 )
+from resumable.status import RunStatus, StepStatus
 
 NOW = 1000.0
 LEASE = 60.0

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from resumable import NonRetryableError, Pipeline
-from resumable.checkpoint import DEFAULT_TENANT
+from resumable._ids import validate_id
+from resumable.checkpoint._store import DEFAULT_TENANT
 from resumable.errors import InvalidIdError
-from resumable.ids import validate_id
 from resumable.storage import ObjectStore, open_store
 
 from . import dataset, vision

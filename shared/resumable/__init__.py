@@ -5,9 +5,9 @@ first unfinished step with its context restored exactly, and no finished step ru
 twice. In-process (``Pipeline.run``) or event-driven on Google Cloud.
 """
 
-from .codec import register_codec, unregister_codec
-from .current_step import Continue, save_progress
-from .errors import (
+from resumable.checkpoint._codec import register_codec, unregister_codec
+from resumable.definition._step_api import Continue, save_progress
+from resumable.errors import (
     CheckpointError,
     CorruptCheckpointError,
     EncodingError,
@@ -19,9 +19,9 @@ from .errors import (
     RetryableError,
     StepError,
 )
-from .pipeline import Pipeline
-from .runner import RunEvent
-from .status import RunStatus, StepStatus
+from resumable.local._pipeline import Pipeline
+from resumable.local._runner import RunEvent
+from resumable.status import RunStatus, StepStatus
 
 __version__ = "0.1.0"
 

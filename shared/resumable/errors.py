@@ -101,3 +101,71 @@ def is_retryable(exc: BaseException) -> bool:
     """Whether another attempt of the step may succeed: every exception is, except a
     :class:`StepError` raised with ``retryable=False``."""
     return not (isinstance(exc, StepError) and not exc.retryable)
+
+
+# -- raised by the serverless runner, the CLI and the deployment tools --------------------
+
+
+class DeployError(ResumableError):
+    """A deployment command failed (its output says why)."""
+
+
+class BundleError(ResumableError):
+    """A bundle that cannot be built, or that does not match the pipelines to deploy."""
+
+
+class PipelineLoadError(ResumableError):
+    """A ``MODULE:ATTR`` reference that does not lead to a pipeline."""
+
+
+class NotConfiguredError(ResumableError):
+    """No deployment is named by the environment and no local stack is running."""
+
+
+class RunControlError(ResumableError):
+    """A control request that does not apply to the run as it is (with the reason)."""
+
+
+class TopologyError(ResumableError, ValueError):
+    """The pipelines cannot be deployed as defined: two would share a topic or function
+    name, a name breaks Pub/Sub's rules, or a step needs more delivery attempts than
+    Pub/Sub allows. The message names what to change."""
+
+
+class BadMessageError(ResumableError):
+    """A message that no retry can make valid. ``run_id`` is set when it could be read."""
+
+    def __init__(
+        self, reason: str, *, run_id: str | None = None, pipeline: str | None = None,
+        tenant_id: str | None = None,
+    ) -> None:  # fmt: skip
+        self.reason = reason
+        self.run_id = run_id
+        self.pipeline = pipeline
+        self.tenant_id = tenant_id
+        super().__init__(reason)
+
+
+class RunDocumentError(ResumableError):
+    """The run document cannot be written as computed (too large, or refused as invalid)."""
+
+
+class ContentionError(ResumableError):
+    """The run document kept changing under us: try again later."""
+
+
+class RunNotFoundError(ResumableError, KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "run not found"
+
+
+class ReplayError(ResumableError):
+    """The step cannot be replayed from this run (unknown step, inputs not committed)."""
+
+
+class ConcurrentWriterError(CheckpointError):
+    """Another process replaced this run's latest checkpoint since this one last wrote it."""
+
+
+class OutputConflictError(NonRetryableError):
+    """Two independent steps wrote the same context key."""

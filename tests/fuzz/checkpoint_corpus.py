@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from resumable import Pipeline
-from resumable.engine import Engine
-from resumable.messages import StepMessage
+from resumable.serverless._engine import Engine
+from resumable.serverless._messages import StepMessage
 from resumable.storage import MemoryStore
 from tests.serverless_fakes import drain, make_engine, start, take_messages
 

@@ -16,7 +16,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from resumable import ResumableError
-from resumable.blobs import BlobStore
+from resumable.checkpoint._blobs import BlobStore
 from resumable.storage import MemoryStore
 from tests.fuzz.budget import bounded, fuzz_settings
 from tests.fuzz.checkpoint_corpus import (

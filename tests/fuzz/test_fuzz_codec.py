@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from resumable import EncodingError
-from resumable.blobs import BlobStore
-from resumable.codec import MAX_DEPTH
-from resumable.segments import decode_context, encode_context
+from resumable.checkpoint._blobs import BlobStore
+from resumable.checkpoint._codec import MAX_DEPTH
+from resumable.checkpoint._segments import decode_context, encode_context
 from resumable.storage import MemoryStore
 from tests.fuzz.budget import bounded, fuzz_settings
 from tests.support.exact import assert_exact

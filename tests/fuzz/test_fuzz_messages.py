@@ -18,7 +18,8 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 from werkzeug.exceptions import ServiceUnavailable
 
-from resumable import Pipeline, entrypoints
+from resumable import Pipeline
+from resumable.serverless import entrypoints
 from tests.fuzz.budget import bounded, fuzz_settings
 from tests.fuzz.mutations import json_values
 from tests.serverless_fakes import make_engine

@@ -16,9 +16,9 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from resumable import ResumableError
-from resumable.engine import Engine
+from resumable.serverless._engine import Engine
+from resumable.serverless._worker import handle_step
 from resumable.storage import ObjectStore
-from resumable.worker import handle_step
 from tests.fuzz.budget import bounded, fuzz_settings
 from tests.fuzz.checkpoint_corpus import serverless_run_before_last_step
 from tests.fuzz.mutations import mutate

@@ -18,7 +18,7 @@ READ_FORGED_BLOBS_UNDER_A_LIMIT = textwrap.dedent(
     import zstandard
 
     from resumable import CorruptCheckpointError
-    from resumable.blobs import BlobStore
+    from resumable.checkpoint._blobs import BlobStore
     from resumable.storage import MemoryStore
     from tests.support.forge import ZSTD, blob_bytes, zstd_frame_claiming
 

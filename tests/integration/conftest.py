@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from resumable.config import Settings
-from resumable.devstack import DevStack
-from resumable.engine import Engine
-from resumable.topology import DeliveryPolicy
+from resumable.dev._stack import DevStack
+from resumable.serverless._engine import Engine
+from resumable.serverless._settings import Settings
+from resumable.serverless._topology import DeliveryPolicy
 
 SUPPORT = Path(__file__).parent.parent / "support"
 PIPELINES = [

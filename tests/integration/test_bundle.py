@@ -23,14 +23,14 @@ import orjson
 import pytest
 
 from emulators.launcher import LocalCloud
-from resumable.config import Settings
-from resumable.control import get_run
+from resumable.definition._loader import load_pipeline
 from resumable.deploy import build_bundle
-from resumable.engine import Engine
-from resumable.loader import load_pipeline
-from resumable.runstate import RunState
+from resumable.serverless._control import get_run
+from resumable.serverless._engine import Engine
+from resumable.serverless._run_state import RunState
+from resumable.serverless._settings import Settings
+from resumable.serverless._topology import DeliveryPolicy, FunctionSpec, build_topology
 from resumable.storage.gcs import make_storage_client
-from resumable.topology import DeliveryPolicy, FunctionSpec, build_topology
 
 pytestmark = [pytest.mark.emulators, pytest.mark.slow]
 

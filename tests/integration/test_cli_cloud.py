@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from resumable.devstack import DevStack, down_detached
+from resumable.dev._stack import DevStack, down_detached
 
 pytestmark = [pytest.mark.emulators, pytest.mark.slow]
 

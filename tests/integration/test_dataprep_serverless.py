@@ -13,8 +13,8 @@ import pytest
 from examples.dataprep import pipeline as dataprep
 from examples.dataprep.dataset import MANIFEST, read_dataset
 from examples.dataprep.video import make_test_clip
-from resumable.devstack import DevStack
-from resumable.engine import Engine
+from resumable.dev._stack import DevStack
+from resumable.serverless._engine import Engine
 
 from .test_serverless_faults import commits, finished, publish_start, wait_for
 

@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from resumable.firestore_state import (
+from resumable.serverless._firestore import (
     DOCUMENT_GRACE_SECONDS,
     EXPIRE_AT,
     FirestoreRunStateStore,
     make_firestore_client,
 )
-from resumable.runstate import Decision, RunState, StepState
+from resumable.serverless._run_state import Decision, RunState, StepState
 
 pytestmark = pytest.mark.emulators
 

@@ -18,14 +18,14 @@ import orjson
 import pytest
 from google.cloud import pubsub_v1  # type: ignore[attr-defined,unused-ignore]
 
-from resumable.config import Settings
-from resumable.control import get_run
-from resumable.devstack import DevStack
-from resumable.engine import Engine
-from resumable.messages import StepMessage, encode
-from resumable.publisher import MemoryPublisher
-from resumable.runstate import RunState
-from resumable.worker import handle_step
+from resumable.dev._stack import DevStack
+from resumable.serverless._control import get_run
+from resumable.serverless._engine import Engine
+from resumable.serverless._messages import StepMessage, encode
+from resumable.serverless._publisher import MemoryPublisher
+from resumable.serverless._run_state import RunState
+from resumable.serverless._settings import Settings
+from resumable.serverless._worker import handle_step
 
 pytestmark = [pytest.mark.emulators, pytest.mark.slow]
 
@@ -180,8 +180,8 @@ def test_a_stale_worker_finishing_after_another_took_over_is_refused(
     # Messages stay out of the deployed functions: these two workers are the only ones.
     stale_worker.publisher = fresh_worker.publisher = MemoryPublisher()
     run_id = new_run()
-    from resumable.control import start_run
-    from resumable.messages import StartMessage
+    from resumable.serverless._control import start_run
+    from resumable.serverless._messages import StartMessage
 
     start_run(
         stale_worker,

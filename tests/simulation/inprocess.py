@@ -329,7 +329,7 @@ def _progress_kept(journal: Journal) -> list[str]:
 def _recorded_completed(store: MemoryStore, pipeline: Pipeline) -> set[str]:
     """The steps the run's latest checkpoint records as completed, by the same version
     of themselves and of their ancestors as ``pipeline``'s."""
-    from resumable.manifest import parse_manifest
+    from resumable.checkpoint._manifest import parse_manifest
 
     names = [n for n in store.list("") if n.endswith("/.checkpoint.json")]
     if not names:

@@ -26,9 +26,9 @@ import re
 from collections import Counter
 from typing import Any
 
-from resumable.messages import parse_step
+from resumable.serverless._messages import parse_step
+from resumable.serverless._run_files import RunFiles
 from resumable.status import RunStatus, StepStatus
-from resumable.step_outputs import RunFiles
 
 from . import pipelines as sim_pipelines
 from .scheduler import InjectedFault

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from resumable import transitions, worker
+from resumable.serverless import _transitions as transitions
+from resumable.serverless import _worker as worker
 from resumable.status import RunStatus, StepStatus
 
 from .invariants import check
@@ -127,14 +128,14 @@ def no_generation_check_at_claim() -> contextlib.AbstractContextManager[None]:
 
 def retry_keeps_failed_changes() -> contextlib.AbstractContextManager[None]:
     """Defect 8: a retry starts from what the failed attempt changed in place."""
-    from resumable import run_context
+    from resumable.local import _run_context as run_context
 
     return patched(run_context.RunContext, "failed", lambda self, attempt: None)
 
 
 def parallel_steps_share_objects() -> contextlib.AbstractContextManager[None]:
     """Defects 1-2: steps running side by side get the same objects."""
-    from resumable import run_context
+    from resumable.local import _run_context as run_context
 
     original = run_context.RunContext.input_for
 
@@ -146,7 +147,7 @@ def parallel_steps_share_objects() -> contextlib.AbstractContextManager[None]:
 
 def commit_drops_all_progress() -> contextlib.AbstractContextManager[None]:
     """Defect 2: a step's commit checkpoint drops its siblings' saved progress."""
-    from resumable import run_context
+    from resumable.local import _run_context as run_context
 
     original = run_context.RunContext.commit
 
@@ -160,7 +161,7 @@ def commit_drops_all_progress() -> contextlib.AbstractContextManager[None]:
 
 def new_version_keeps_old_progress() -> contextlib.AbstractContextManager[None]:
     """Defect 3: a step whose version changed resumes from the old version's progress."""
-    from resumable import runner
+    from resumable.local import _runner as runner
 
     original = runner.InProcessRun._adopt_entries
 

@@ -230,7 +230,7 @@ class Sim:
 
 
 class SimRuntime:
-    """``resumable.runtime.Runtime`` on the simulation's clock and actors."""
+    """``resumable.serverless._runtime.Runtime`` on the simulation's clock and actors."""
 
     def __init__(self, sim: Sim) -> None:
         self.sim = sim

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from resumable.runstate import MemoryDocuments, RunState
+from resumable.serverless._run_state import MemoryDocuments, RunState
 from resumable.status import StepStatus
 from resumable.storage.base import Buffer, WriteStats
 from resumable.storage.memory import MemoryStore
@@ -201,7 +201,7 @@ class SimDocuments(MemoryDocuments):
         return RunState.model_validate(stored[0]) if stored is not None else None
 
     def _observe(self, before: RunState | None, after: RunState) -> None:
-        from resumable.runstate import document_size
+        from resumable.serverless._run_state import document_size
 
         self.max_size = max(self.max_size, document_size(after))
         if before is None:

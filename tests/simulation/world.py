@@ -1,8 +1,8 @@
 """One simulated deployment under one seed: runs, faults, user operations, and a history
 the invariants are checked against.
 
-The code under test is the real one — ``resumable.worker.handle_step``,
-``resumable.control`` (start, cancel, resume, dead letters, the watchdog) — on the
+The code under test is the real one — ``resumable.serverless._worker.handle_step``,
+``resumable.serverless._control`` (start, cancel, resume, dead letters, the watchdog) — on the
 simulated services, each function instance an engine of its own (its own worker id)
 sharing the services, as Cloud Run instances share Firestore, Storage and Pub/Sub.
 """
@@ -14,15 +14,16 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from resumable import transitions
-from resumable.config import Settings
-from resumable.control import RunControlError, cancel_run, get_run, record_dead_letter, resume_run
-from resumable.control import start_run as start_run_now
-from resumable.definition import delivery_seconds
-from resumable.engine import Engine, PipelineRegistry
-from resumable.messages import BadMessageError, StartMessage, parse_step
-from resumable.runstate import CompareAndSetStore, RunState
-from resumable.worker import handle_step
+from resumable.definition._spec import delivery_seconds
+from resumable.errors import BadMessageError, RunControlError
+from resumable.serverless import _transitions as transitions
+from resumable.serverless._control import cancel_run, get_run, record_dead_letter, resume_run
+from resumable.serverless._control import start_run as start_run_now
+from resumable.serverless._engine import Engine, PipelineRegistry
+from resumable.serverless._messages import StartMessage, parse_step
+from resumable.serverless._run_state import CompareAndSetStore, RunState
+from resumable.serverless._settings import Settings
+from resumable.serverless._worker import handle_step
 
 from . import pipelines as sim_pipelines
 from .scheduler import Process, Sim, SimRuntime
@@ -208,7 +209,7 @@ def _wire(world: World) -> None:
         sim.at(sim.now + sim.rng.uniform(0, 5), functools.partial(start, plan))
 
     def watchdog() -> None:
-        from resumable.control import watchdog_sweep
+        from resumable.serverless._control import watchdog_sweep
 
         process = Process(f"watchdog#{int(sim.now)}")
         sim.spawn(lambda: watchdog_sweep(world.engine()), process=process, name=process.name)

@@ -1,4 +1,4 @@
-"""A clock tests move by hand, as ``resumable.runtime.Runtime``: no test waits on time.
+"""A clock tests move by hand, as ``resumable.serverless._runtime.Runtime``: no test waits on time.
 
 Background tasks (the heartbeat) run when the clock passes their next tick, on the
 thread that moves it, so that a test decides exactly when a lease is renewed.

@@ -18,11 +18,12 @@ import functions_framework
 from cloudevents.http import CloudEvent
 from werkzeug.exceptions import ServiceUnavailable
 
-import resumable.entrypoints as entrypoints
-from resumable.engine import Engine
-from resumable.entrypoints import dead_letter, start_run, watchdog
-from resumable.messages import BadMessageError, parse_step, pubsub_payload
-from resumable.worker import StepAttempt
+import resumable.serverless.entrypoints as entrypoints
+from resumable.errors import BadMessageError
+from resumable.serverless._engine import Engine
+from resumable.serverless._messages import parse_step, pubsub_payload
+from resumable.serverless._worker import StepAttempt
+from resumable.serverless.entrypoints import dead_letter, start_run, watchdog
 
 _FAULTS = Path(os.environ.get("RESUMABLE_TEST_FAULT_DIR", "/nonexistent"))
 _real_commit = StepAttempt.commit

@@ -17,8 +17,8 @@ import blake3
 import orjson
 import zstandard
 
+from resumable.checkpoint._manifest import integrity_of
 from resumable.errors import CorruptCheckpointError
-from resumable.manifest import integrity_of
 from resumable.storage import ObjectStore
 
 BLOB_HEADER = struct.Struct("<4sB3xQ")  # b"RBL1", codec (0 raw, 1 zstd), raw length

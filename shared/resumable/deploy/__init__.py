@@ -1,15 +1,15 @@
 """Deploying pipelines to Google Cloud: Terraform variables, gcloud commands, the bundle.
 
 Everything is rendered from one :class:`DeploymentPlan`, built by :func:`build_plan` from
-the pipeline definitions through :func:`resumable.topology.build_topology` — the names
+the pipeline definitions through :func:`resumable.serverless._topology.build_topology` — the names
 and settings the runtime and the local stack use — so infrastructure and code agree by
-construction. ``resumable deploy`` (:mod:`resumable.deploy.cli`) is the command line.
+construction. ``resumable deploy`` (:mod:`resumable.cli._deploy`) is the command line.
 """
 
-from .bundle import BundleError, build_bundle, check_bundle
-from .commands import DeployError
-from .plan import Binding, DeploymentPlan, build_plan
-from .tfvars import tfvars, write_tfvars
+from resumable.deploy.bundle import build_bundle, check_bundle
+from resumable.deploy.plan import Binding, DeploymentPlan, build_plan
+from resumable.deploy.tfvars import tfvars, write_tfvars
+from resumable.errors import BundleError, DeployError
 
 __all__ = [
     "Binding",

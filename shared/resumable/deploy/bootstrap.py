@@ -22,9 +22,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .commands import Action, Arg, TempFile, gcloud, plain
-from .commands import script as render_script
-from .plan import account_id, bucket_name, service_account_email, validate_location
+from resumable.deploy.commands import Action, Arg, TempFile, gcloud, plain
+from resumable.deploy.commands import script as render_script
+from resumable.deploy.plan import account_id, bucket_name, service_account_email, validate_location
 
 APIS = (
     "cloudfunctions.googleapis.com",

@@ -27,18 +27,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..devstack import FUNCTIONS_SOURCE
-from ..errors import ResumableError
-from ..loader import load_pipeline
+from resumable import __version__
+from resumable.definition._loader import load_pipeline
+from resumable.errors import BundleError
+from resumable.serverless.entrypoints import MAIN_PY
 
 MANIFEST = "resumable-bundle.json"
 BASE_EXTRAS = ("cloud",)
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
-
-
-class BundleError(ResumableError):
-    """A bundle that cannot be built, or that does not match the pipelines to deploy."""
 
 
 def build_bundle(
@@ -58,15 +54,13 @@ def build_bundle(
     """
     if not pipelines:
         raise BundleError("name at least one pipeline (--pipeline MODULE:ATTR)")
-    if not FUNCTIONS_SOURCE.is_file():
-        raise BundleError(f"the entry points {FUNCTIONS_SOURCE} are missing")
     loaded = {ref: load_pipeline(ref) for ref in pipelines}
     if output.exists():
         if not output.is_dir() or (any(output.iterdir()) and not (output / MANIFEST).exists()):
             raise BundleError(f"{output} exists and is not a bundle: name an empty or new folder")
         shutil.rmtree(output)
     output.mkdir(parents=True)
-    shutil.copy2(FUNCTIONS_SOURCE, output / "main.py")
+    (output / "main.py").write_text(MAIN_PY)
     library = Path(importlib.import_module("resumable").__file__ or "").parent
     shutil.copytree(library, output / "resumable", ignore=_IGNORED)
     for ref in pipelines:

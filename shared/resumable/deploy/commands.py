@@ -16,11 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ResumableError
-
-
-class DeployError(ResumableError):
-    """A deployment command failed (its output says why)."""
+from resumable.errors import DeployError
 
 
 @dataclass(frozen=True)

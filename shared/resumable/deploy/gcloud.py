@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import naming
-from ..topology import FunctionSpec
-from .commands import Action, Arg, Lookup, TempFile, gcloud, plain
-from .commands import script as render_script
-from .plan import Binding, DeploymentPlan, cpu
+from resumable.deploy.commands import Action, Arg, Lookup, TempFile, gcloud, plain
+from resumable.deploy.commands import script as render_script
+from resumable.deploy.plan import Binding, DeploymentPlan, cpu
+from resumable.serverless import _naming as naming
+from resumable.serverless._topology import FunctionSpec
 
 
 @dataclass

@@ -1,16 +1,16 @@
 """What a deployment consists of, derived from its pipelines.
 
 A :class:`DeploymentPlan` is built once from the pipeline definitions with
-:func:`resumable.topology.build_topology` (the function the local dev stack uses) and the
-functions' settings with :meth:`resumable.config.Settings.to_env` (the inverse of what the
-functions read). The Terraform variables, the gcloud commands and the IAM bindings are
-all rendered from it, so no name or setting is derived twice.
+``build_topology`` (the function the local dev stack uses) and the functions' settings
+with ``Settings.to_env`` (the inverse of what the functions read). The Terraform
+variables, the gcloud commands and the IAM bindings are all rendered from it, so no name
+or setting is derived twice.
 
-Delivery is ``push`` by default: one Pub/Sub push subscription per function, named by the
-topology, authenticated with the trigger account's OIDC token, with the production
-:class:`~resumable.topology.DeliveryPolicy` (ack deadline, backoff, dead-lettering) — the
-same subscriptions the local stack creates. ``eventarc`` lets Eventarc create the
-subscriptions instead (retry on failure, but no dead-letter policy; see infra/README.md).
+Delivery is ``push`` by default: one Pub/Sub push subscription per function, named by
+the topology, authenticated with the trigger account's OIDC token, with the production
+``DeliveryPolicy`` (ack deadline, backoff, dead-lettering) — the same subscriptions the
+local stack creates. ``eventarc`` lets Eventarc create the subscriptions instead (retry
+on failure, but no dead-letter policy; see infra/README.md).
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .. import naming
-from ..config import Settings
-from ..firestore_state import COMPOSITE_INDEXES, EXPIRE_AT
-from ..ids import validate_id
-from ..loader import load_pipeline
-from ..topology import DeliveryPolicy, FunctionSpec, Topology, build_topology
+from resumable._ids import validate_id
+from resumable.definition._loader import load_pipeline
+from resumable.serverless import _naming as naming
+from resumable.serverless._firestore import COMPOSITE_INDEXES, EXPIRE_AT
+from resumable.serverless._settings import Settings
+from resumable.serverless._topology import DeliveryPolicy, FunctionSpec, Topology, build_topology
 
 Delivery = Literal["push", "eventarc"]
 Principal = Literal["runtime", "trigger", "pubsub_agent"]
@@ -247,8 +247,8 @@ def build_plan(
 ) -> DeploymentPlan:
     """The plan for the pipelines ``MODULE:ATTR`` references, in ``project``/``region``.
 
-    Raises :class:`~resumable.loader.PipelineLoadError` for a reference that does not load,
-    :class:`~resumable.topology.TopologyError` for pipelines whose names collide or whose
+    Raises :class:`~resumable.errors.PipelineLoadError` for a reference that does not load,
+    :class:`~resumable.errors.TopologyError` for pipelines whose names collide or whose
     steps need more delivery attempts than Pub/Sub allows, and ``ValueError`` for a setting
     no deployment can have.
     """

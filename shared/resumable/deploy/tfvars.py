@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..topology import FunctionSpec
-from .plan import CONTROL_KEYS, DeploymentPlan, cpu
+from resumable.deploy.plan import CONTROL_KEYS, DeploymentPlan, cpu
+from resumable.serverless._topology import FunctionSpec
 
 
 def function_vars(plan: DeploymentPlan, spec: FunctionSpec) -> dict[str, Any]:

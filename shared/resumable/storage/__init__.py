@@ -5,9 +5,9 @@ path or ``file://`` URL (:class:`LocalStore`), a ``gs://bucket/prefix`` URL
 (:class:`GCSStore`), ``memory://`` (:class:`MemoryStore`, for tests), or a store object.
 """
 
-from .base import ObjectStore, WriteStats
-from .factory import open_store
-from .local import LocalStore
-from .memory import MemoryStore
+from resumable.storage.base import ObjectStore, WriteStats
+from resumable.storage.factory import open_store
+from resumable.storage.local import LocalStore
+from resumable.storage.memory import MemoryStore
 
 __all__ = ["LocalStore", "MemoryStore", "ObjectStore", "WriteStats", "open_store"]

@@ -6,9 +6,9 @@ import os
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from .base import ObjectStore
-from .local import LocalStore
-from .memory import MemoryStore
+from resumable.storage.base import ObjectStore
+from resumable.storage.local import LocalStore
+from resumable.storage.memory import MemoryStore
 
 _MEMORY_STORES: dict[str, MemoryStore] = {}
 
@@ -27,7 +27,7 @@ def open_store(spec: Any) -> ObjectStore:
             f"got {spec!r}"
         )
     if spec.startswith("gs://"):
-        from .gcs import GCSStore
+        from resumable.storage.gcs import GCSStore
 
         parsed = urlparse(spec)
         if not parsed.netloc:

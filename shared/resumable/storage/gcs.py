@@ -10,8 +10,8 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ..errors import ObjectNotFoundError, PreconditionFailedError, StorageError
-from .base import Buffer, WriteStats, join_buffers
+from resumable.errors import ObjectNotFoundError, PreconditionFailedError, StorageError
+from resumable.storage.base import Buffer, WriteStats, join_buffers
 
 
 def make_storage_client(project: str | None = None) -> Any:

@@ -12,8 +12,8 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from ..errors import ObjectNotFoundError, PreconditionFailedError, StorageError
-from .base import Buffer, WriteStats, join_buffers, total_size
+from resumable.errors import ObjectNotFoundError, PreconditionFailedError, StorageError
+from resumable.storage.base import Buffer, WriteStats, join_buffers, total_size
 
 
 class LocalStore:

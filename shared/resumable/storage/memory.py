@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 
-from ..errors import ObjectNotFoundError, PreconditionFailedError
-from .base import Buffer, WriteStats, join_buffers
+from resumable.errors import ObjectNotFoundError, PreconditionFailedError
+from resumable.storage.base import Buffer, WriteStats, join_buffers
 
 
 class MemoryStore:

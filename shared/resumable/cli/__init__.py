@@ -1,0 +1,10 @@
+"""The ``resumable`` command line. Each module holds a group of commands; this one
+mounts them all on the one ``app``."""
+
+from resumable.cli import _deploy, _dev, _inspect, _runs
+from resumable.cli._app import app, main
+
+for _commands in (_runs, _inspect, _dev, _deploy):
+    _commands.register(app)
+
+__all__ = ["app", "main"]

@@ -1,0 +1,445 @@
+"""The commands that start and steer serverless runs: ``start``, ``status``, ``list``,
+``watch``, ``cancel`` and ``resume`` (the deployment is found by
+:func:`resumable.cli._deployment.engine_from_env`).
+
+``start`` only publishes a start message, as any publisher would; ``cancel`` and ``resume``
+change the run document (``resume`` then publishes the messages of the steps that are
+ready); ``status``, ``list`` and ``watch`` only read.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated, TextIO
+
+import typer
+from google.api_core.exceptions import GoogleAPIError
+from rich.live import Live
+
+from resumable._ids import chosen_run_id, validate_id
+from resumable.cli import _deployment as cli_cloud
+from resumable.cli._app import Commands, parse_params
+from resumable.cli._deployment import (
+    JsonOpt,
+    PipelineOpt,
+    RunArg,
+    TenantOpt,
+    console_for,
+    fail,
+    find_run,
+    pipeline_spec,
+    print_json,
+    reported_errors,
+)
+from resumable.cli._views import RunChanges, describe_run, run_view, runs_table, step_order
+from resumable.errors import PipelineLoadError, RunControlError
+from resumable.serverless import _naming as naming
+from resumable.serverless._control import cancel_run, describe, get_run, resume_run
+from resumable.serverless._engine import Engine
+from resumable.serverless._messages import StartMessage, encode
+from resumable.serverless._run_state import RunState
+from resumable.status import EXIT_CANCELLED, EXIT_USAGE, RunStatus, StepStatus, exit_code
+
+# -- start -------------------------------------------------------------------------------
+
+
+commands = Commands()
+
+
+@commands.command("start")
+def start_command(
+    pipeline: Annotated[
+        str, typer.Argument(help="The deployed pipeline's name.", show_default=False)
+    ],
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="The run's id (default: a new one).")
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            "-p",
+            metavar="KEY=VALUE",
+            help="A run parameter; VALUE is parsed as JSON if it parses, else a string.",
+        ),
+    ] = None,
+    tenant: Annotated[str | None, typer.Option(help="The tenant the run belongs to.")] = None,
+    json_output: JsonOpt = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Then follow the run, as `resumable watch`.")
+    ] = False,
+) -> None:
+    """Start a serverless run by publishing its start message.
+
+    The message is the one any publisher (or `gcloud pubsub topics publish`) would send;
+    the start function creates the run from it. The run id is chosen here when not
+    given, and printed. Publishing the same run id again starts nothing new.
+    """
+    try:
+        params = parse_params(param or [])
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+    with reported_errors():
+        message = StartMessage(
+            pipeline=validate_id(pipeline, "pipeline"),
+            params=params,
+            run_id=chosen_run_id(run_id),
+            tenant_id=validate_id(tenant, "tenant id") if tenant else None,
+        )
+        engine = cli_cloud.engine_from_env()
+        _check_served(engine, pipeline)
+        assert message.run_id is not None
+        tenant_id = message.tenant_id or "default"
+        existing = engine.runs.get(engine.doc_id(tenant_id, pipeline, message.run_id))
+        if existing is not None:
+            typer.echo(
+                f"note: run {message.run_id} already exists ({existing.status}); a start "
+                "message for it starts nothing new",
+                err=True,
+            )
+        topic = naming.start_topic(engine.settings.topic_prefix)
+        message_id = engine.publisher.publish(topic, encode(message))
+    topic_path = naming.topic_path(engine.settings.project, topic)
+    if json_output and not watch:
+        print_json(
+            {
+                "run_id": message.run_id,
+                "pipeline": pipeline,
+                "tenant_id": tenant_id,
+                "params": params,
+                "topic": topic_path,
+                "message_id": message_id,
+            }
+        )
+        return
+    if not json_output:
+        typer.echo(message.run_id)
+        typer.echo(
+            f"start message for run {message.run_id} of {pipeline} published to {topic_path} "
+            f"(message id {message_id})"
+        )
+    if watch:
+        raise typer.Exit(
+            _watch(engine, message.run_id, pipeline, tenant_id, json_output=json_output)
+        )
+    typer.echo(f"follow it with: resumable watch {message.run_id}")
+
+
+def _check_served(engine: Engine, pipeline: str) -> None:
+    """Refuse a pipeline the deployment does not serve, when its pipelines load here."""
+    try:
+        served = sorted(p.pipeline_name for p in engine.registry.all())
+    except PipelineLoadError:
+        return  # the start function checks it
+    if served and pipeline not in served:
+        raise RunControlError(
+            f"unknown pipeline {pipeline!r}: this deployment serves {', '.join(served)}"
+        )
+
+
+# -- status, list, watch -----------------------------------------------------------------
+
+
+@commands.command("status")
+def status_command(
+    run_id: RunArg,
+    pipeline: PipelineOpt = None,
+    tenant: TenantOpt = "default",
+    json_output: JsonOpt = False,
+) -> None:
+    """Show a serverless run and its steps.
+
+    Per step, in the pipeline's order: status, attempt, start and end, checkpoint size,
+    error. Exit 0 when the run exists (whatever its status), 2 when there is no such run.
+    """
+    with reported_errors():
+        engine = cli_cloud.engine_from_env()
+        state = find_run(engine, run_id, pipeline=pipeline, tenant=tenant)
+        spec = pipeline_spec(engine, state.pipeline)
+    if json_output:
+        print_json(describe_run(state, spec))
+        return
+    console = console_for()
+    console.print(run_view(state, step_order(state, spec)))
+    for hint in _hints(state):
+        console.print(hint, style="dim", highlight=False)
+
+
+def _hints(state: RunState) -> list[str]:
+    where = f" --pipeline {state.pipeline}"
+    if state.tenant_id != "default":
+        where += f" --tenant {state.tenant_id}"
+    if state.status in (RunStatus.ERROR, RunStatus.CANCELLED):
+        return [
+            f"resume with: resumable resume {state.run_id}{where}",
+            f"debug a step with: resumable replay {state.run_id} STEP{where}",
+        ]
+    if not state.finished:
+        return [f"follow with: resumable watch {state.run_id}{where}"]
+    return []
+
+
+@commands.command("list")
+def list_command(
+    status: Annotated[
+        str | None,
+        typer.Option(help="Only runs with this status: " + ", ".join(s.value for s in RunStatus)),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many runs.")] = 20,
+    json_output: JsonOpt = False,
+) -> None:
+    """List serverless runs, newest first."""
+    if status is not None and status not in {s.value for s in RunStatus}:
+        words = ", ".join(s.value for s in RunStatus)
+        fail(f"--status {status!r} is not a run status: use one of {words}", EXIT_USAGE)
+    with reported_errors():
+        engine = cli_cloud.engine_from_env()
+        states = engine.runs.query(status=status, limit=limit)
+    if json_output:
+        runs = []
+        for state in states:
+            described = describe(state)
+            described.pop("steps")
+            described["steps_completed"] = sum(
+                1 for r in state.steps.values() if r.status == StepStatus.COMPLETED
+            )
+            described["steps_total"] = len(state.steps)
+            runs.append(described)
+        print_json({"runs": runs})
+        return
+    if not states:
+        typer.echo("no runs" + (f" with status {status}" if status else ""))
+        return
+    console_for().print(runs_table(states))
+
+
+@commands.command("watch")
+def watch_command(
+    run_id: RunArg,
+    pipeline: PipelineOpt = None,
+    tenant: TenantOpt = "default",
+    interval: Annotated[
+        float, typer.Option(min=0.01, help="Seconds between reads of the run document.")
+    ] = 0.5,
+    wait: Annotated[
+        float,
+        typer.Option(
+            min=0, help="Seconds to wait for a run that does not exist yet (just started)."
+        ),
+    ] = 30.0,
+    json_output: Annotated[
+        bool,
+        typer.Option("--json", help="Print only the finished run's status, as one JSON object."),
+    ] = False,
+) -> None:
+    """Follow a serverless run until it finishes.
+
+    A live table on a terminal, one line per change otherwise. Exit 0 completed, 1 error,
+    130 cancelled (also on Ctrl-C, which stops watching; the run goes on).
+    """
+    with reported_errors():
+        engine = cli_cloud.engine_from_env()
+        validate_id(run_id, "run id")
+    raise typer.Exit(
+        _watch(
+            engine, run_id, pipeline, tenant, interval=interval, wait=wait, json_output=json_output
+        )
+    )
+
+
+def _watch(
+    engine: Engine,
+    run_id: str,
+    pipeline: str | None,
+    tenant: str,
+    *,
+    interval: float = 0.5,
+    wait: float = 30.0,
+    json_output: bool = False,
+) -> int:
+    deadline = time.monotonic() + wait
+    with reported_errors():
+        while True:
+            try:
+                state = find_run(engine, run_id, pipeline=pipeline, tenant=tenant)
+                break
+            except RunControlError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(interval, 0.5))
+        spec = pipeline_spec(engine, state.pipeline)
+    order = step_order(state, spec)
+    stream = sys.stderr if json_output else sys.stdout
+    try:
+        if not json_output and stream.isatty():
+            state = _watch_live(engine, state, order, interval)
+        else:
+            state = _watch_lines(engine, state, order, interval, stream)
+    except KeyboardInterrupt:
+        typer.echo(f"stopped watching; run {run_id} goes on (resumable watch {run_id})", err=True)
+        return EXIT_CANCELLED
+    if json_output:
+        print_json(describe_run(state, spec))
+    return exit_code(state.status)
+
+
+def _poll(engine: Engine, state: RunState, interval: float) -> RunState:
+    """The run document ``interval`` seconds later; service errors are retried for a
+    minute (a watch outlives a blip)."""
+    give_up = time.monotonic() + 60
+    while True:
+        time.sleep(interval)
+        try:
+            return get_run(engine, state.run_id, pipeline=state.pipeline, tenant_id=state.tenant_id)
+        except GoogleAPIError:
+            if time.monotonic() > give_up:
+                raise
+
+
+def _watch_lines(
+    engine: Engine, state: RunState, order: list[str], interval: float, stream: TextIO
+) -> RunState:
+    changes = RunChanges(order)
+    while True:
+        for line in changes.lines(state):
+            stream.write(line + "\n")
+        stream.flush()
+        if state.finished:
+            return state
+        state = _poll(engine, state, interval)
+
+
+def _watch_live(engine: Engine, state: RunState, order: list[str], interval: float) -> RunState:
+    console = console_for()
+    current = [state]
+    with Live(
+        console=console,
+        get_renderable=lambda: run_view(current[0], order),
+        refresh_per_second=4,
+        transient=False,
+    ):
+        while not current[0].finished:
+            current[0] = _poll(engine, current[0], interval)
+    return current[0]
+
+
+# -- cancel, resume ----------------------------------------------------------------------
+
+
+@commands.command("cancel")
+def cancel_command(
+    run_id: RunArg,
+    pipeline: PipelineOpt = None,
+    tenant: TenantOpt = "default",
+    json_output: JsonOpt = False,
+) -> None:
+    """Cancel a serverless run.
+
+    No further step starts; a step already running finishes and its output is kept, then
+    the run ends `cancelled`. Cancelling twice, or a finished run, changes nothing.
+    """
+    with reported_errors():
+        engine = cli_cloud.engine_from_env()
+        state = find_run(engine, run_id, pipeline=pipeline, tenant=tenant)
+        order = step_order(state, pipeline_spec(engine, state.pipeline))
+        after = state if state.finished else cancel_run(engine, state)
+    running = [s for s in order if after.steps[s].status == StepStatus.RUNNING]
+    stopped = [
+        s
+        for s in order
+        if after.steps[s].status == StepStatus.CANCELLED
+        and state.steps[s].status != StepStatus.CANCELLED
+    ]
+    if json_output:
+        print_json(
+            {
+                "run_id": after.run_id,
+                "pipeline": after.pipeline,
+                "status": after.status,
+                "cancel_requested": after.cancel_requested,
+                "running": running,
+                "cancelled_steps": stopped,
+                "published": [],
+            }
+        )
+        return
+    if state.finished:
+        typer.echo(f"run {run_id} is already {state.status}; nothing to cancel")
+        return
+    if after.status == RunStatus.CANCELLED:
+        typer.echo(f"run {run_id} cancelled")
+    else:
+        typer.echo(
+            f"cancel requested for run {run_id}: {', '.join(running)} is running and finishes "
+            "first (its output is kept), then the run ends cancelled"
+        )
+    if stopped:
+        typer.echo(f"steps that will not run: {', '.join(stopped)}")
+    typer.echo("nothing published: workers read the run document before every step")
+
+
+@commands.command("resume")
+def resume_command(
+    run_id: RunArg,
+    from_step: Annotated[
+        str | None,
+        typer.Option(
+            "--from-step",
+            help="Roll back to this step: it and every step after it run again, from its "
+            "input checkpoint.",
+        ),
+    ] = None,
+    pipeline: PipelineOpt = None,
+    tenant: TenantOpt = "default",
+    json_output: JsonOpt = False,
+) -> None:
+    """Continue a failed or cancelled serverless run.
+
+    Completed steps are not run again; --from-step rolls back to that step first (also
+    on a completed run). Publishes the messages of the steps that are ready.
+    """
+    with reported_errors():
+        engine = cli_cloud.engine_from_env()
+        state = find_run(engine, run_id, pipeline=pipeline, tenant=tenant)
+        if not engine.store.exists(state.params_manifest):
+            raise RunControlError(
+                f"run {run_id!r} has no stored checkpoints left (a completed run's are deleted "
+                "unless its pipeline has cleanup_on_success=False): it cannot continue; start "
+                "a new run"
+            )
+        after, published = resume_run(engine, state, from_step=from_step)
+    prefix = engine.settings.topic_prefix
+    topics = {
+        step: naming.topic_path(
+            engine.settings.project, naming.step_topic(prefix, after.pipeline, step)
+        )
+        for step in published
+    }
+    rerun = [
+        s
+        for s in step_order(after, pipeline_spec(engine, after.pipeline))
+        if state.steps[s].status == StepStatus.COMPLETED
+        and after.steps[s].status != StepStatus.COMPLETED
+    ]
+    if json_output:
+        print_json(
+            {
+                "run_id": after.run_id,
+                "pipeline": after.pipeline,
+                "status": after.status,
+                "from_step": from_step,
+                "rolled_back": rerun,
+                "published": topics,
+            }
+        )
+        return
+    typer.echo(f"run {run_id} resumed" + (f" from step {from_step}" if from_step else ""))
+    if rerun:
+        typer.echo(f"completed steps that run again: {', '.join(rerun)}")
+    for step, topic in topics.items():
+        typer.echo(f"published step {step} to {topic}")
+    typer.echo(f"follow it with: resumable watch {run_id}")
+
+
+register = commands.register

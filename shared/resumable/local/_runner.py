@@ -1,0 +1,553 @@
+"""The in-process runner: runs a pipeline's steps in one process, checkpointing after each.
+
+Guarantees, with a checkpoint store that works:
+
+- after every step, the run is checkpointed before the next step starts;
+- a resumed run never calls a step its checkpoint records as completed, and ends with the
+  context an uninterrupted run gives;
+- every attempt of a step starts from its committed input (the run's initial context
+  plus its ancestors' outputs) plus the progress it saved (``save_progress``): never from
+  what a failed attempt changed in place, never from what a step running beside it did;
+- a step's saved progress belongs to that step alone and is carried by every checkpoint
+  until the step completes;
+- independent steps run concurrently when ``max_workers > 1``; two of them writing the
+  same context key is reported as a conflict, never resolved silently.
+
+The context composition itself (entries, deltas, objects) is ``run_context``'s.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from resumable._log import fields, logger
+from resumable.checkpoint._deltas import Delta
+from resumable.checkpoint._manifest import Manifest, StepRecord, now_iso
+from resumable.checkpoint._segments import decode_context
+from resumable.checkpoint._store import CheckpointStore, LoadedCheckpoint
+from resumable.definition import _step_api as current_step
+from resumable.definition._spec import PipelineSpec, StepSpec, step_updates
+from resumable.definition._step_api import Continue
+from resumable.errors import (
+    CheckpointError,
+    ConcurrentWriterError,
+    NonRetryableError,
+    OutputConflictError,
+    is_retryable,
+)
+from resumable.local._run_context import RunContext, StepInput
+from resumable.status import RunStatus, StepStatus
+
+EventHandler = Callable[["RunEvent"], None]
+
+__all__ = ["InProcessRun", "OutputConflictError", "RunEvent", "RunOptions"]
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """Something that happened in a run, for progress displays."""
+
+    kind: str  # run_started, step_started, step_completed, step_failed, step_retrying,
+    #            step_skipped, checkpoint_saved, checkpoint_failed, run_finished
+    run_id: str
+    step: str | None = None
+    attempt: int | None = None
+    detail: str = ""
+    bytes_written: int | None = None
+
+
+@dataclass
+class RunOptions:
+    max_workers: int = 1
+    strict: bool = False
+    cleanup_on_success: bool = True
+    fail_on_checkpoint_error: bool = False
+    retry_backoff: float = 1.0
+    retry_backoff_max: float = 60.0
+    detect_in_place_changes: bool = True
+
+
+@dataclass
+class _State:
+    completed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    records: dict[str, StepRecord] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+class InProcessRun:
+    """One execution of a pipeline (a fresh start or a resume) in this process."""
+
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        checkpoints: CheckpointStore,
+        options: RunOptions,
+        *,
+        stop_event: threading.Event,
+        on_event: EventHandler | None = None,
+    ) -> None:
+        self.spec = spec
+        self.checkpoints = checkpoints
+        self.options = options
+        self.stop_event = stop_event
+        self.on_event = on_event
+        self.run_id = checkpoints.run_id
+        self._lock = threading.RLock()
+        self._state = _State()
+        self.context = RunContext(
+            spec, checkpoints.blobs, trust_steps=not options.detect_in_place_changes
+        )
+        self.resumed = False
+        self._saves: dict[str, int] = {}  # progress checkpoints written, per step
+
+    # -- events and logs ----------------------------------------------------------------
+
+    def _emit(self, kind: str, **kw: Any) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(RunEvent(kind=kind, run_id=self.run_id, **kw))
+            except Exception:  # a broken display must not break the run
+                logger.debug("progress handler failed", exc_info=True)
+
+    def _log(
+        self, level: int, message: str, step: str | None = None, attempt: int | None = None
+    ) -> None:
+        logger.log(
+            level,
+            message,
+            extra=fields(pipeline=self.spec.name, run_id=self.run_id, step=step, attempt=attempt),
+        )
+
+    def _warn(self, message: str) -> None:
+        self._state.warnings.append(message)
+        self._log(logging.WARNING, message)
+
+    # -- the run ------------------------------------------------------------------------
+
+    def execute(self, context: Mapping[str, Any] | None, resume: bool) -> dict[str, Any]:
+        started = time.monotonic()
+        state = self._state
+        for name in self.spec.order:
+            state.records[name] = StepRecord()
+        if not (resume and self._resume()):
+            try:
+                self.context.start(context or {})
+            except ConcurrentWriterError:
+                raise
+            except Exception as exc:
+                self._checkpoint_failed(exc)
+        self._emit("run_started", detail="resumed" if self.resumed else "fresh")
+        self._log(
+            logging.INFO,
+            f"run {self.run_id} of {self.spec.name} "
+            + (
+                f"resumed after {len(state.skipped)} completed step(s)"
+                if self.resumed
+                else "started"
+            ),
+        )
+        status = self._schedule()
+        return self._finish(status, time.monotonic() - started)
+
+    def _schedule(self) -> RunStatus:
+        state = self._state
+        running: dict[Future[Any], str] = {}
+        isolated = self.options.max_workers > 1
+        executor = (
+            ThreadPoolExecutor(self.options.max_workers, thread_name_prefix="resumable-step")
+            if isolated
+            else None
+        )
+        try:
+            while True:
+                if self.stop_event.is_set() and not running:
+                    return RunStatus.CANCELLED
+                if not state.failed and not self.stop_event.is_set():
+                    busy = set(running.values())
+                    for step in self.spec.ready_steps(state.completed):
+                        if step in busy:
+                            continue
+                        if executor is None:
+                            self._run_step(step, isolated=False)
+                            break
+                        if len(running) >= self.options.max_workers:
+                            break
+                        future = executor.submit(
+                            contextvars.copy_context().run, self._run_step, step, isolated=True
+                        )
+                        running[future] = step
+                if not running:
+                    if state.failed:
+                        return RunStatus.ERROR
+                    if self.stop_event.is_set():
+                        return RunStatus.CANCELLED
+                    if not self.spec.ready_steps(state.completed):
+                        return RunStatus.COMPLETED
+                    continue
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in done:
+                    running.pop(future)
+                    future.result()  # errors are recorded in _run_step; re-raise fatal ones
+        finally:
+            if executor is not None:
+                executor.shutdown(wait=True)
+
+    def _run_step(self, step: str, *, isolated: bool) -> None:
+        spec = self.spec.steps[step]
+        record = self._state.records[step]
+        record.status = StepStatus.RUNNING
+        record.started_at = now_iso()
+        record.error = None
+        began = time.monotonic()
+        try:
+            attempt, result = self._call_with_retries(spec, record, isolated)
+            with self._lock:
+                self._commit(spec, record, attempt, result, began)
+        except ConcurrentWriterError:
+            raise
+        except Exception as exc:
+            self._record_failure(spec, record, exc, time.monotonic() - began)
+
+    def _attempt_input(self, step: str, isolated: bool) -> StepInput:
+        with self._lock:
+            return self.context.input_for(step, isolated=isolated)
+
+    def _call_with_retries(
+        self, spec: StepSpec, record: StepRecord, isolated: bool
+    ) -> tuple[StepInput, Any]:
+        """Call the step until it returns, retrying retryable failures; a step that asks
+        to continue (``Continue()``) is called again from its progress, as no retry."""
+        tries = 0
+        while True:
+            tries += 1
+            record.attempts += 1
+            attempt = self._attempt_input(spec.name, isolated)
+            self._log(logging.INFO, f"step {spec.name} started", spec.name, record.attempts)
+            self._emit("step_started", step=spec.name, attempt=record.attempts)
+            saves = self._saves.get(spec.name, 0)
+            try:
+                result = self._call(spec, attempt)
+            except Exception as exc:
+                with self._lock:
+                    self.context.failed(attempt)
+                if isinstance(exc, ConcurrentWriterError):
+                    raise
+                if not is_retryable(exc) or tries > spec.retries:
+                    raise
+                self._wait_to_retry(spec, record, tries, exc)
+                continue
+            if not isinstance(result, Continue):
+                return attempt, result
+            if result.progress is not None:
+                self.save_progress(attempt, result.progress)
+            if self._saves.get(spec.name, 0) == saves:
+                raise NonRetryableError(
+                    f"step {spec.name} returned Continue() without saving progress: it would "
+                    "start from the same point again (call save_progress() first, or pass "
+                    "Continue(progress=...))"
+                )
+            tries -= 1  # a continuation is not a retry
+            record.continuations += 1
+
+    def _call(self, spec: StepSpec, attempt: StepInput) -> Any:
+        """One call of the step function: ``should_stop()`` turns true at a stop request
+        and at the step's ``timeout`` (counted from this call), ``time_left()`` says when."""
+        deadline = time.monotonic() + spec.timeout if spec.timeout else float("inf")
+
+        def should_stop() -> bool:
+            return self.stop_event.is_set() or time.monotonic() >= deadline
+
+        def time_left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        def progress(given: Mapping[str, Any] | None) -> bool:
+            return self.save_progress(attempt, given)
+
+        kwargs = current_step.step_kwargs(spec.function, should_stop, time_left)
+        with current_step.bound(progress):
+            return spec.function(attempt.context, **kwargs)
+
+    def _wait_to_retry(
+        self, spec: StepSpec, record: StepRecord, tries: int, exc: Exception
+    ) -> None:
+        delay = min(self.options.retry_backoff * 2 ** (tries - 1), self.options.retry_backoff_max)
+        self._log(
+            logging.WARNING,
+            f"step {spec.name} failed ({type(exc).__name__}: {exc}); retry "
+            f"{tries}/{spec.retries} in {delay:.1f}s",
+            spec.name,
+            record.attempts,
+        )
+        self._emit("step_retrying", step=spec.name, attempt=record.attempts, detail=str(exc))
+        if self.stop_event.wait(delay):
+            raise exc
+
+    def _commit(
+        self, spec: StepSpec, record: StepRecord, attempt: StepInput, result: Any, began: float
+    ) -> None:
+        updates = step_updates(spec.name, result)
+        try:
+            delta = self.context.commit(attempt, updates)
+        except (OutputConflictError, ConcurrentWriterError):
+            raise
+        except Exception as exc:  # cannot encode, or storage down: committed in memory only
+            delta = self.context.commit_degraded(attempt)
+            self._checkpoint_failed(exc)
+        record.status = StepStatus.COMPLETED
+        record.finished_at = now_iso()
+        record.duration_seconds = round(time.monotonic() - began, 6)
+        record.output_keys = delta.keys if delta.keys else sorted(updates)
+        self._state.completed.append(spec.name)
+        self._log(
+            logging.INFO, f"step {spec.name} completed in {record.duration_seconds:.3f}s", spec.name
+        )
+        self._emit("step_completed", step=spec.name, attempt=record.attempts)
+        self._checkpoint("commit", step=spec.name)
+
+    def _record_failure(
+        self, spec: StepSpec, record: StepRecord, exc: BaseException, took: float
+    ) -> None:
+        message = f"step {spec.name} failed: {type(exc).__name__}: {exc}"
+        with self._lock:
+            record.status = StepStatus.ERROR
+            record.finished_at = now_iso()
+            record.duration_seconds = round(took, 6)
+            record.error = f"{type(exc).__name__}: {exc}"
+            self._state.failed.append(spec.name)
+            self._state.errors.append(message)
+            logger.error(
+                message,
+                exc_info=exc,
+                extra=fields(
+                    pipeline=self.spec.name,
+                    run_id=self.run_id,
+                    step=spec.name,
+                    attempt=record.attempts,
+                ),
+            )
+            self._emit("step_failed", step=spec.name, attempt=record.attempts, detail=record.error)
+
+    # -- checkpoints --------------------------------------------------------------------
+
+    def save_progress(self, attempt: StepInput, given: Mapping[str, Any] | None) -> bool:
+        """Checkpoint a running step's progress without marking the step completed.
+
+        ``given`` is put into the step's context (as the serverless runner does), and what
+        the step changed so far is saved as that step's progress: the next attempt of the
+        step, in this process or after a resume, starts from it.
+        """
+        with self._lock:
+            try:
+                self.context.save_progress(attempt, given)
+            except ConcurrentWriterError:
+                raise
+            except Exception as exc:
+                self._checkpoint_failed(exc)
+                return False
+            self._state.records[attempt.step].progress_saved_at = now_iso()
+            saved = self._checkpoint("progress", step=attempt.step)
+            if saved:
+                self._saves[attempt.step] = self._saves.get(attempt.step, 0) + 1
+            return saved
+
+    def _checkpoint(
+        self,
+        kind: Literal["commit", "progress", "final"],
+        status: RunStatus = RunStatus.RUNNING,
+        step: str | None = None,
+    ) -> bool:
+        state = self._state
+        context = self.context
+        try:
+            context.rebase()
+            before = self.checkpoints.blobs.bytes_uploaded
+            manifest = self.checkpoints.save_entries(
+                context.committed(),
+                spec=self.spec,
+                completed_steps=state.completed,
+                steps_summary=state.records,
+                status=status,
+                errors=state.errors,
+                kind=kind,
+                base=context.base,
+                outputs=context.outputs,
+                progress=context.progress,
+            )
+        except ConcurrentWriterError:
+            raise
+        except Exception as exc:
+            self._checkpoint_failed(exc)
+            return False
+        written = self.checkpoints.blobs.bytes_uploaded - before
+        self._log(logging.DEBUG, f"checkpoint #{manifest.sequence} saved ({written} new bytes)")
+        self._emit(
+            "checkpoint_saved", step=step, detail=f"#{manifest.sequence}", bytes_written=written
+        )
+        return True
+
+    def _checkpoint_failed(self, exc: Exception) -> None:
+        message = f"checkpoint of run {self.run_id} failed: {type(exc).__name__}: {exc}"
+        if self.options.fail_on_checkpoint_error:
+            raise exc
+        self._warn(message + " (the run goes on)")
+        self._emit("checkpoint_failed", detail=message)
+
+    # -- resume -------------------------------------------------------------------------
+
+    def _resume(self) -> bool:
+        """Continue the run's checkpoint; ``False`` when there is none to continue."""
+        store = self.checkpoints
+        try:
+            loaded = store.load_latest(decode=False)
+            if loaded is None:
+                self._log(logging.INFO, f"no checkpoint for run {self.run_id}: starting fresh")
+                return False
+            self._adopt(loaded)
+        except _NothingToResume:
+            self._reset()
+            return False
+        except CheckpointError as exc:
+            if self.options.strict:
+                raise
+            self._reset()
+            self._warn(f"checkpoint of run {self.run_id} is unusable, starting fresh: {exc}")
+            return False
+        return True
+
+    def _reset(self) -> None:
+        """Forget what a resume that did not work out adopted (its warnings stay)."""
+        warnings = self._state.warnings
+        self._state = _State(records={n: StepRecord() for n in self.spec.order}, warnings=warnings)
+        self.context = RunContext(
+            self.spec, self.checkpoints.blobs, trust_steps=not self.options.detect_in_place_changes
+        )
+
+    def _adopt(self, loaded: LoadedCheckpoint) -> None:
+        manifest = loaded.manifest
+        plan = self.checkpoints.plan_resume(manifest, self.spec)
+        for reason in plan.reasons:
+            self._warn(reason)
+        valid = list(plan.completed)
+        if manifest.base is not None and manifest.outputs is not None:
+            self._adopt_entries(manifest, valid)
+        else:
+            valid = self._adopt_release_0_1(loaded, valid, bool(plan.invalidated))
+        state = self._state
+        for step in valid:
+            stored = manifest.steps_summary.get(step)
+            record = state.records[step]
+            if stored is not None:
+                record.attempts = stored.attempts
+                record.output_keys = list(stored.output_keys)
+                record.duration_seconds = stored.duration_seconds
+                record.started_at, record.finished_at = stored.started_at, stored.finished_at
+            record.status = StepStatus.SKIPPED
+        for step, stored in manifest.steps_summary.items():
+            if step in state.records and step not in valid:
+                state.records[step].attempts = stored.attempts
+        state.completed = list(valid)
+        state.skipped = list(valid)
+        self.resumed = True
+        for step in valid:
+            self._emit("step_skipped", step=step)
+
+    def _adopt_entries(self, manifest: Manifest, valid: list[str]) -> None:
+        """A checkpoint of this release: drop what changed steps did, keep the rest."""
+        assert manifest.base is not None and manifest.outputs is not None
+        outputs = {s: d for s, d in manifest.outputs.items() if s in valid}
+        progress = {
+            s: d
+            for s, d in manifest.progress.items()
+            if s in self.spec.steps
+            and s not in valid
+            and manifest.step_fingerprints.get(s) == self.spec.step_fingerprints[s]
+        }
+        self.context.adopt(base=manifest.base, outputs=outputs, progress=progress)
+        self.context.verify()
+
+    def _adopt_release_0_1(
+        self, loaded: LoadedCheckpoint, valid: list[str], invalidated: bool
+    ) -> list[str]:
+        """A checkpoint of release 0.1.0 (or the original's 1.0): its context is the run's
+        whole context, a step's progress merged in. After a version change, roll back to
+        the newest checkpoint taken at a commit whose completed steps are all still valid."""
+        store = self.checkpoints
+        if invalidated:
+            keep = set(valid)
+            for sequence in reversed(store.history()):
+                manifest = store.load_manifest(sequence)
+                if set(manifest.completed_steps) <= keep and _taken_at_commit(manifest):
+                    self._log(logging.INFO, f"rolling back to checkpoint #{sequence}")
+                    loaded = store.load(sequence)
+                    valid = list(loaded.manifest.completed_steps)
+                    break
+            else:
+                self._warn("no earlier checkpoint to roll back to: starting fresh")
+                raise _NothingToResume
+        elif loaded.migrated_from is None:
+            loaded.context = decode_context(loaded.manifest.context, store.blobs)
+        self.context.start(loaded.context)
+        self.context.outputs = {step: Delta() for step in valid}
+        return valid
+
+    # -- end ----------------------------------------------------------------------------
+
+    def _finish(self, status: RunStatus, duration: float) -> dict[str, Any]:
+        state = self._state
+        if status is RunStatus.CANCELLED:
+            for record in state.records.values():
+                if record.status == StepStatus.NOT_STARTED:
+                    record.status = StepStatus.CANCELLED
+        if status is RunStatus.COMPLETED and self.options.cleanup_on_success:
+            try:
+                self.checkpoints.delete_run()
+            except Exception as exc:
+                self._log(logging.WARNING, f"cleanup of run {self.run_id} failed: {exc}")
+        else:
+            self._checkpoint("final", status=status)
+        self._log(
+            logging.INFO if status is RunStatus.COMPLETED else logging.WARNING,
+            f"run {self.run_id} {status.value} in {duration:.3f}s",
+        )
+        self._emit("run_finished", detail=status.value)
+        return {
+            "pipeline_name": self.spec.name,
+            "status": status.value,
+            "run_guid": self.run_id,
+            "run_id": self.run_id,
+            "tenant_id": self.checkpoints.tenant_id,
+            "run_folder": self.checkpoints.run_folder,
+            "steps_completed": [s for s in state.completed if s not in state.skipped],
+            "steps_failed": list(state.failed),
+            "steps_skipped": list(state.skipped),
+            "errors": list(state.errors),
+            "warnings": list(state.warnings),
+            "context": self.context.final_context(),
+            "resumed_from_checkpoint": self.resumed,
+            "steps": {k: v.model_dump() for k, v in state.records.items()},
+            "duration_seconds": round(duration, 6),
+            "checkpoint_sequence": self.checkpoints.sequence,
+        }
+
+
+class _NothingToResume(CheckpointError):
+    def __init__(self) -> None:
+        super().__init__("no earlier checkpoint to roll back to")
+
+
+def _taken_at_commit(manifest: Manifest) -> bool:
+    """Whether a checkpoint of release 0.1.0 was taken when a step completed (not at a
+    progress save, which mixes a running step's partial results into its context)."""
+    if manifest.kind is not None:
+        return manifest.kind == "commit"
+    return not any(r.status == StepStatus.RUNNING for r in manifest.steps_summary.values())

@@ -1,0 +1,435 @@
+"""The step protocol: what one delivery of "run step S of run R" does.
+
+    claim → load → run → write → commit → publish      (the lease held from claim to commit)
+
+Pub/Sub delivers at least once, possibly concurrently, possibly long after. Each stage is
+written so that a crash, a duplicate or a stale worker at any point leads to the same end
+state: every step's output committed once, and the run ending ``completed``, ``error`` or
+``cancelled``. The decisions on the run document are pure transitions
+(``resumable.serverless._transitions``); this module does the I/O around them.
+
+- **claim** — take the step's lease under a new attempt number, the fencing token that
+  shuts out every earlier worker; or learn that there is nothing to do (the run finished,
+  the step completed — then re-publish its queued successors, healing a crash between
+  commit and publish —, another worker holds a live lease, the message is stale).
+- **load** — the params plus the outputs of S's completed ancestors, plus the progress
+  S saved in an earlier attempt.
+- **run** — the step function, with ``save_progress`` and ``should_stop``.
+- **write** — S's output manifest under a name no other attempt uses.
+- **commit** — only if the lease is still ours at the same attempt: S completed, its
+  ready successors queued, the run finished when nothing is left.
+- **publish** — the queued successors' messages; then ack.
+
+A heartbeat renews the lease from the claim to the commit, so that however long loading,
+running or writing takes, the lease lives while this worker does.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from resumable._log import logger
+from resumable.checkpoint import _deltas as deltas
+from resumable.checkpoint._segments import Entry
+from resumable.definition import _step_api as current_step
+from resumable.definition._loader import PipelineLike as Pipeline
+from resumable.definition._spec import StepSpec, delivery_seconds, step_updates
+from resumable.definition._step_api import Continue
+from resumable.errors import (
+    BadMessageError,
+    CheckpointError,
+    ContentionError,
+    EncodingError,
+    RunDocumentError,
+    RunNotFoundError,
+    StepError,
+    is_retryable,
+)
+from resumable.serverless import _transitions as transitions
+from resumable.serverless._engine import Engine, log_fields
+from resumable.serverless._messages import StepMessage
+from resumable.serverless._run_files import RunFiles
+from resumable.serverless._run_state import Decision, RunState
+from resumable.serverless._transitions import ClaimKind, Verdict
+from resumable.status import RunStatus
+
+T = TypeVar("T")
+
+# Re-exported: the deployment derives each subscription's delivery attempts from it.
+CRASH_ALLOWANCE = transitions.CRASH_ALLOWANCE
+max_attempts = transitions.max_attempts
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How to answer the delivery: ``ack`` (2xx) or "retry later" (non-2xx)."""
+
+    ack: bool
+    reason: str
+
+    @classmethod
+    def done(cls, reason: str) -> Outcome:
+        return cls(True, reason)
+
+    @classmethod
+    def retry_later(cls, reason: str) -> Outcome:
+        return cls(False, reason)
+
+
+def handle_step(engine: Engine, message: StepMessage) -> Outcome:
+    """Process one delivery of a step message. Never raises for a bad message."""
+    try:
+        pipeline = engine.registry.get(message.pipeline)
+    except BadMessageError as exc:
+        return _bad_message(engine, message, exc.reason)
+    spec = pipeline.spec
+    if message.step not in spec.steps:
+        return _bad_message(engine, message, f"pipeline {spec.name!r} has no step {message.step!r}")
+    if engine.settings.step and engine.settings.step != message.step:
+        return _bad_message(
+            engine,
+            message,
+            f"step {message.step!r} was sent to the function of step {engine.settings.step!r}",
+        )
+    attempt = StepAttempt(engine, pipeline, message)
+    try:
+        return attempt.execute()
+    except RunNotFoundError:
+        logger.error("step message for an unknown run: acked", extra=log_fields(message))
+        return Outcome.done("unknown run")
+    except ContentionError as exc:
+        return Outcome.retry_later(str(exc))
+    except RunDocumentError as exc:  # no retry can make the document writable
+        logger.error(f"run document cannot be written: {exc}", extra=log_fields(message))
+        return Outcome.done(f"run document cannot be written: {exc}")
+
+
+class StepAttempt:
+    """One delivery of a step message, from claim to publish.
+
+    ``owner`` is unique to this delivery (several deliveries may share one instance), so
+    the lease it takes is recognisably its own.
+    """
+
+    def __init__(self, engine: Engine, pipeline: Pipeline, message: StepMessage) -> None:
+        self.engine = engine
+        self.pipeline = pipeline
+        self.spec = pipeline.spec
+        self.step: StepSpec = pipeline.spec.steps[message.step]
+        self.generation = message.generation
+        self.doc_id = engine.doc_id(message.tenant_id, message.pipeline, message.run_id)
+        self.owner = f"{engine.worker_id}-{uuid.uuid4().hex[:8]}"
+        self.attempt = 0
+        self.state: RunState | None = None
+        self.files: RunFiles | None = None
+        self.before: dict[str, Entry] = {}
+        self.context: dict[str, Any] = {}
+        self.deadline = float("inf")  # when should_stop() turns true: time to wrap up
+        self.progress_saved = False  # by this delivery
+
+    # -- the protocol ---------------------------------------------------------------------
+
+    def execute(self) -> Outcome:
+        claim = self.claim()
+        if claim.kind is ClaimKind.COMPLETED:
+            self.publish(list(claim.republish))
+            return Outcome.done(f"step already completed; re-published {list(claim.republish)}")
+        if claim.kind is ClaimKind.BUSY:
+            return Outcome.retry_later(claim.reason)
+        if claim.kind is not ClaimKind.CLAIMED:
+            return Outcome.done(f"{claim.kind}: {claim.reason}")
+        self.attempt = claim.attempt
+        logger.info(f"step {self.step.name} claimed", extra=self._fields())
+        with Lease(self) as lease:
+            return self._attempt(lease)
+
+    def _attempt(self, lease: Lease) -> Outcome:
+        try:
+            self.load()
+        except (CheckpointError, StepError) as exc:  # damaged or conflicting input: final
+            return self.fail(f"cannot load the step's input: {exc}")
+        except Exception as exc:  # a storage hiccup: another attempt may well succeed
+            return self.release(exc)
+        try:
+            result = self.run(lease)
+        except Exception as exc:
+            return self.record_error(exc)
+        if lease.lost:
+            logger.warning("lease lost while running: output discarded", extra=self._fields())
+            return Outcome.done("lease lost; output discarded")
+        if isinstance(result, Continue):
+            return self.continue_later(result)
+        try:
+            manifest, size, keys = self.write(result)
+        except (EncodingError, StepError) as exc:
+            return self.fail(str(exc))
+        except Exception as exc:
+            return self.release(exc)
+        commit = self.commit(manifest, size, keys)
+        if not commit.committed:
+            logger.warning("stale attempt: commit refused, output discarded", extra=self._fields())
+            return Outcome.done("stale attempt")
+        logger.info(f"step {self.step.name} committed ({size} bytes)", extra=self._fields())
+        if commit.run_status == RunStatus.COMPLETED:
+            self.finish_run()
+        self.publish(list(commit.publish))
+        return Outcome.done(f"committed; published {list(commit.publish)}")
+
+    def claim(self) -> transitions.Claim:
+        engine = self.engine
+        now = engine.runtime.now()
+        limit = delivery_seconds(self.step)
+        state, claim = self._mutate(
+            lambda s: transitions.claim(
+                s,
+                self.spec,
+                self.step.name,
+                owner=self.owner,
+                now=now,
+                lease_seconds=engine.settings.lease_seconds,
+                generation=self.generation,
+                delivery_seconds=limit,
+            )
+        )
+        self.state = state
+        self.deadline = now + limit - engine.settings.deadline_margin_seconds
+        return claim
+
+    def load(self) -> None:
+        """Read the step's input: as encoded entries (what the output is diffed against)
+        and decoded. One :class:`RunFiles` serves the whole delivery: its blob store
+        remembers what was read, so unchanged input values are never uploaded again."""
+        state = self._state
+        self.files = self.engine.files(state)
+        self.before = self.files.input_entries(state, self.spec, self.step.name)
+        entries = dict(self.before)
+        progress = state.steps[self.step.name].progress_manifest
+        if progress:
+            deltas.apply(entries, self.files.read_manifest(progress))
+        self.context = self.files.decode(entries)
+
+    def run(self, lease: Lease) -> Any:
+        function = self.step.function
+        kwargs = current_step.step_kwargs(function, lease.should_stop, self.time_left)
+        with current_step.bound(self.save_progress):
+            return function(self.context, **kwargs)
+
+    def time_left(self) -> float:
+        """Seconds until this delivery's deadline (then ``should_stop()`` is true)."""
+        return max(0.0, self.deadline - self.engine.runtime.now())
+
+    def save_progress(self, given: Mapping[str, Any] | None) -> bool:
+        """Put ``given`` into the running step's context and store the context, so that
+        the step's next attempt starts from it; ``False`` if it could not be stored (the
+        step goes on). Into the context, not beside it: whether the step was interrupted
+        or not, its output is the same."""
+        if given is not None and given is not self.context:
+            self.context.update(given)
+        try:
+            name, _size, _keys = self._files.write_step_output(
+                step=self.step.name,
+                attempt=self.attempt,
+                step_fingerprint=self.spec.step_fingerprints[self.step.name],
+                before=self.before,
+                context=self.context,
+                label=f"progress-{uuid.uuid4().hex[:8]}",
+            )
+            _state, recorded = self._mutate(
+                lambda s: transitions.record_progress(
+                    s, self.step.name, owner=self.owner, attempt=self.attempt, manifest=name
+                )
+            )
+        except EncodingError:
+            raise  # the step's own doing: it sees the error
+        except Exception:  # storage or the run document unreachable: not the step's fault
+            logger.warning("progress not saved", exc_info=True, extra=self._fields())
+            return False
+        self.progress_saved = self.progress_saved or recorded
+        return recorded
+
+    def continue_later(self, request: Continue) -> Outcome:
+        """The step asked to go on in a new delivery from the progress it saved."""
+        if request.progress is not None:
+            self.save_progress(request.progress)
+        if not self.progress_saved:
+            return self.fail(
+                "returned Continue() without saving progress in this delivery: the next one "
+                "would start from the same point (call save_progress() first, or pass "
+                "Continue(progress=...))"
+            )
+        state, verdict = self._mutate(
+            lambda s: transitions.continue_step(
+                s,
+                self.step.name,
+                owner=self.owner,
+                attempt=self.attempt,
+                now=self.engine.runtime.now(),
+            )
+        )
+        if verdict is Verdict.CONTINUED:
+            self.engine.publish_steps(state, [self.step.name])
+            logger.info(f"step {self.step.name} continues in a new delivery", extra=self._fields())
+        return Outcome.done(f"step {verdict}")
+
+    def write(self, result: Any) -> tuple[str, int, list[str]]:
+        self.context.update(step_updates(self.step.name, result))
+        return self._files.write_step_output(
+            step=self.step.name,
+            attempt=self.attempt,
+            step_fingerprint=self.spec.step_fingerprints[self.step.name],
+            before=self.before,
+            context=self.context,
+        )
+
+    def commit(self, manifest: str, size: int, keys: list[str]) -> transitions.Commit:
+        state, commit = self._mutate(
+            lambda s: transitions.commit(
+                s,
+                self.spec,
+                self.step.name,
+                owner=self.owner,
+                attempt=self.attempt,
+                manifest=manifest,
+                size=size,
+                keys=keys,
+                now=self.engine.runtime.now(),
+            )
+        )
+        self.state = state
+        return commit
+
+    def publish(self, steps: list[str]) -> None:
+        self.engine.publish_steps(self._state, steps)
+
+    def finish_run(self) -> None:
+        """The run completed: delete its checkpoints if the pipeline asks for it."""
+        if not self.pipeline.cleanup_on_success:
+            return
+        try:
+            _state, allowed = self._mutate(transitions.begin_cleanup)
+            if allowed:
+                self._files.delete()
+        except Exception:
+            logger.warning("cleanup of a completed run failed", exc_info=True, extra=self._fields())
+
+    # -- attempts that end without output --------------------------------------------------
+
+    def record_error(self, exc: Exception) -> Outcome:
+        """The step raised: retry later if it may succeed, else fail the step and the run."""
+        message = f"{type(exc).__name__}: {exc}"
+        logger.warning(
+            f"step {self.step.name} raised {message}", exc_info=exc, extra=self._fields()
+        )
+        return self._end(message, retryable=is_retryable(exc), counts=True)
+
+    def release(self, exc: Exception) -> Outcome:
+        """The platform failed around the step (storage unreachable): let another attempt
+        try, without counting it against the step's ``retries``."""
+        message = f"{type(exc).__name__}: {exc}"
+        logger.warning(f"step {self.step.name}: {message}", exc_info=exc, extra=self._fields())
+        return self._end(message, retryable=True, counts=False)
+
+    def fail(self, reason: str) -> Outcome:
+        """Fail the step and its run at once (a problem no retry can fix)."""
+        logger.error(f"step {self.step.name} failed: {reason}", extra=self._fields())
+        return self._end(reason, retryable=False, counts=True)
+
+    def _end(self, error: str, *, retryable: bool, counts: bool) -> Outcome:
+        _state, verdict = self._mutate(
+            lambda s: transitions.record_failure(
+                s,
+                self.step,
+                owner=self.owner,
+                attempt=self.attempt,
+                error=error,
+                retryable=retryable,
+                counts=counts,
+                now=self.engine.runtime.now(),
+            )
+        )
+        if verdict is Verdict.RETRY:
+            return Outcome.retry_later(f"retryable: {error}")
+        return Outcome.done(f"step {verdict}: {error}")
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _mutate(self, transition: Callable[[RunState], Decision[T]]) -> tuple[RunState, T]:
+        return self.engine.runs.mutate(self.doc_id, transition)
+
+    @property
+    def _state(self) -> RunState:
+        assert self.state is not None, "claimed first"
+        return self.state
+
+    @property
+    def _files(self) -> RunFiles:
+        assert self.files is not None, "loaded first"
+        return self.files
+
+    def _fields(self) -> dict[str, Any]:
+        return log_fields(self.state, step=self.step.name, attempt=self.attempt)
+
+
+class Lease:
+    """The heartbeat: renews the attempt's lease until the commit, only while it is ours.
+
+    ``lost`` turns true when the lease is no longer ours (another worker took the step
+    over after it expired, or a resume reset it); ``should_stop()`` turns true then, when
+    the run's cancellation was requested, and at the delivery's deadline.
+    """
+
+    def __init__(self, attempt: StepAttempt) -> None:
+        self.attempt = attempt
+        self.lost = False
+        self.cancelled = False
+        self._task: Any = None
+
+    def __enter__(self) -> Lease:
+        engine = self.attempt.engine
+        self._task = engine.runtime.every(
+            engine.settings.heartbeat_seconds, self.beat, f"heartbeat-{self.attempt.step.name}"
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._task.stop()
+
+    def should_stop(self) -> bool:
+        """The lease is gone, a cancel was requested, or the delivery's deadline is near."""
+        attempt = self.attempt
+        return self.lost or self.cancelled or attempt.engine.runtime.now() >= attempt.deadline
+
+    def beat(self) -> bool:
+        """One renewal; ``False`` stops the heartbeat (the lease is gone)."""
+        attempt = self.attempt
+        engine = attempt.engine
+        try:
+            _state, renewal = attempt._mutate(
+                lambda s: transitions.renew(
+                    s,
+                    attempt.step.name,
+                    owner=attempt.owner,
+                    attempt=attempt.attempt,
+                    now=engine.runtime.now(),
+                    lease_seconds=engine.settings.lease_seconds,
+                )
+            )
+        except Exception:  # a failed renewal is retried at the next beat
+            logger.warning("heartbeat failed; will retry", exc_info=True, extra=attempt._fields())
+            return True
+        self.cancelled = renewal.cancel_requested
+        if not renewal.owned:
+            self.lost = True
+            return False
+        return True
+
+
+def _bad_message(engine: Engine, message: StepMessage, reason: str) -> Outcome:
+    """Log a message no retry can fix, record the reason on its run if it has one, ack."""
+    logger.log(logging.ERROR, f"bad step message, acked: {reason}", extra=log_fields(message))
+    engine.record_rejection(message.tenant_id, message.pipeline, message.run_id, reason)
+    return Outcome.done(f"bad message: {reason}")
