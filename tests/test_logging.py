@@ -54,3 +54,15 @@ def test_the_fallback_formatter_writes_the_same_fields() -> None:
     record.run_id, record.step = "r-3", "a"
     entry = json.loads(log.JsonFormatter().format(record))
     assert entry["severity"] == "INFO" and entry["run_id"] == "r-3" and entry["step"] == "a"
+
+
+def test_the_fallback_formatters_time_is_utc_as_its_z_says() -> None:
+    import datetime as dt
+
+    record = logging.LogRecord("resumable", logging.INFO, __file__, 1, "hello", None, None)
+    record.created = 1_800_000_000.5  # 2027-01-15T08:00:00.500Z
+    record.msecs = 500
+    entry = json.loads(log.JsonFormatter().format(record))
+    assert entry["time"] == "2027-01-15T08:00:00.500Z"
+    parsed = dt.datetime.fromisoformat(entry["time"].replace("Z", "+00:00"))
+    assert parsed.timestamp() == record.created

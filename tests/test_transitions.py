@@ -10,7 +10,7 @@ import pytest
 
 from resumable import Pipeline
 from resumable.serverless._run_state import Decision, RunState, StepState
-from resumable.serverless._transitions import (
+from resumable.serverless.transitions import (
     CRASH_ALLOWANCE,
     MAX_ERROR_CHARS,
     ClaimKind,

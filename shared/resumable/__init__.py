@@ -19,8 +19,8 @@ from resumable.errors import (
     RetryableError,
     StepError,
 )
+from resumable.local._events import RunEvent
 from resumable.local._pipeline import Pipeline
-from resumable.local._runner import RunEvent
 from resumable.status import RunStatus, StepStatus
 
 __version__ = "0.1.0"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Any
 
 import orjson
@@ -27,9 +28,11 @@ def fields(**values: Any) -> dict[str, Any]:
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, in the shape Cloud Logging's agent parses."""
 
+    converter = staticmethod(time.gmtime)  # the "Z" of the time stamps means UTC: make it true
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "severity": record.levelname if record.levelname != "WARNING" else "WARNING",
+            "severity": record.levelname,
             "message": record.getMessage(),
             "logger": record.name,
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from resumable.serverless import _transitions as transitions
 from resumable.serverless import _worker as worker
+from resumable.serverless import transitions
 from resumable.status import RunStatus, StepStatus
 
 from .invariants import check

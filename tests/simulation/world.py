@@ -16,7 +16,7 @@ from typing import Any
 
 from resumable.definition._spec import delivery_seconds
 from resumable.errors import BadMessageError, RunControlError
-from resumable.serverless import _transitions as transitions
+from resumable.serverless import transitions
 from resumable.serverless._control import cancel_run, get_run, record_dead_letter, resume_run
 from resumable.serverless._control import start_run as start_run_now
 from resumable.serverless._engine import Engine, PipelineRegistry

@@ -31,7 +31,7 @@ import datetime as dt
 import math
 import struct
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
@@ -480,21 +480,3 @@ def numpy_or_none() -> Any:
     except ImportError:  # numpy is optional at runtime
         return None
     return numpy
-
-
-def encode_tree_json(node: Any) -> bytes:
-    """Serialise a node tree. Non-string dict keys never occur: the encoder tags them."""
-    return orjson.dumps(node)
-
-
-def iter_blob_addresses(node: Any) -> Iterable[str]:
-    """Every blob address a node tree refers to (for validation and garbage collection)."""
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, dict):
-            if TAG in item and "blob" in item:
-                yield item["blob"]
-            stack.extend(item.values())

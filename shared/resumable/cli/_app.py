@@ -37,6 +37,7 @@ from resumable.cli._summary import summarize
 from resumable.definition._loader import load_pipeline
 from resumable.errors import ResumableError
 from resumable.local._pipeline import Pipeline
+from resumable.local._result import RunResult, interrupted
 from resumable.status import EXIT_USAGE, exit_code
 
 # Recent typer vendors click (typer._click), older releases use click itself: the
@@ -238,7 +239,7 @@ def parse_params(items: Sequence[str]) -> dict[str, Any]:
 
 def _run(
     pipeline: Pipeline, context: dict[str, Any], resume: bool, progress: Progress
-) -> dict[str, Any]:
+) -> RunResult:
     """Run under the display; a raised error becomes a result with ``errors``."""
     try:
         with _interrupts_request_stop(pipeline, progress), progress:
@@ -250,16 +251,15 @@ def _run(
         return _unfinished(pipeline, "error", f"{type(exc).__name__}: {exc}")
 
 
-def _unfinished(pipeline: Pipeline, status: str, message: str) -> dict[str, Any]:
-    return {
-        "pipeline_name": pipeline.pipeline_name,
-        "status": status,
-        "run_guid": pipeline.run_id,
-        "run_id": pipeline.run_id,
-        "tenant_id": pipeline.tenant_id,
-        "run_folder": pipeline.run_folder,
-        "errors": [message],
-    }
+def _unfinished(pipeline: Pipeline, status: str, message: str) -> RunResult:
+    return interrupted(
+        pipeline_name=pipeline.pipeline_name,
+        run_id=pipeline.run_id,
+        tenant_id=pipeline.tenant_id,
+        run_folder=pipeline.run_folder,
+        status=status,
+        error=message,
+    )
 
 
 @contextlib.contextmanager

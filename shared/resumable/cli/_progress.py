@@ -25,7 +25,7 @@ from rich.text import Text
 
 from resumable._log import logger
 from resumable.definition._spec import PipelineSpec
-from resumable.local._runner import RunEvent
+from resumable.local._events import RunEvent
 from resumable.status import StepStatus
 
 
@@ -63,7 +63,6 @@ class RunBoard:
         self.finished: float | None = None
         self.checkpoint_bytes = 0
         self.lock = threading.Lock()
-        self._committing: str | None = None
 
     def record(self, event: RunEvent) -> str:
         """Apply ``event`` and describe it in one line."""
@@ -109,7 +108,6 @@ class RunBoard:
         took = f"{row.duration:.2f}s" if row.duration is not None else "?"
         if event.kind == "step_completed":
             row.status = StepStatus.COMPLETED.value
-            self._committing = event.step
             return f"step {event.step} completed in {took} ({attempt})"
         if event.kind == "step_failed":
             row.status = StepStatus.ERROR.value
@@ -117,18 +115,16 @@ class RunBoard:
         return f"step {event.step}: {event.kind} {event.detail}".strip()
 
     def _checkpoint(self, event: RunEvent) -> str:
-        owner, self._committing = self._committing, None
         if event.kind == "checkpoint_failed":
             return f"checkpoint failed: {event.detail}"
         written = event.bytes_written or 0
         self.checkpoint_bytes += written
-        running = [name for name, row in self.steps.items() if row.status == "running"]
-        progress = owner is None and len(running) == 1
-        if progress:
-            owner = running[0]
-            self.steps[owner].progress_saves += 1
-        if owner is not None:
-            self.steps[owner].checkpoint_bytes += written
+        row = self.steps.get(event.step or "")
+        progress = event.checkpoint == "progress" and row is not None
+        if row is not None:
+            row.checkpoint_bytes += written
+            row.progress_saves += progress
+        owner = event.step
         new = f"+{format_size(written)} in new blobs" if written else "no new blobs"
         what = f"checkpoint {event.detail} saved ({new})"
         return f"step {owner}: progress {what}" if progress else what

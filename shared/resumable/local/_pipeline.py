@@ -32,7 +32,9 @@ from resumable._log import configure_logging
 from resumable.checkpoint._store import DEFAULT_TENANT, CheckpointStore, LoadedCheckpoint
 from resumable.definition._spec import PipelineSpec, build_pipeline_spec
 from resumable.definition._step_api import save_progress
-from resumable.local._runner import EventHandler, InProcessRun, RunOptions
+from resumable.local._events import EventHandler, RunOptions
+from resumable.local._result import RunResult
+from resumable.local._runner import InProcessRun
 from resumable.storage import ObjectStore, open_store
 
 DEFAULT_STORAGE_ENV = "RESUMABLE_STORAGE"
@@ -181,7 +183,7 @@ class Pipeline:
         *,
         run_guid: str | None = None,
         on_event: EventHandler | None = None,
-    ) -> dict[str, Any]:
+    ) -> RunResult:
         """Run the pipeline; with ``resume_from_checkpoint``, continue the run's checkpoint.
 
         Returns a dict with ``pipeline_name``, ``status`` (``completed``, ``error`` or

@@ -22,15 +22,13 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from resumable._log import fields, logger
-from resumable.checkpoint._deltas import Delta
-from resumable.checkpoint._manifest import Manifest, StepRecord, now_iso
-from resumable.checkpoint._segments import decode_context
+from resumable.checkpoint._manifest import StepRecord, now_iso
 from resumable.checkpoint._store import CheckpointStore, LoadedCheckpoint
 from resumable.definition import _step_api as current_step
 from resumable.definition._spec import PipelineSpec, StepSpec, step_updates
@@ -42,36 +40,19 @@ from resumable.errors import (
     OutputConflictError,
     is_retryable,
 )
+from resumable.local._events import (
+    CheckpointKind,
+    EventHandler,
+    EventKind,
+    RunEvent,
+    RunOptions,
+)
+from resumable.local._result import RunResult
+from resumable.local._resume import NothingToResume, adopt
 from resumable.local._run_context import RunContext, StepInput
 from resumable.status import RunStatus, StepStatus
 
-EventHandler = Callable[["RunEvent"], None]
-
 __all__ = ["InProcessRun", "OutputConflictError", "RunEvent", "RunOptions"]
-
-
-@dataclass(frozen=True)
-class RunEvent:
-    """Something that happened in a run, for progress displays."""
-
-    kind: str  # run_started, step_started, step_completed, step_failed, step_retrying,
-    #            step_skipped, checkpoint_saved, checkpoint_failed, run_finished
-    run_id: str
-    step: str | None = None
-    attempt: int | None = None
-    detail: str = ""
-    bytes_written: int | None = None
-
-
-@dataclass
-class RunOptions:
-    max_workers: int = 1
-    strict: bool = False
-    cleanup_on_success: bool = True
-    fail_on_checkpoint_error: bool = False
-    retry_backoff: float = 1.0
-    retry_backoff_max: float = 60.0
-    detect_in_place_changes: bool = True
 
 
 @dataclass
@@ -112,7 +93,7 @@ class InProcessRun:
 
     # -- events and logs ----------------------------------------------------------------
 
-    def _emit(self, kind: str, **kw: Any) -> None:
+    def _emit(self, kind: EventKind, **kw: Any) -> None:
         if self.on_event is not None:
             try:
                 self.on_event(RunEvent(kind=kind, run_id=self.run_id, **kw))
@@ -134,7 +115,7 @@ class InProcessRun:
 
     # -- the run ------------------------------------------------------------------------
 
-    def execute(self, context: Mapping[str, Any] | None, resume: bool) -> dict[str, Any]:
+    def execute(self, context: Mapping[str, Any] | None, resume: bool) -> RunResult:
         started = time.monotonic()
         state = self._state
         for name in self.spec.order:
@@ -146,7 +127,7 @@ class InProcessRun:
                 raise
             except Exception as exc:
                 self._checkpoint_failed(exc)
-        self._emit("run_started", detail="resumed" if self.resumed else "fresh")
+        self._emit(EventKind.RUN_STARTED, detail="resumed" if self.resumed else "fresh")
         self._log(
             logging.INFO,
             f"run {self.run_id} of {self.spec.name} "
@@ -233,7 +214,7 @@ class InProcessRun:
             record.attempts += 1
             attempt = self._attempt_input(spec.name, isolated)
             self._log(logging.INFO, f"step {spec.name} started", spec.name, record.attempts)
-            self._emit("step_started", step=spec.name, attempt=record.attempts)
+            self._emit(EventKind.STEP_STARTED, step=spec.name, attempt=record.attempts)
             saves = self._saves.get(spec.name, 0)
             try:
                 result = self._call(spec, attempt)
@@ -288,7 +269,9 @@ class InProcessRun:
             spec.name,
             record.attempts,
         )
-        self._emit("step_retrying", step=spec.name, attempt=record.attempts, detail=str(exc))
+        self._emit(
+            EventKind.STEP_RETRYING, step=spec.name, attempt=record.attempts, detail=str(exc)
+        )
         if self.stop_event.wait(delay):
             raise exc
 
@@ -311,7 +294,7 @@ class InProcessRun:
         self._log(
             logging.INFO, f"step {spec.name} completed in {record.duration_seconds:.3f}s", spec.name
         )
-        self._emit("step_completed", step=spec.name, attempt=record.attempts)
+        self._emit(EventKind.STEP_COMPLETED, step=spec.name, attempt=record.attempts)
         self._checkpoint("commit", step=spec.name)
 
     def _record_failure(
@@ -335,7 +318,9 @@ class InProcessRun:
                     attempt=record.attempts,
                 ),
             )
-            self._emit("step_failed", step=spec.name, attempt=record.attempts, detail=record.error)
+            self._emit(
+                EventKind.STEP_FAILED, step=spec.name, attempt=record.attempts, detail=record.error
+            )
 
     # -- checkpoints --------------------------------------------------------------------
 
@@ -362,7 +347,7 @@ class InProcessRun:
 
     def _checkpoint(
         self,
-        kind: Literal["commit", "progress", "final"],
+        kind: CheckpointKind,
         status: RunStatus = RunStatus.RUNNING,
         step: str | None = None,
     ) -> bool:
@@ -391,7 +376,11 @@ class InProcessRun:
         written = self.checkpoints.blobs.bytes_uploaded - before
         self._log(logging.DEBUG, f"checkpoint #{manifest.sequence} saved ({written} new bytes)")
         self._emit(
-            "checkpoint_saved", step=step, detail=f"#{manifest.sequence}", bytes_written=written
+            EventKind.CHECKPOINT_SAVED,
+            step=step,
+            detail=f"#{manifest.sequence}",
+            bytes_written=written,
+            checkpoint=kind,
         )
         return True
 
@@ -400,7 +389,7 @@ class InProcessRun:
         if self.options.fail_on_checkpoint_error:
             raise exc
         self._warn(message + " (the run goes on)")
-        self._emit("checkpoint_failed", detail=message)
+        self._emit(EventKind.CHECKPOINT_FAILED, detail=message)
 
     # -- resume -------------------------------------------------------------------------
 
@@ -413,7 +402,8 @@ class InProcessRun:
                 self._log(logging.INFO, f"no checkpoint for run {self.run_id}: starting fresh")
                 return False
             self._adopt(loaded)
-        except _NothingToResume:
+        except NothingToResume:
+            self._warn("no earlier checkpoint to roll back to: starting fresh")
             self._reset()
             return False
         except CheckpointError as exc:
@@ -433,15 +423,12 @@ class InProcessRun:
         )
 
     def _adopt(self, loaded: LoadedCheckpoint) -> None:
-        manifest = loaded.manifest
-        plan = self.checkpoints.plan_resume(manifest, self.spec)
-        for reason in plan.reasons:
+        adoption = adopt(self.checkpoints, self.spec, self.context, loaded)
+        for reason in adoption.warnings:
             self._warn(reason)
-        valid = list(plan.completed)
-        if manifest.base is not None and manifest.outputs is not None:
-            self._adopt_entries(manifest, valid)
-        else:
-            valid = self._adopt_release_0_1(loaded, valid, bool(plan.invalidated))
+        for note in adoption.notes:
+            self._log(logging.INFO, note)
+        valid, manifest = adoption.completed, adoption.manifest
         state = self._state
         for step in valid:
             stored = manifest.steps_summary.get(step)
@@ -459,50 +446,11 @@ class InProcessRun:
         state.skipped = list(valid)
         self.resumed = True
         for step in valid:
-            self._emit("step_skipped", step=step)
-
-    def _adopt_entries(self, manifest: Manifest, valid: list[str]) -> None:
-        """A checkpoint of this release: drop what changed steps did, keep the rest."""
-        assert manifest.base is not None and manifest.outputs is not None
-        outputs = {s: d for s, d in manifest.outputs.items() if s in valid}
-        progress = {
-            s: d
-            for s, d in manifest.progress.items()
-            if s in self.spec.steps
-            and s not in valid
-            and manifest.step_fingerprints.get(s) == self.spec.step_fingerprints[s]
-        }
-        self.context.adopt(base=manifest.base, outputs=outputs, progress=progress)
-        self.context.verify()
-
-    def _adopt_release_0_1(
-        self, loaded: LoadedCheckpoint, valid: list[str], invalidated: bool
-    ) -> list[str]:
-        """A checkpoint of release 0.1.0 (or the original's 1.0): its context is the run's
-        whole context, a step's progress merged in. After a version change, roll back to
-        the newest checkpoint taken at a commit whose completed steps are all still valid."""
-        store = self.checkpoints
-        if invalidated:
-            keep = set(valid)
-            for sequence in reversed(store.history()):
-                manifest = store.load_manifest(sequence)
-                if set(manifest.completed_steps) <= keep and _taken_at_commit(manifest):
-                    self._log(logging.INFO, f"rolling back to checkpoint #{sequence}")
-                    loaded = store.load(sequence)
-                    valid = list(loaded.manifest.completed_steps)
-                    break
-            else:
-                self._warn("no earlier checkpoint to roll back to: starting fresh")
-                raise _NothingToResume
-        elif loaded.migrated_from is None:
-            loaded.context = decode_context(loaded.manifest.context, store.blobs)
-        self.context.start(loaded.context)
-        self.context.outputs = {step: Delta() for step in valid}
-        return valid
+            self._emit(EventKind.STEP_SKIPPED, step=step)
 
     # -- end ----------------------------------------------------------------------------
 
-    def _finish(self, status: RunStatus, duration: float) -> dict[str, Any]:
+    def _finish(self, status: RunStatus, duration: float) -> RunResult:
         state = self._state
         if status is RunStatus.CANCELLED:
             for record in state.records.values():
@@ -519,35 +467,24 @@ class InProcessRun:
             logging.INFO if status is RunStatus.COMPLETED else logging.WARNING,
             f"run {self.run_id} {status.value} in {duration:.3f}s",
         )
-        self._emit("run_finished", detail=status.value)
-        return {
-            "pipeline_name": self.spec.name,
-            "status": status.value,
-            "run_guid": self.run_id,
-            "run_id": self.run_id,
-            "tenant_id": self.checkpoints.tenant_id,
-            "run_folder": self.checkpoints.run_folder,
-            "steps_completed": [s for s in state.completed if s not in state.skipped],
-            "steps_failed": list(state.failed),
-            "steps_skipped": list(state.skipped),
-            "errors": list(state.errors),
-            "warnings": list(state.warnings),
-            "context": self.context.final_context(),
-            "resumed_from_checkpoint": self.resumed,
-            "steps": {k: v.model_dump() for k, v in state.records.items()},
-            "duration_seconds": round(duration, 6),
-            "checkpoint_sequence": self.checkpoints.sequence,
-        }
-
-
-class _NothingToResume(CheckpointError):
-    def __init__(self) -> None:
-        super().__init__("no earlier checkpoint to roll back to")
-
-
-def _taken_at_commit(manifest: Manifest) -> bool:
-    """Whether a checkpoint of release 0.1.0 was taken when a step completed (not at a
-    progress save, which mixes a running step's partial results into its context)."""
-    if manifest.kind is not None:
-        return manifest.kind == "commit"
-    return not any(r.status == StepStatus.RUNNING for r in manifest.steps_summary.values())
+        self._emit(EventKind.RUN_FINISHED, detail=status.value)
+        return RunResult(
+            **{
+                "pipeline_name": self.spec.name,
+                "status": status.value,
+                "run_guid": self.run_id,
+                "run_id": self.run_id,
+                "tenant_id": self.checkpoints.tenant_id,
+                "run_folder": self.checkpoints.run_folder,
+                "steps_completed": [s for s in state.completed if s not in state.skipped],
+                "steps_failed": list(state.failed),
+                "steps_skipped": list(state.skipped),
+                "errors": list(state.errors),
+                "warnings": list(state.warnings),
+                "context": self.context.final_context(),
+                "resumed_from_checkpoint": self.resumed,
+                "steps": {k: v.model_dump() for k, v in state.records.items()},
+                "duration_seconds": round(duration, 6),
+                "checkpoint_sequence": self.checkpoints.sequence,
+            }
+        )

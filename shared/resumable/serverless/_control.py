@@ -1,7 +1,7 @@
 """Starting, cancelling, resuming and inspecting serverless runs, and the watchdog.
 
 These are what the ``start_run``, ``dead_letter`` and ``watchdog`` functions and the CLI
-do to a run document, each through a transition of ``resumable.serverless._transitions``. Each is
+do to a run document, each through a transition of ``resumable.serverless.transitions``. Each is
 safe to repeat: the same start message twice makes one run; a cancel or resume applied
 twice changes nothing more.
 """
@@ -17,7 +17,7 @@ from typing import Any
 from resumable._ids import new_run_id
 from resumable._log import logger
 from resumable.errors import BadMessageError, RunControlError, RunNotFoundError
-from resumable.serverless import _transitions as transitions
+from resumable.serverless import transitions
 from resumable.serverless._engine import Engine, log_fields
 from resumable.serverless._messages import StartMessage, StepMessage
 from resumable.serverless._run_files import RunFiles

@@ -111,7 +111,7 @@ class Engine:
             RunDocumentError,
             RunNotFoundError,
         )
-        from resumable.serverless._transitions import reject_message
+        from resumable.serverless.transitions import reject_message
 
         try:  # ids from a rejected message may be what made it invalid
             for value, what in ((tenant_id, "tenant"), (pipeline, "pipeline"), (run_id, "run")):

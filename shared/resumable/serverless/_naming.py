@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import re
 
-from resumable.definition._spec import PipelineSpec
-
 # Cloud Run service names: lowercase letters, digits and hyphens, starting with a letter,
 # at most 49 characters.
 _SERVICE_MAX = 49
@@ -73,8 +71,3 @@ def service_name(*parts: str) -> str:
 
 def step_function(prefix: str, pipeline: str, step: str) -> str:
     return service_name(prefix, pipeline, step)
-
-
-def step_topics(prefix: str, spec: PipelineSpec) -> dict[str, str]:
-    """Step name → topic name, for every step of the pipeline."""
-    return {step: step_topic(prefix, spec.name, step) for step in spec.order}

@@ -2,7 +2,7 @@
 
 Every change is a compare-and-set of the whole document (:meth:`CompareAndSetStore.mutate`):
 read it with its version, compute the new state with a pure transition
-(``resumable.serverless._transitions``), write it only if the version is unchanged. On Firestore the
+(``resumable.serverless.transitions``), write it only if the version is unchanged. On Firestore the
 version is the document's ``update_time`` and the write carries a ``last_update_time``
 precondition — an atomic read-modify-write on one document that, unlike a pessimistic
 transaction, never holds a lock (the emulator stalls for seconds under lock contention;

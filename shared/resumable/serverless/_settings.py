@@ -7,7 +7,7 @@ so that a client and the functions it talks to agree on names by construction.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from resumable._ids import validate_id
 
@@ -58,7 +58,6 @@ class Settings:
     run_retention_days: float = 30.0
     deadline_margin_seconds: float = 30.0
     step: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> Settings:

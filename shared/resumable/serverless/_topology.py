@@ -14,7 +14,7 @@ from resumable.definition._loader import PipelineLike as Pipeline
 from resumable.definition._spec import delivery_seconds
 from resumable.errors import TopologyError
 from resumable.serverless import _naming as naming
-from resumable.serverless._transitions import max_attempts
+from resumable.serverless.transitions import max_attempts
 
 # Pub/Sub's bounds on a subscription's max delivery attempts before dead-lettering.
 MIN_DELIVERY_ATTEMPTS, MAX_DELIVERY_ATTEMPTS = 5, 100

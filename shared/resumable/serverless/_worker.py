@@ -6,7 +6,7 @@ Pub/Sub delivers at least once, possibly concurrently, possibly long after. Each
 written so that a crash, a duplicate or a stale worker at any point leads to the same end
 state: every step's output committed once, and the run ending ``completed``, ``error`` or
 ``cancelled``. The decisions on the run document are pure transitions
-(``resumable.serverless._transitions``); this module does the I/O around them.
+(``resumable.serverless.transitions``); this module does the I/O around them.
 
 - **claim** — take the step's lease under a new attempt number, the fencing token that
   shuts out every earlier worker; or learn that there is nothing to do (the run finished,
@@ -49,12 +49,12 @@ from resumable.errors import (
     StepError,
     is_retryable,
 )
-from resumable.serverless import _transitions as transitions
+from resumable.serverless import transitions
 from resumable.serverless._engine import Engine, log_fields
 from resumable.serverless._messages import StepMessage
 from resumable.serverless._run_files import RunFiles
 from resumable.serverless._run_state import Decision, RunState
-from resumable.serverless._transitions import ClaimKind, Verdict
+from resumable.serverless.transitions import ClaimKind, Verdict
 from resumable.status import RunStatus
 
 T = TypeVar("T")

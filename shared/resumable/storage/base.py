@@ -18,9 +18,6 @@ class WriteStats:
     objects_read: int = 0
     bytes_read: int = 0
 
-    def snapshot(self) -> WriteStats:
-        return WriteStats(**vars(self))
-
 
 @runtime_checkable
 class ObjectStore(Protocol):
