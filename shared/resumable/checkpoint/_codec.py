@@ -39,9 +39,9 @@ from typing import Any
 
 import orjson
 
-from resumable.errors import CorruptCheckpointError, EncodingError
-
-TAG = "$r"
+from resumable.checkpoint._dtypes import dtype_descr, numpy_or_none
+from resumable.checkpoint._registry import TAG, TypeCodec, registered_codec_for
+from resumable.errors import EncodingError
 
 # Binary leaves up to this size are base64 inside the node itself: not worth a part.
 TINY_BINARY = 64
@@ -53,8 +53,6 @@ LARGE_BINARY = 64 * 1024
 # keys is one level, a tuple or set two, a dict with other keys three. With the few
 # levels a leaf and the manifest add, the JSON stays under orjson's limit (254 levels).
 MAX_DEPTH = 200
-# A structured dtype's description nests two levels per nested struct.
-_MAX_DESCR_DEPTH = 32
 
 JSON = Any
 BlobSink = Callable[[memoryview], str]
@@ -80,63 +78,6 @@ CANONICAL_NAN_BITS = float_bits(math.nan)
 def _has_plain_bits(value: float) -> bool:
     """Whether ``repr`` keeps the float exactly: anything but a NaN with a payload or sign."""
     return value == value or float_bits(value) == CANONICAL_NAN_BITS
-
-
-@dataclass(frozen=True)
-class TypeCodec:
-    """How to encode one registered type: to and from a value the codec already supports."""
-
-    name: str
-    type: type
-    encode: Callable[[Any], Any]
-    decode: Callable[[Any], Any]
-
-
-_REGISTRY_BY_NAME: dict[str, TypeCodec] = {}
-_REGISTRY_BY_TYPE: dict[type, TypeCodec] = {}
-
-
-def register_codec(
-    cls: type,
-    *,
-    name: str,
-    encode: Callable[[Any], Any],
-    decode: Callable[[Any], Any],
-) -> None:
-    """Teach the codec a further type.
-
-    ``encode(obj)`` must return a value the codec supports (it may contain arrays or
-    other registered types); ``decode(value)`` must rebuild an equal object from it. The
-    ``name`` is stored in checkpoints, so keep it stable across releases of your code.
-    Subclasses of ``cls`` are encoded with the same codec unless registered themselves.
-    """
-    if not isinstance(name, str) or not name or TAG in name:
-        raise ValueError(f"invalid codec name {name!r}: a non-empty string without {TAG!r}")
-    existing = _REGISTRY_BY_NAME.get(name)
-    if existing is not None and existing.type is not cls:
-        raise ValueError(f"codec name {name!r} is already registered for {existing.type!r}")
-    codec = TypeCodec(name=name, type=cls, encode=encode, decode=decode)
-    _REGISTRY_BY_NAME[name] = codec
-    _REGISTRY_BY_TYPE[cls] = codec
-
-
-def unregister_codec(name: str) -> None:
-    """Forget a registered codec (mainly for tests)."""
-    codec = _REGISTRY_BY_NAME.pop(name, None)
-    if codec is not None:
-        _REGISTRY_BY_TYPE.pop(codec.type, None)
-
-
-def registered_codec_named(name: str) -> TypeCodec | None:
-    return _REGISTRY_BY_NAME.get(name)
-
-
-def _registered_codec_for(cls: type) -> TypeCodec | None:
-    for base in cls.__mro__:
-        codec = _REGISTRY_BY_TYPE.get(base)
-        if codec is not None:
-            return codec
-    return None
 
 
 @dataclass
@@ -230,7 +171,7 @@ class Encoder:
         np = self._np
         if np is not None and isinstance(value, np.generic):
             return self._npscalar(value, path)
-        codec = _registered_codec_for(cls)
+        codec = registered_codec_for(cls)
         if codec is not None:
             return self._registered(codec, value, path, out)
         raise EncodingError(path, _type_name(value))
@@ -351,13 +292,9 @@ class Encoder:
         np = self._np
         assert np is not None
         dtype = array.dtype
-        descr = _DESCR_CACHE.get(dtype)
-        if descr is None:
-            if dtype.hasobject:
-                raise EncodingError(
-                    path, f"numpy.ndarray[{dtype}]", "object arrays are not supported"
-                )
-            descr = _dtype_descr(dtype, path)
+        if dtype.hasobject:
+            raise EncodingError(path, f"numpy.ndarray[{dtype}]", "object arrays are not supported")
+        descr = dtype_descr(dtype, path)  # cached: the same dtype costs a lookup
         order = "C"
         flags = array.flags
         if flags.c_contiguous:
@@ -380,7 +317,7 @@ class Encoder:
     def _npscalar(self, value: Any, path: str) -> Any:
         if value.dtype.hasobject:
             raise EncodingError(path, _type_name(value), "object scalars are not supported")
-        descr = _dtype_descr(value.dtype, path)
+        descr = dtype_descr(value.dtype, path)
         # An empty string scalar's tobytes() is one NUL byte though its dtype has none.
         data = value.tobytes() if value.dtype.itemsize else b""
         return {TAG: "npscalar", "dtype": descr, "b64": base64.b64encode(data).decode()}
@@ -415,68 +352,3 @@ def _encode_datetime(value: dt.datetime, path: str) -> dict[str, Any]:
                 node["tzname"] = name
         return node
     raise EncodingError(path, "datetime.datetime", f"unsupported tzinfo {type(tz).__name__}")
-
-
-_DESCR_CACHE: dict[Any, Any] = {}
-
-
-def _dtype_descr(dtype: Any, path: str) -> Any:
-    cached = _DESCR_CACHE.get(dtype)
-    if cached is not None:
-        return cached
-    np = numpy_or_none()
-    assert np is not None
-    what = f"numpy.ndarray[{dtype}]"
-    try:
-        descr = np.lib.format.dtype_to_descr(dtype)
-    except ValueError as exc:  # overlapping or out-of-order fields
-        raise EncodingError(path, what, f"dtype cannot be stored: {exc}") from None
-    if descr_to_dtype(descr) != dtype:
-        raise EncodingError(path, what, "dtype cannot be stored exactly")
-    if _json_depth(descr) > _MAX_DESCR_DEPTH:
-        raise EncodingError(path, what, "structured dtype nested too deeply")
-    # Round-trip through JSON now, so that the cached value is what the manifest holds.
-    descr = orjson.loads(orjson.dumps(descr))
-    _DESCR_CACHE[dtype] = descr
-    return descr
-
-
-def _json_depth(value: Any) -> int:
-    deepest = 0
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, list | tuple):
-            deepest = max(deepest, depth)
-            stack.extend((x, depth + 1) for x in item)
-    return deepest
-
-
-def _tuplify(descr: Any) -> Any:
-    """A dtype description read from JSON, with the tuples numpy expects back: each
-    field is ``(name, format[, shape])``, a name may be ``(title, name)``, a format may be
-    a nested description."""
-    if not isinstance(descr, list):
-        return descr
-    fields = []
-    for name, fmt, *shape in descr:
-        fields.append(
-            (tuple(name) if isinstance(name, list) else name, _tuplify(fmt), *map(tuple, shape))
-        )
-    return fields
-
-
-def descr_to_dtype(descr: Any) -> Any:
-    """The numpy dtype a stored dtype description stands for."""
-    np = numpy_or_none()
-    if np is None:
-        raise CorruptCheckpointError("the checkpoint holds numpy values: install numpy to load it")
-    return np.lib.format.descr_to_dtype(_tuplify(descr))
-
-
-def numpy_or_none() -> Any:
-    try:
-        import numpy
-    except ImportError:  # numpy is optional at runtime
-        return None
-    return numpy

@@ -20,14 +20,9 @@ from decimal import Decimal
 from pathlib import PurePath, PurePosixPath, PureWindowsPath
 from typing import Any, TypeVar
 
-from resumable.checkpoint._codec import (
-    PATH_CLASSES,
-    TAG,
-    descr_to_dtype,
-    float_from_bits,
-    numpy_or_none,
-    registered_codec_named,
-)
+from resumable.checkpoint._codec import PATH_CLASSES, float_from_bits
+from resumable.checkpoint._dtypes import descr_to_dtype, numpy_or_none
+from resumable.checkpoint._registry import TAG, registered_codec_named
 from resumable.errors import CorruptCheckpointError
 
 # No JSON deeper than this was ever written (orjson refuses to), so a deeper node is not

@@ -9,13 +9,9 @@ ready); ``status``, ``list`` and ``watch`` only read.
 
 from __future__ import annotations
 
-import sys
-import time
-from typing import Annotated, TextIO
+from typing import Annotated
 
 import typer
-from google.api_core.exceptions import GoogleAPIError
-from rich.live import Live
 
 from resumable._ids import chosen_run_id, validate_id
 from resumable.cli import _deployment as cli_cloud
@@ -32,14 +28,15 @@ from resumable.cli._deployment import (
     print_json,
     reported_errors,
 )
-from resumable.cli._views import RunChanges, describe_run, run_view, runs_table, step_order
+from resumable.cli._views import describe_run, run_view, runs_table, step_order
+from resumable.cli._watch import follow
 from resumable.errors import PipelineLoadError, RunControlError
 from resumable.serverless import _naming as naming
-from resumable.serverless._control import cancel_run, describe, get_run, resume_run
+from resumable.serverless._control import cancel_run, describe, resume_run
 from resumable.serverless._engine import Engine
 from resumable.serverless._messages import StartMessage, encode
 from resumable.serverless._run_state import RunState
-from resumable.status import EXIT_CANCELLED, EXIT_USAGE, RunStatus, StepStatus, exit_code
+from resumable.status import EXIT_USAGE, RunStatus, StepStatus
 
 # -- start -------------------------------------------------------------------------------
 
@@ -121,7 +118,7 @@ def start_command(
         )
     if watch:
         raise typer.Exit(
-            _watch(engine, message.run_id, pipeline, tenant_id, json_output=json_output)
+            follow(engine, message.run_id, pipeline, tenant_id, json_output=json_output)
         )
     typer.echo(f"follow it with: resumable watch {message.run_id}")
 
@@ -212,116 +209,6 @@ def list_command(
         typer.echo("no runs" + (f" with status {status}" if status else ""))
         return
     console_for().print(runs_table(states))
-
-
-@commands.command("watch")
-def watch_command(
-    run_id: RunArg,
-    pipeline: PipelineOpt = None,
-    tenant: TenantOpt = "default",
-    interval: Annotated[
-        float, typer.Option(min=0.01, help="Seconds between reads of the run document.")
-    ] = 0.5,
-    wait: Annotated[
-        float,
-        typer.Option(
-            min=0, help="Seconds to wait for a run that does not exist yet (just started)."
-        ),
-    ] = 30.0,
-    json_output: Annotated[
-        bool,
-        typer.Option("--json", help="Print only the finished run's status, as one JSON object."),
-    ] = False,
-) -> None:
-    """Follow a serverless run until it finishes.
-
-    A live table on a terminal, one line per change otherwise. Exit 0 completed, 1 error,
-    130 cancelled (also on Ctrl-C, which stops watching; the run goes on).
-    """
-    with reported_errors():
-        engine = cli_cloud.engine_from_env()
-        validate_id(run_id, "run id")
-    raise typer.Exit(
-        _watch(
-            engine, run_id, pipeline, tenant, interval=interval, wait=wait, json_output=json_output
-        )
-    )
-
-
-def _watch(
-    engine: Engine,
-    run_id: str,
-    pipeline: str | None,
-    tenant: str,
-    *,
-    interval: float = 0.5,
-    wait: float = 30.0,
-    json_output: bool = False,
-) -> int:
-    deadline = time.monotonic() + wait
-    with reported_errors():
-        while True:
-            try:
-                state = find_run(engine, run_id, pipeline=pipeline, tenant=tenant)
-                break
-            except RunControlError:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(min(interval, 0.5))
-        spec = pipeline_spec(engine, state.pipeline)
-    order = step_order(state, spec)
-    stream = sys.stderr if json_output else sys.stdout
-    try:
-        if not json_output and stream.isatty():
-            state = _watch_live(engine, state, order, interval)
-        else:
-            state = _watch_lines(engine, state, order, interval, stream)
-    except KeyboardInterrupt:
-        typer.echo(f"stopped watching; run {run_id} goes on (resumable watch {run_id})", err=True)
-        return EXIT_CANCELLED
-    if json_output:
-        print_json(describe_run(state, spec))
-    return exit_code(state.status)
-
-
-def _poll(engine: Engine, state: RunState, interval: float) -> RunState:
-    """The run document ``interval`` seconds later; service errors are retried for a
-    minute (a watch outlives a blip)."""
-    give_up = time.monotonic() + 60
-    while True:
-        time.sleep(interval)
-        try:
-            return get_run(engine, state.run_id, pipeline=state.pipeline, tenant_id=state.tenant_id)
-        except GoogleAPIError:
-            if time.monotonic() > give_up:
-                raise
-
-
-def _watch_lines(
-    engine: Engine, state: RunState, order: list[str], interval: float, stream: TextIO
-) -> RunState:
-    changes = RunChanges(order)
-    while True:
-        for line in changes.lines(state):
-            stream.write(line + "\n")
-        stream.flush()
-        if state.finished:
-            return state
-        state = _poll(engine, state, interval)
-
-
-def _watch_live(engine: Engine, state: RunState, order: list[str], interval: float) -> RunState:
-    console = console_for()
-    current = [state]
-    with Live(
-        console=console,
-        get_renderable=lambda: run_view(current[0], order),
-        refresh_per_second=4,
-        transient=False,
-    ):
-        while not current[0].finished:
-            current[0] = _poll(engine, current[0], interval)
-    return current[0]
 
 
 # -- cancel, resume ----------------------------------------------------------------------

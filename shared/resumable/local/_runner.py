@@ -30,16 +30,13 @@ from typing import Any
 from resumable._log import fields, logger
 from resumable.checkpoint._manifest import StepRecord, now_iso
 from resumable.checkpoint._store import CheckpointStore, LoadedCheckpoint
-from resumable.definition import _step_api as current_step
 from resumable.definition._spec import PipelineSpec, StepSpec, step_updates
-from resumable.definition._step_api import Continue
 from resumable.errors import (
     CheckpointError,
     ConcurrentWriterError,
-    NonRetryableError,
     OutputConflictError,
-    is_retryable,
 )
+from resumable.local._calls import StepCalls
 from resumable.local._events import (
     CheckpointKind,
     EventHandler,
@@ -65,7 +62,7 @@ class _State:
     warnings: list[str] = field(default_factory=list)
 
 
-class InProcessRun:
+class InProcessRun(StepCalls):
     """One execution of a pipeline (a fresh start or a resume) in this process."""
 
     def __init__(
@@ -202,78 +199,6 @@ class InProcessRun:
     def _attempt_input(self, step: str, isolated: bool) -> StepInput:
         with self._lock:
             return self.context.input_for(step, isolated=isolated)
-
-    def _call_with_retries(
-        self, spec: StepSpec, record: StepRecord, isolated: bool
-    ) -> tuple[StepInput, Any]:
-        """Call the step until it returns, retrying retryable failures; a step that asks
-        to continue (``Continue()``) is called again from its progress, as no retry."""
-        tries = 0
-        while True:
-            tries += 1
-            record.attempts += 1
-            attempt = self._attempt_input(spec.name, isolated)
-            self._log(logging.INFO, f"step {spec.name} started", spec.name, record.attempts)
-            self._emit(EventKind.STEP_STARTED, step=spec.name, attempt=record.attempts)
-            saves = self._saves.get(spec.name, 0)
-            try:
-                result = self._call(spec, attempt)
-            except Exception as exc:
-                with self._lock:
-                    self.context.failed(attempt)
-                if isinstance(exc, ConcurrentWriterError):
-                    raise
-                if not is_retryable(exc) or tries > spec.retries:
-                    raise
-                self._wait_to_retry(spec, record, tries, exc)
-                continue
-            if not isinstance(result, Continue):
-                return attempt, result
-            if result.progress is not None:
-                self.save_progress(attempt, result.progress)
-            if self._saves.get(spec.name, 0) == saves:
-                raise NonRetryableError(
-                    f"step {spec.name} returned Continue() without saving progress: it would "
-                    "start from the same point again (call save_progress() first, or pass "
-                    "Continue(progress=...))"
-                )
-            tries -= 1  # a continuation is not a retry
-            record.continuations += 1
-
-    def _call(self, spec: StepSpec, attempt: StepInput) -> Any:
-        """One call of the step function: ``should_stop()`` turns true at a stop request
-        and at the step's ``timeout`` (counted from this call), ``time_left()`` says when."""
-        deadline = time.monotonic() + spec.timeout if spec.timeout else float("inf")
-
-        def should_stop() -> bool:
-            return self.stop_event.is_set() or time.monotonic() >= deadline
-
-        def time_left() -> float:
-            return max(0.0, deadline - time.monotonic())
-
-        def progress(given: Mapping[str, Any] | None) -> bool:
-            return self.save_progress(attempt, given)
-
-        kwargs = current_step.step_kwargs(spec.function, should_stop, time_left)
-        with current_step.bound(progress):
-            return spec.function(attempt.context, **kwargs)
-
-    def _wait_to_retry(
-        self, spec: StepSpec, record: StepRecord, tries: int, exc: Exception
-    ) -> None:
-        delay = min(self.options.retry_backoff * 2 ** (tries - 1), self.options.retry_backoff_max)
-        self._log(
-            logging.WARNING,
-            f"step {spec.name} failed ({type(exc).__name__}: {exc}); retry "
-            f"{tries}/{spec.retries} in {delay:.1f}s",
-            spec.name,
-            record.attempts,
-        )
-        self._emit(
-            EventKind.STEP_RETRYING, step=spec.name, attempt=record.attempts, detail=str(exc)
-        )
-        if self.stop_event.wait(delay):
-            raise exc
 
     def _commit(
         self, spec: StepSpec, record: StepRecord, attempt: StepInput, result: Any, began: float
