@@ -26,6 +26,7 @@ demo-inprocess: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/ruff format --check shared tests examples benchmarks emulators
 	$(BIN)/mypy shared/resumable emulators
 
@@ -37,6 +38,7 @@ typecheck: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy shared/resumable emulators
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 unit: $(STAMP)

@@ -49,14 +49,13 @@ def no_lease_check_at_commit() -> contextlib.AbstractContextManager[None]:
 def heartbeat_only_while_running() -> contextlib.AbstractContextManager[None]:
     """Defect 4: the lease is renewed only while the step function runs, not while its
     input loads or its output is written."""
-    real_lease = worker.Lease
+    real_lease = worker.StepAttempt.lease
     original_run = worker.StepAttempt.run
 
     class Unrenewed:
         """Stands for the lease from claim to commit: renews nothing."""
 
-        def __init__(self, attempt: Any) -> None:
-            self.lost = False
+        lost = False
 
         def __enter__(self) -> Any:
             return self
@@ -71,7 +70,7 @@ def heartbeat_only_while_running() -> contextlib.AbstractContextManager[None]:
         return result
 
     stack = contextlib.ExitStack()
-    stack.enter_context(patched(worker, "Lease", Unrenewed))
+    stack.enter_context(patched(worker.StepAttempt, "lease", lambda self: Unrenewed()))
     stack.enter_context(patched(worker.StepAttempt, "run", run))
     return stack
 

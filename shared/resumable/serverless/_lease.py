@@ -2,33 +2,47 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from resumable._log import logger
 from resumable.serverless import transitions
-
-if TYPE_CHECKING:
-    from resumable.serverless._worker import StepAttempt
+from resumable.serverless._engine import Engine
 
 
 class Lease:
-    """The heartbeat: renews the attempt's lease until the commit, only while it is ours.
+    """The heartbeat: renews the lease of ``attempt`` of ``step`` until the commit, only
+    while ``owner`` holds it.
 
     ``lost`` turns true when the lease is no longer ours (another worker took the step
     over after it expired, or a resume reset it); ``should_stop()`` turns true then, when
-    the run's cancellation was requested, and at the delivery's deadline.
+    the run's cancellation was requested, and at the delivery's ``deadline``.
     """
 
-    def __init__(self, attempt: StepAttempt) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        doc_id: str,
+        step: str,
+        *,
+        owner: str,
+        attempt: int,
+        deadline: float,
+        log_fields: dict[str, Any],
+    ) -> None:
+        self.engine = engine
+        self.doc_id = doc_id
+        self.step = step
+        self.owner = owner
         self.attempt = attempt
+        self.deadline = deadline
+        self.log_fields = log_fields
         self.lost = False
         self.cancelled = False
         self._task: Any = None
 
     def __enter__(self) -> Lease:
-        engine = self.attempt.engine
-        self._task = engine.runtime.every(
-            engine.settings.heartbeat_seconds, self.beat, f"heartbeat-{self.attempt.step.name}"
+        self._task = self.engine.runtime.every(
+            self.engine.settings.heartbeat_seconds, self.beat, f"heartbeat-{self.step}"
         )
         return self
 
@@ -37,26 +51,25 @@ class Lease:
 
     def should_stop(self) -> bool:
         """The lease is gone, a cancel was requested, or the delivery's deadline is near."""
-        attempt = self.attempt
-        return self.lost or self.cancelled or attempt.engine.runtime.now() >= attempt.deadline
+        return self.lost or self.cancelled or self.engine.runtime.now() >= self.deadline
 
     def beat(self) -> bool:
         """One renewal; ``False`` stops the heartbeat (the lease is gone)."""
-        attempt = self.attempt
-        engine = attempt.engine
+        engine = self.engine
         try:
-            _state, renewal = attempt._mutate(
+            _state, renewal = engine.runs.mutate(
+                self.doc_id,
                 lambda s: transitions.renew(
                     s,
-                    attempt.step.name,
-                    owner=attempt.owner,
-                    attempt=attempt.attempt,
+                    self.step,
+                    owner=self.owner,
+                    attempt=self.attempt,
                     now=engine.runtime.now(),
                     lease_seconds=engine.settings.lease_seconds,
-                )
+                ),
             )
         except Exception:  # a failed renewal is retried at the next beat
-            logger.warning("heartbeat failed; will retry", exc_info=True, extra=attempt._fields())
+            logger.warning("heartbeat failed; will retry", exc_info=True, extra=self.log_fields)
             return True
         self.cancelled = renewal.cancel_requested
         if not renewal.owned:

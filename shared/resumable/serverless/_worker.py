@@ -145,8 +145,20 @@ class StepAttempt:
             return Outcome.done(f"{claim.kind}: {claim.reason}")
         self.attempt = claim.attempt
         logger.info(f"step {self.step.name} claimed", extra=self._fields())
-        with Lease(self) as lease:
+        with self.lease() as lease:
             return self._attempt(lease)
+
+    def lease(self) -> Lease:
+        """The heartbeat that holds this attempt's lease until its commit."""
+        return Lease(
+            self.engine,
+            self.doc_id,
+            self.step.name,
+            owner=self.owner,
+            attempt=self.attempt,
+            deadline=self.deadline,
+            log_fields=self._fields(),
+        )
 
     def _attempt(self, lease: Lease) -> Outcome:
         try:
