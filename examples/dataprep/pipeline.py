@@ -24,7 +24,7 @@ import numpy as np
 
 from resumable import NonRetryableError, Pipeline
 from resumable._ids import validate_id
-from resumable.checkpoint._store import DEFAULT_TENANT
+from resumable._defaults import DEFAULT_TENANT
 from resumable.errors import InvalidIdError
 from resumable.storage import ObjectStore, open_store
 

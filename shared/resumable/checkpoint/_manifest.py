@@ -18,6 +18,7 @@ import blake3
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from resumable._defaults import DEFAULT_TENANT
 from resumable.checkpoint._deltas import Delta
 from resumable.checkpoint._segments import Entry
 from resumable.errors import CorruptCheckpointError
@@ -50,7 +51,7 @@ class Manifest(BaseModel):
     checkpoint_version: Literal["2.0"] = "2.0"
     pipeline_name: str
     run_guid: str
-    tenant_id: str = "default"
+    tenant_id: str = DEFAULT_TENANT
     run_folder: str
     timestamp: str
     sequence: int

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from resumable._defaults import DEFAULT_TENANT
 from resumable._ids import validate_id
 from resumable.checkpoint import _deltas as deltas
 from resumable.checkpoint._blobs import BlobStore
@@ -43,7 +44,6 @@ from resumable.errors import (
 from resumable.storage.base import ObjectStore
 
 LATEST = ".checkpoint.json"
-DEFAULT_TENANT = "default"
 
 
 def run_prefix(tenant_id: str, pipeline_name: str, run_id: str) -> str:
@@ -114,32 +114,15 @@ class CheckpointStore:
 
     # -- saving -------------------------------------------------------------------------
 
-    def save(
-        self,
-        context: Mapping[str, Any],
-        *,
-        spec: PipelineSpec,
-        completed_steps: list[str],
-        steps_summary: Mapping[str, StepRecord],
-        status: str = "running",
-        errors: list[str] | None = None,
-        params: Mapping[str, Any] | None = None,
-    ) -> Manifest:
-        """Write a checkpoint of ``context``; only values not stored before are uploaded.
+    def save(self, context: Mapping[str, Any], **fields: Any) -> Manifest:
+        """Write a checkpoint of ``context`` (see :meth:`save_entries` for ``fields``);
+        only values not stored before are uploaded.
 
         Raises :class:`~resumable.errors.EncodingError` for a value that cannot be stored
         exactly (nothing is written then), :class:`ConcurrentWriterError` if another process
         replaced the latest checkpoint meanwhile.
         """
-        return self.save_entries(
-            encode_context(context, self.blobs),
-            spec=spec,
-            completed_steps=completed_steps,
-            steps_summary=steps_summary,
-            status=status,
-            errors=errors,
-            params=params,
-        )
+        return self.save_entries(encode_context(context, self.blobs), **fields)
 
     def save_entries(
         self,

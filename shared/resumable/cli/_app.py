@@ -30,8 +30,8 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from typer.core import TyperGroup
 
+from resumable._defaults import DEFAULT_TENANT
 from resumable._log import configure_logging, logger
-from resumable.checkpoint._store import DEFAULT_TENANT
 from resumable.cli._progress import Progress, open_progress, summary_lines
 from resumable.cli._summary import summarize
 from resumable.definition._loader import load_pipeline
@@ -82,6 +82,17 @@ class _OneLineErrors(TyperGroup):
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+ParamsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        "-p",
+        metavar="KEY=VALUE",
+        help="A value of the run's initial context; VALUE is parsed as JSON if it parses, "
+        "else kept as a string. Repeat for more.",
+    ),
+]
 
 
 class Commands:
@@ -146,15 +157,7 @@ def run_command(
         str | None,
         typer.Option(help="Where checkpoints go: a folder, file://, or gs://BUCKET/PREFIX."),
     ] = None,
-    param: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--param",
-            "-p",
-            metavar="KEY=VALUE",
-            help="Initial context value; VALUE is parsed as JSON if it parses, else a string.",
-        ),
-    ] = None,
+    param: ParamsOpt = None,
     json_output: Annotated[
         bool,
         typer.Option("--json", help="Print only the run's result, as one JSON object."),

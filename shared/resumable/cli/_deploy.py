@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from resumable._defaults import DEFAULT_PREFIX
 from resumable.cli._app import Commands
 from resumable.errors import ResumableError
 from resumable.status import EXIT_FAILED, EXIT_USAGE
@@ -135,7 +136,7 @@ def tfvars_command(
     pipeline: Pipelines,
     project: Project,
     region: Region,
-    prefix: Prefix = "resumable",
+    prefix: Prefix = DEFAULT_PREFIX,
     delivery: Delivery = "push",
     bucket: Bucket = None,
     retention_days: Retention = 30,
@@ -167,7 +168,7 @@ def gcloud_command(
     pipeline: Pipelines,
     project: Project,
     region: Region,
-    prefix: Prefix = "resumable",
+    prefix: Prefix = DEFAULT_PREFIX,
     delivery: Delivery = "push",
     bucket: Bucket = None,
     retention_days: Retention = 30,
@@ -205,7 +206,7 @@ def gcloud_command(
 def bootstrap_command(
     project: Project,
     region: Region,
-    prefix: Prefix = "resumable",
+    prefix: Prefix = DEFAULT_PREFIX,
     dry_run: DryRun = False,
     yes: Yes = False,
 ) -> None:

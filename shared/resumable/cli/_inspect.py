@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from resumable._defaults import DEFAULT_TENANT
 from resumable.cli import _deployment as cli_cloud
 from resumable.cli._app import Commands
 from resumable.cli._deployment import (
@@ -84,7 +85,7 @@ def checkpoint_show_command(
         str | None, typer.Option("--step", help="Also summarize this step's input context.")
     ] = None,
     pipeline: PipelineOpt = None,
-    tenant: TenantOpt = "default",
+    tenant: TenantOpt = DEFAULT_TENANT,
     json_output: JsonOpt = False,
 ) -> None:
     """Show a serverless run's stored checkpoints.
@@ -185,7 +186,7 @@ def replay_command(
     run_id: RunArg,
     step: Annotated[str, typer.Argument(help="The step to run again.", show_default=False)],
     pipeline: PipelineOpt = None,
-    tenant: TenantOpt = "default",
+    tenant: TenantOpt = DEFAULT_TENANT,
     json_output: JsonOpt = False,
     output: Annotated[
         Path | None,

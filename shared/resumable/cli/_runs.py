@@ -9,13 +9,14 @@ ready); ``status``, ``list`` and ``watch`` only read.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from resumable._defaults import DEFAULT_TENANT
 from resumable._ids import chosen_run_id, validate_id
 from resumable.cli import _deployment as cli_cloud
-from resumable.cli._app import Commands, parse_params
+from resumable.cli._app import Commands, ParamsOpt, parse_params
 from resumable.cli._deployment import (
     JsonOpt,
     PipelineOpt,
@@ -52,15 +53,7 @@ def start_command(
     run_id: Annotated[
         str | None, typer.Option("--run-id", help="The run's id (default: a new one).")
     ] = None,
-    param: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--param",
-            "-p",
-            metavar="KEY=VALUE",
-            help="A run parameter; VALUE is parsed as JSON if it parses, else a string.",
-        ),
-    ] = None,
+    param: ParamsOpt = None,
     tenant: Annotated[str | None, typer.Option(help="The tenant the run belongs to.")] = None,
     json_output: JsonOpt = False,
     watch: Annotated[
@@ -87,7 +80,7 @@ def start_command(
         engine = cli_cloud.engine_from_env()
         _check_served(engine, pipeline)
         assert message.run_id is not None
-        tenant_id = message.tenant_id or "default"
+        tenant_id = message.tenant_id or DEFAULT_TENANT
         existing = engine.runs.get(engine.doc_id(tenant_id, pipeline, message.run_id))
         if existing is not None:
             typer.echo(
@@ -142,7 +135,7 @@ def _check_served(engine: Engine, pipeline: str) -> None:
 def status_command(
     run_id: RunArg,
     pipeline: PipelineOpt = None,
-    tenant: TenantOpt = "default",
+    tenant: TenantOpt = DEFAULT_TENANT,
     json_output: JsonOpt = False,
 ) -> None:
     """Show a serverless run and its steps.
@@ -165,7 +158,7 @@ def status_command(
 
 def _hints(state: RunState) -> list[str]:
     where = f" --pipeline {state.pipeline}"
-    if state.tenant_id != "default":
+    if state.tenant_id != DEFAULT_TENANT:
         where += f" --tenant {state.tenant_id}"
     if state.status in (RunStatus.ERROR, RunStatus.CANCELLED):
         return [
@@ -218,7 +211,7 @@ def list_command(
 def cancel_command(
     run_id: RunArg,
     pipeline: PipelineOpt = None,
-    tenant: TenantOpt = "default",
+    tenant: TenantOpt = DEFAULT_TENANT,
     json_output: JsonOpt = False,
 ) -> None:
     """Cancel a serverless run.
@@ -232,23 +225,16 @@ def cancel_command(
         order = step_order(state, pipeline_spec(engine, state.pipeline))
         after = state if state.finished else cancel_run(engine, state)
     running = [s for s in order if after.steps[s].status == StepStatus.RUNNING]
-    stopped = [
-        s
-        for s in order
-        if after.steps[s].status == StepStatus.CANCELLED
-        and state.steps[s].status != StepStatus.CANCELLED
-    ]
+    stopped = _became(state, after, order, StepStatus.CANCELLED)
     if json_output:
         print_json(
-            {
-                "run_id": after.run_id,
-                "pipeline": after.pipeline,
-                "status": after.status,
-                "cancel_requested": after.cancel_requested,
-                "running": running,
-                "cancelled_steps": stopped,
-                "published": [],
-            }
+            _change(
+                after,
+                cancel_requested=after.cancel_requested,
+                running=running,
+                cancelled_steps=stopped,
+                published=[],
+            )
         )
         return
     if state.finished:
@@ -278,7 +264,7 @@ def resume_command(
         ),
     ] = None,
     pipeline: PipelineOpt = None,
-    tenant: TenantOpt = "default",
+    tenant: TenantOpt = DEFAULT_TENANT,
     json_output: JsonOpt = False,
 ) -> None:
     """Continue a failed or cancelled serverless run.
@@ -303,23 +289,10 @@ def resume_command(
         )
         for step in published
     }
-    rerun = [
-        s
-        for s in step_order(after, pipeline_spec(engine, after.pipeline))
-        if state.steps[s].status == StepStatus.COMPLETED
-        and after.steps[s].status != StepStatus.COMPLETED
-    ]
+    order = step_order(after, pipeline_spec(engine, after.pipeline))
+    rerun = _became(after, state, order, StepStatus.COMPLETED)  # completed before, not now
     if json_output:
-        print_json(
-            {
-                "run_id": after.run_id,
-                "pipeline": after.pipeline,
-                "status": after.status,
-                "from_step": from_step,
-                "rolled_back": rerun,
-                "published": topics,
-            }
-        )
+        print_json(_change(after, from_step=from_step, rolled_back=rerun, published=topics))
         return
     typer.echo(f"run {run_id} resumed" + (f" from step {from_step}" if from_step else ""))
     if rerun:
@@ -327,6 +300,19 @@ def resume_command(
     for step, topic in topics.items():
         typer.echo(f"published step {step} to {topic}")
     typer.echo(f"follow it with: resumable watch {run_id}")
+
+
+def _became(before: RunState, after: RunState, order: list[str], status: str) -> list[str]:
+    """The steps (in ``order``) that have ``status`` in ``after`` but not in ``before``."""
+    return [
+        s for s in order if after.steps[s].status == status and before.steps[s].status != status
+    ]
+
+
+def _change(after: RunState, **details: Any) -> dict[str, Any]:
+    """What ``--json`` prints for a cancel or a resume: the run as it now is, and what the
+    command did to it."""
+    return {"run_id": after.run_id, "pipeline": after.pipeline, "status": after.status, **details}
 
 
 register = commands.register

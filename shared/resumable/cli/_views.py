@@ -16,6 +16,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from resumable._defaults import DEFAULT_TENANT
 from resumable.cli._progress import format_size
 from resumable.definition._spec import PipelineSpec
 from resumable.serverless._control import describe
@@ -112,7 +113,7 @@ def run_heading(state: RunState, *, now: float | None = None) -> Text:
     heading = Text()
     heading.append(state.pipeline, style="bold")
     heading.append(f" · run {state.run_id}")
-    if state.tenant_id != "default":
+    if state.tenant_id != DEFAULT_TENANT:
         heading.append(f" · tenant {state.tenant_id}")
     heading.append(" · ")
     heading.append_text(status_look(state.status))

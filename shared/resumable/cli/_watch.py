@@ -10,6 +10,7 @@ import typer
 from google.api_core.exceptions import GoogleAPIError
 from rich.live import Live
 
+from resumable._defaults import DEFAULT_TENANT
 from resumable._ids import validate_id
 from resumable.cli import _deployment as cli_cloud
 from resumable.cli._app import Commands
@@ -37,7 +38,7 @@ commands = Commands()
 def watch_command(
     run_id: RunArg,
     pipeline: PipelineOpt = None,
-    tenant: TenantOpt = "default",
+    tenant: TenantOpt = DEFAULT_TENANT,
     interval: Annotated[
         float, typer.Option(min=0.01, help="Seconds between reads of the run document.")
     ] = 0.5,

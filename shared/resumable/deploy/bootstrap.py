@@ -22,6 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from resumable._defaults import DEFAULT_PREFIX
 from resumable.deploy.commands import Action, Arg, TempFile, gcloud, plain
 from resumable.deploy.commands import script as render_script
 from resumable.deploy.plan import account_id, bucket_name, service_account_email, validate_location
@@ -104,10 +105,10 @@ class Bootstrap:
 
     project: str
     region: str
-    prefix: str = "resumable"
+    prefix: str = DEFAULT_PREFIX
 
     @classmethod
-    def of(cls, project: str, region: str, prefix: str = "resumable") -> Bootstrap:
+    def of(cls, project: str, region: str, prefix: str = DEFAULT_PREFIX) -> Bootstrap:
         """Raises ``ValueError`` for a project, region or prefix no project can have."""
         validate_location(project, region, prefix)
         return cls(project, region, prefix)

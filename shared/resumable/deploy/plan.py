@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from resumable._defaults import DEFAULT_COLLECTION, DEFAULT_PREFIX
 from resumable._ids import validate_id
 from resumable.definition._loader import load_pipeline
 from resumable.serverless import _naming as naming
@@ -232,12 +233,12 @@ def build_plan(
     *,
     project: str,
     region: str,
-    prefix: str = "resumable",
+    prefix: str = DEFAULT_PREFIX,
     delivery: Delivery = "push",
     bucket: str | None = None,
     source_bucket: str | None = None,
     firestore_location: str | None = None,
-    collection: str = "resumable_runs",
+    collection: str = DEFAULT_COLLECTION,
     database: str = "(default)",
     lease_seconds: float = 60.0,
     run_retention_days: int = 30,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from resumable._defaults import DEFAULT_PREFIX
 from resumable._log import logger
 from resumable.dev._functions import FunctionProcess, free_port
 from resumable.serverless import _naming as naming
@@ -45,7 +46,7 @@ class DevStack:
     home: Path = DEFAULT_HOME
     project: str = "resumable-local"
     bucket: str = "resumable-local"
-    prefix: str = "resumable"
+    prefix: str = DEFAULT_PREFIX
     policy: DeliveryPolicy = field(default_factory=DeliveryPolicy.local)
     lease_seconds: float = 10.0
     watchdog_interval: float = 10.0

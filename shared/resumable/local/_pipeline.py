@@ -27,9 +27,10 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Self
 
+from resumable._defaults import DEFAULT_TENANT
 from resumable._ids import chosen_run_id, validate_id
 from resumable._log import configure_logging
-from resumable.checkpoint._store import DEFAULT_TENANT, CheckpointStore, LoadedCheckpoint
+from resumable.checkpoint._store import CheckpointStore, LoadedCheckpoint
 from resumable.definition._spec import PipelineSpec, build_pipeline_spec
 from resumable.definition._step_api import save_progress
 from resumable.local._events import EventHandler, RunOptions

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from resumable._defaults import DEFAULT_TENANT
 from resumable._ids import new_run_id
 from resumable._log import logger
 from resumable.errors import BadMessageError, RunControlError, RunNotFoundError
@@ -44,7 +45,7 @@ def start_run(engine: Engine, message: StartMessage, *, message_id: str | None =
     pipeline = engine.registry.get(message.pipeline)
     spec = pipeline.spec
     run_id = message.run_id or (f"run-{message_id}" if message_id else new_run_id())
-    tenant = message.tenant_id or "default"
+    tenant = message.tenant_id or DEFAULT_TENANT
     doc_id = engine.doc_id(tenant, spec.name, run_id)
     files = RunFiles(engine.store, tenant, spec.name, run_id)
     existing = engine.runs.get(doc_id)
@@ -101,7 +102,7 @@ def _new_run(
 
 
 def get_run(
-    engine: Engine, run_id: str, *, pipeline: str | None = None, tenant_id: str = "default"
+    engine: Engine, run_id: str, *, pipeline: str | None = None, tenant_id: str = DEFAULT_TENANT
 ) -> RunState:
     """The run document; without ``pipeline``, the one run with this id (any pipeline)."""
     if pipeline:

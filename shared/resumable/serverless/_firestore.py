@@ -12,6 +12,7 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
+from resumable._defaults import DEFAULT_COLLECTION
 from resumable.errors import RunDocumentError
 from resumable.serverless._run_state import CompareAndSetStore, RunState
 from resumable.serverless._runtime import SYSTEM, Runtime
@@ -143,7 +144,7 @@ class FirestoreRunStateStore(CompareAndSetStore):
     def __init__(
         self,
         client: Any,
-        collection: str = "resumable_runs",
+        collection: str = DEFAULT_COLLECTION,
         *,
         max_attempts: int = 12,
         retention_seconds: float | None = None,

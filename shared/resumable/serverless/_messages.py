@@ -14,6 +14,7 @@ from typing import Annotated, Any, NamedTuple
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from resumable._defaults import DEFAULT_TENANT
 from resumable._ids import validate_id
 from resumable.errors import BadMessageError, InvalidIdError
 
@@ -55,7 +56,7 @@ class StepMessage(BaseModel):
     pipeline: PipelineName
     run_id: RunId
     step: StepName
-    tenant_id: TenantId = "default"
+    tenant_id: TenantId = DEFAULT_TENANT
     attempt: int | None = Field(default=None, description="hint only; the run document decides")
     # The run's generation when the message was sent (+1 at every resume): a message from
     # before a resume is stale. Messages of release 0.1.0 have none; they are still served.

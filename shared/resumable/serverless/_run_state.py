@@ -25,6 +25,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from resumable._defaults import DEFAULT_TENANT
 from resumable.errors import ContentionError, RunDocumentError, RunNotFoundError
 from resumable.serverless._runtime import SYSTEM, Runtime
 from resumable.status import RunStatus, StepStatus
@@ -67,7 +68,7 @@ class RunState(BaseModel):
 
     run_id: str
     pipeline: str
-    tenant_id: str = "default"
+    tenant_id: str = DEFAULT_TENANT
     status: str = RunStatus.RUNNING
     fingerprint: str
     step_fingerprints: dict[str, str] = Field(default_factory=dict)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from resumable._defaults import DEFAULT_COLLECTION, DEFAULT_PREFIX
 from resumable._ids import validate_id
 
 
@@ -49,8 +50,8 @@ class Settings:
     project: str
     storage: str
     pipelines: tuple[str, ...] = ()
-    topic_prefix: str = "resumable"
-    collection: str = "resumable_runs"
+    topic_prefix: str = DEFAULT_PREFIX
+    collection: str = DEFAULT_COLLECTION
     database: str = "(default)"
     lease_seconds: float = 60.0
     heartbeat_seconds: float = 15.0
@@ -72,14 +73,14 @@ class Settings:
             p.strip() for p in os.environ.get("RESUMABLE_PIPELINES", "").split(",") if p.strip()
         )
         lease = _float("RESUMABLE_LEASE_SECONDS", 60.0)
-        prefix = os.environ.get("RESUMABLE_TOPIC_PREFIX", "resumable")
+        prefix = os.environ.get("RESUMABLE_TOPIC_PREFIX", DEFAULT_PREFIX)
         validate_id(prefix, "topic prefix")
         return cls(
             project=project,
             storage=storage,
             pipelines=pipelines,
             topic_prefix=prefix,
-            collection=os.environ.get("RESUMABLE_COLLECTION", "resumable_runs"),
+            collection=os.environ.get("RESUMABLE_COLLECTION", DEFAULT_COLLECTION),
             database=os.environ.get("RESUMABLE_DATABASE", "(default)"),
             lease_seconds=lease,
             heartbeat_seconds=_float("RESUMABLE_HEARTBEAT_SECONDS", max(lease / 4, 0.2)),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from resumable._defaults import DEFAULT_PREFIX
 from resumable.definition._loader import PipelineLike as Pipeline
 from resumable.definition._spec import delivery_seconds
 from resumable.errors import TopologyError
@@ -115,40 +116,29 @@ def _memory(value: str | None) -> str:
     return value or "512Mi"
 
 
-def build_topology(pipelines: Iterable[Pipeline], prefix: str = "resumable") -> Topology:
+def build_topology(pipelines: Iterable[Pipeline], prefix: str = DEFAULT_PREFIX) -> Topology:
     """The deployment's topology for ``pipelines``, with names from :mod:`naming`.
 
     Raises :class:`TopologyError` when two functions would share a topic, subscription
     or function name (pipeline ``a-b`` step ``c`` and pipeline ``a`` step ``b-c``), or a
     topic name breaks Pub/Sub's rules.
     """
-    start = naming.start_topic(prefix)
-    dead_letter = naming.dead_letter_topic(prefix)
-    watchdog = naming.watchdog_topic(prefix)
+    # The control functions: (name, entry point, topic, timeout, dead-lettered).
+    controls = [
+        ("start", "start_run", naming.start_topic(prefix), 60, True),
+        ("dead-letter", "dead_letter", naming.dead_letter_topic(prefix), 60, False),
+        ("watchdog", "watchdog", naming.watchdog_topic(prefix), 300, False),
+    ]
     functions = [
         FunctionSpec(
-            name=naming.service_name(prefix, "start"),
-            target="start_run",
-            topic=start,
-            subscription=naming.push_subscription(start),
-            timeout_seconds=60,
-        ),
-        FunctionSpec(
-            name=naming.service_name(prefix, "dead-letter"),
-            target="dead_letter",
-            topic=dead_letter,
-            subscription=naming.push_subscription(dead_letter),
-            timeout_seconds=60,
-            dead_letter=False,
-        ),
-        FunctionSpec(
-            name=naming.service_name(prefix, "watchdog"),
-            target="watchdog",
-            topic=watchdog,
-            subscription=naming.push_subscription(watchdog),
-            timeout_seconds=300,
-            dead_letter=False,
-        ),
+            name=naming.service_name(prefix, name),
+            target=target,
+            topic=topic,
+            subscription=naming.push_subscription(topic),
+            timeout_seconds=timeout,
+            dead_letter=dead_lettered,
+        )
+        for name, target, topic, timeout, dead_lettered in controls
     ]
     for pipeline in pipelines:
         spec = pipeline.spec
@@ -173,9 +163,9 @@ def build_topology(pipelines: Iterable[Pipeline], prefix: str = "resumable") -> 
     return Topology(
         prefix=prefix,
         functions=functions,
-        dead_letter_topic=dead_letter,
-        start_topic=start,
-        watchdog_topic=watchdog,
+        dead_letter_topic=naming.dead_letter_topic(prefix),
+        start_topic=naming.start_topic(prefix),
+        watchdog_topic=naming.watchdog_topic(prefix),
     )
 
 

@@ -20,6 +20,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 from werkzeug.exceptions import ServiceUnavailable
 
+from resumable._defaults import DEFAULT_TENANT
 from resumable._log import configure_cloud_logging, logger
 from resumable.errors import BadMessageError, ContentionError, RunDocumentError
 from resumable.serverless._control import collect_garbage, record_dead_letter, watchdog_sweep
@@ -84,7 +85,7 @@ def start_run(event: CloudEvent) -> None:
         logger.error(f"bad start message, acked: {exc.reason}", extra={"run_id": exc.run_id})
         if exc.run_id and exc.pipeline:
             engine().record_rejection(
-                exc.tenant_id or "default", exc.pipeline, exc.run_id, exc.reason
+                exc.tenant_id or DEFAULT_TENANT, exc.pipeline, exc.run_id, exc.reason
             )
         return
     logger.info(
@@ -138,7 +139,7 @@ def _dead_start(data: bytes, count: str | None, not_a_step: str) -> None:
         )
         return
     reason = f"the start message exhausted its delivery attempts ({count or '?'} deliveries)"
-    tenant = message.tenant_id or "default"
+    tenant = message.tenant_id or DEFAULT_TENANT
     noted = message.run_id is not None and engine().record_rejection(
         tenant, message.pipeline, message.run_id, reason
     )

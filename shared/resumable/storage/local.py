@@ -47,10 +47,19 @@ class LocalStore:
         return bytes(self.read_buffer(name))
 
     def read_buffer(self, name: str) -> bytearray:
+        return self._read(name)[0]
+
+    def read_with_generation(self, name: str) -> tuple[bytes, int]:
+        data, generation = self._read(name)
+        return bytes(data), generation
+
+    def _read(self, name: str) -> tuple[bytearray, int]:
+        """The object's bytes (into one buffer, without a copy) and its generation."""
         path = self._path(name)
         try:
             with open(path, "rb", buffering=0) as f:
-                size = os.fstat(f.fileno()).st_size
+                status = os.fstat(f.fileno())
+                size = status.st_size
                 buffer = bytearray(size)
                 view = memoryview(buffer)
                 got = 0
@@ -66,22 +75,7 @@ class LocalStore:
         with self._stats_lock:
             self.stats.objects_read += 1
             self.stats.bytes_read += size
-        return buffer
-
-    def read_with_generation(self, name: str) -> tuple[bytes, int]:
-        path = self._path(name)
-        try:
-            with open(path, "rb") as f:
-                generation = os.fstat(f.fileno()).st_mtime_ns
-                data = f.read()
-        except (FileNotFoundError, NotADirectoryError):
-            raise ObjectNotFoundError(f"{self.url}/{name}") from None
-        except IsADirectoryError:
-            raise self._folder_in_the_way(name) from None
-        with self._stats_lock:
-            self.stats.objects_read += 1
-            self.stats.bytes_read += len(data)
-        return data, generation
+        return buffer, status.st_mtime_ns
 
     def _folder_in_the_way(self, name: str) -> StorageError:
         return StorageError(f"{self.root / name} is a folder where object {name!r} belongs")
