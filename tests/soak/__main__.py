@@ -19,13 +19,14 @@ def main() -> int:
     parser.add_argument("--kills", type=int)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--storage-faults", type=float, help="share of storage requests failed")
+    parser.add_argument("--keep", action="store_true", help="keep the logs (path printed)")
     args = parser.parse_args()
     config = SoakConfig.from_env(
         runs=args.runs, kills=args.kills, seed=args.seed, storage_fault_rate=args.storage_faults
     )
     # The stack's own warnings (a killed function restarted) are what the soak causes.
     logging.getLogger("resumable").setLevel(logging.ERROR)
-    report = run_soak(config, out=sys.stdout)
+    report = run_soak(config, out=sys.stdout, keep=args.keep)
     print(format_report(report))
     return 1 if report.failures else 0
 

@@ -35,6 +35,7 @@ from .faultproxy import FaultProxy
 from .killer import Killer
 from .ledger import Ledger
 from .leftovers import REGISTRY_CLOUD, REGISTRY_FUNCTIONS, leftovers
+from .logs import read_function_logs
 from .observer import Observer
 from .plan import SoakConfig, make_plan
 from .users import Users
@@ -55,6 +56,7 @@ class Report:
     storage_requests: int = 0
     executions: Counter[str] = field(default_factory=Counter)
     resumed_from_progress: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
     leftovers_checked: str = ""
     chaos_seconds: float = 0.0
@@ -66,9 +68,12 @@ class Report:
         return sum(self.kills_by_step.values())
 
 
-def run_soak(config: SoakConfig, *, cloud: Any = None, out: TextIO | None = None) -> Report:
+def run_soak(
+    config: SoakConfig, *, cloud: Any = None, out: TextIO | None = None, keep: bool = False
+) -> Report:
     """Run a soak; ``cloud``: a running ``emulators.LocalCloud`` to use (left running),
-    else the soak starts its own and stops it."""
+    else the soak starts its own and stops it. ``keep``: leave the work folder (the
+    functions' and emulators' logs) in place, for an investigation."""
     began = time.monotonic()
     report = Report(config)
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))
@@ -95,7 +100,10 @@ def run_soak(config: SoakConfig, *, cloud: Any = None, out: TextIO | None = None
             f"{len(emulator_groups)} emulator process groups, the emulators registry"
         )
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if keep:
+            say(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     report.wall_seconds = time.monotonic() - began
     return report
 
@@ -187,6 +195,8 @@ def _soak(
     report.faults = proxy.faults
     report.storage_requests = proxy.requests
     report.executions, report.resumed_from_progress = _executions(logs)
+    unexpected, report.dead_letters = read_function_logs(stack.home / "logs")
+    report.failures += [f"function log: {line}" for line in unexpected]
     return (killer.all_pids() if killer else set()), ports
 
 

@@ -34,7 +34,8 @@ def format_report(report: Report) -> str:
             counts["resumes"] + counts["resume after cancels"] + counts["resumes --from-step"],
             f"after cancel {counts['resume after cancels']}, of running runs "
             f"{counts['resumes']}, --from-step {counts['resumes --from-step']}; refused "
-            f"{counts['resumes refused'] + counts['roll-backs refused']}",
+            f"{counts['resumes refused'] + counts['roll-backs refused']}, roll-back not "
+            f"applicable {counts['roll-backs not applicable']}",
         ),
         _row(
             "storage faults injected",
@@ -47,6 +48,11 @@ def format_report(report: Report) -> str:
             sum(report.executions.values()),
             ", ".join(f"{s} {n}" for s, n in sorted(report.executions.items()))
             + f"; scan resumed from saved progress {report.resumed_from_progress}",
+        ),
+        _row(
+            "dead letters",
+            sum(report.dead_letters.values()),
+            ", ".join(f"{v}: {n}" for v, n in sorted(report.dead_letters.items())),
         ),
         _row("errors as configured", len(verdict.failed_as_configured)),
         _row("given up (kills/faults)", len(verdict.given_up)),
