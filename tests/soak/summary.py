@@ -38,6 +38,11 @@ def format_report(report: Report) -> str:
             f"applicable {counts['roll-backs not applicable']}",
         ),
         _row(
+            "user requests retried",
+            sum(n for k, n in counts.items() if k.startswith("user requests retried")),
+            "run document busy or an emulator slow to answer, as a user would retry",
+        ),
+        _row(
             "storage faults injected",
             sum(report.faults.values()),
             f"of {report.storage_requests} requests: refused {report.faults['refused']}, "

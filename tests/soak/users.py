@@ -12,17 +12,20 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import TimeoutError as FutureTimeoutError
+from contextlib import contextmanager
 from itertools import count
 
 import orjson
+from google.api_core.exceptions import GoogleAPIError, RetryError
 from google.cloud import pubsub_v1  # type: ignore[attr-defined,unused-ignore]
 
 from resumable import naming
 from resumable.control import RunControlError, cancel_run, resume_run
 from resumable.engine import Engine
 from resumable.messages import StepMessage, encode
-from resumable.runstate import RunState
+from resumable.runstate import ContentionError, RunState
 from resumable.status import RunStatus
 
 from .ledger import Ledger
@@ -30,6 +33,9 @@ from .pipeline import PIPELINE_NAME
 from .plan import RunPlan
 
 RECHECK_SECONDS = 1.0
+# What a user's request may meet and retry: a run document too busy to update now, or an
+# emulator too slow to answer. Anything else a control request raises is a finding.
+TRANSIENT = (ContentionError, GoogleAPIError, RetryError, FutureTimeoutError)
 
 # An operation returns ``None`` when done, or ``False`` to be tried again a moment later.
 Action = Callable[[], bool | None]
@@ -101,7 +107,10 @@ class Users:
             heapq.heappop(self._queue)
             try:
                 finished = action() is not False
-            except Exception as exc:  # the soak's own request failed: note it, go on
+            except TRANSIENT as exc:  # as a user would: try again in a moment
+                self.ledger.count(f"user requests retried ({type(exc).__name__})")
+                finished = False
+            except Exception as exc:  # a request that should not fail: a finding
                 self.errors.append(f"{name}: {type(exc).__name__}: {exc}")
                 finished = True
             if finished:
@@ -125,6 +134,20 @@ class Users:
         self._publish(naming.start_topic(self.prefix), orjson.dumps(body))
         self.ledger.count("duplicate starts" if duplicate else "starts")
 
+    @contextmanager
+    def _uncertain(
+        self, run_id: str, kind: str, steps: frozenset[str] = frozenset()
+    ) -> Iterator[None]:
+        """A request that raised may have been applied (its answer lost): record it as
+        perhaps applied. A refusal or contention is known not to have been applied."""
+        try:
+            yield
+        except (RunControlError, ContentionError):
+            raise
+        except Exception:
+            self.ledger.record(run_id, kind, None, steps)
+            raise
+
     def _state(self, plan: RunPlan) -> RunState | None:
         return self.engine.runs.get(self.engine.doc_id("default", PIPELINE_NAME, plan.run_id))
 
@@ -144,11 +167,8 @@ class Users:
         state = self._state(plan)
         if state is None:
             return False
-        try:
+        with self._uncertain(plan.run_id, "cancel"):
             after = cancel_run(self.engine, state)
-        except Exception:
-            self.ledger.record(plan.run_id, "cancel", None)
-            raise
         applied = after.cancel_requested and not state.finished
         self.ledger.record(plan.run_id, "cancel", applied)
         self.ledger.count("cancels" if applied else "cancels of finished runs")
@@ -162,14 +182,12 @@ class Users:
             self.ledger.count("resumes refused")
             return
         try:
-            resume_run(self.engine, state)
+            with self._uncertain(plan.run_id, "resume"):
+                resume_run(self.engine, state)
         except RunControlError:
             self.ledger.record(plan.run_id, "resume", False)
             self.ledger.count("resumes refused")
             return
-        except Exception:
-            self.ledger.record(plan.run_id, "resume", None)
-            raise
         self.ledger.record(plan.run_id, "resume", True)
         self.ledger.count(kind + "s")
 
@@ -192,14 +210,12 @@ class Users:
         spec = self.engine.registry.get(PIPELINE_NAME).spec
         steps = frozenset({plan.from_step, *spec.descendants(plan.from_step)})
         try:
-            resume_run(self.engine, state, from_step=plan.from_step)
+            with self._uncertain(plan.run_id, "from_step", steps):
+                resume_run(self.engine, state, from_step=plan.from_step)
         except RunControlError:
             self.ledger.record(plan.run_id, "from_step", False, steps)
             self.ledger.count("roll-backs refused")
             return None
-        except Exception:
-            self.ledger.record(plan.run_id, "from_step", None, steps)
-            raise
         self.ledger.record(plan.run_id, "from_step", True, steps)
         self.ledger.count("resumes --from-step")
         return None
