@@ -19,10 +19,17 @@ def main() -> int:
     parser.add_argument("--kills", type=int)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--storage-faults", type=float, help="share of storage requests failed")
+    parser.add_argument("--lease", type=float, help="seconds a step's lease lives (default 5)")
+    parser.add_argument("--kill-gap", type=float, help="mean seconds between kills (default 2)")
     parser.add_argument("--keep", action="store_true", help="keep the logs (path printed)")
     args = parser.parse_args()
     config = SoakConfig.from_env(
-        runs=args.runs, kills=args.kills, seed=args.seed, storage_fault_rate=args.storage_faults
+        runs=args.runs,
+        kills=args.kills,
+        seed=args.seed,
+        storage_fault_rate=args.storage_faults,
+        lease_seconds=args.lease,
+        kill_gap_seconds=args.kill_gap,
     )
     # The stack's own warnings (a killed function restarted) are what the soak causes.
     logging.getLogger("resumable").setLevel(logging.ERROR)

@@ -35,7 +35,7 @@ from .faultproxy import FaultProxy
 from .killer import Killer
 from .ledger import Ledger
 from .leftovers import REGISTRY_CLOUD, REGISTRY_FUNCTIONS, leftovers
-from .logs import read_function_logs
+from .logs import FunctionLogs, read_function_logs
 from .observer import Observer
 from .plan import SoakConfig, make_plan
 from .users import Users
@@ -56,7 +56,7 @@ class Report:
     storage_requests: int = 0
     executions: Counter[str] = field(default_factory=Counter)
     resumed_from_progress: int = 0
-    dead_letters: Counter[str] = field(default_factory=Counter)
+    logs: FunctionLogs = field(default_factory=FunctionLogs)
     failures: list[str] = field(default_factory=list)
     leftovers_checked: str = ""
     chaos_seconds: float = 0.0
@@ -115,7 +115,12 @@ def _soak(
     server it ran, for the check that none is left."""
     token = uuid.uuid4().hex[:6]
     plans = make_plan(config, token)
-    proxy = FaultProxy(cloud.storage_url, rate=config.storage_fault_rate, seed=config.seed).start()
+    proxy = FaultProxy(
+        cloud.storage_url,
+        rate=config.storage_fault_rate,
+        seed=config.seed,
+        slow_seconds=config.lease_seconds,
+    ).start()
     logs = workdir / "logs"
     logs.mkdir()
     stack = DevStack(
@@ -195,8 +200,8 @@ def _soak(
     report.faults = proxy.faults
     report.storage_requests = proxy.requests
     report.executions, report.resumed_from_progress = _executions(logs)
-    unexpected, report.dead_letters = read_function_logs(stack.home / "logs")
-    report.failures += [f"function log: {line}" for line in unexpected]
+    report.logs = read_function_logs(stack.home / "logs")
+    report.failures += [f"function log: {line}" for line in report.logs.unexpected]
     return (killer.all_pids() if killer else set()), ports
 
 

@@ -1,5 +1,5 @@
-"""Transient Cloud Storage errors: an HTTP proxy in front of fake-gcs-server that answers
-503 to a fraction of the requests.
+"""Transient Cloud Storage errors: an HTTP proxy in front of fake-gcs-server that fails or
+delays a fraction of the requests.
 
 Restarting fake-gcs-server is not a transient error on the local stack: it runs with
 ``-backend memory`` (``emulators/services.py``), so a restart loses every object — every
@@ -8,7 +8,12 @@ function processes' ``STORAGE_EMULATOR_HOST`` at this proxy instead. A fault is 
 
 - ``refused``: 503 without forwarding — the service was unavailable, nothing happened;
 - ``lost``: forwarded, then 503 — the request took effect but its answer was lost (the
-  client retries a conditional write and meets its own precondition; see ``GCSStore``).
+  client retries a conditional write and meets its own precondition; see ``GCSStore``);
+- ``slow``: forwarded after a pause of one to two leases — loading or writing a step's
+  checkpoint outlasts the lease, which the worker's heartbeat must keep alive.
+
+The storage client retries 503s (reads, and every upload since google-cloud-storage 3),
+so the first two reach the engine as latency and as the lost-response path.
 
 Faults are counted per run (the run id is read from the object name in the request), so
 that a step given up after repeated faults can be explained.
@@ -20,6 +25,7 @@ import http.client
 import random
 import re
 import threading
+import time
 import urllib.parse
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,11 +49,12 @@ _RUN = re.compile(r"runs/[^/]+/[^/]+/([^/?&]+)/")
 class FaultProxy:
     """Forwards to ``target`` (``http://host:port``); ``rate`` of the requests fail."""
 
-    def __init__(self, target: str, *, rate: float, seed: int) -> None:
+    def __init__(self, target: str, *, rate: float, seed: int, slow_seconds: float) -> None:
         parsed = urllib.parse.urlsplit(target)
         self.target_host = parsed.hostname or "127.0.0.1"
         self.target_port = parsed.port or 80
         self.rate = rate
+        self.slow_seconds = slow_seconds
         self.random = random.Random(seed)
         self.faults: Counter[str] = Counter()  # by kind
         self.faults_by_run: Counter[str] = Counter()
@@ -75,18 +82,20 @@ class FaultProxy:
     def injected(self) -> int:
         return sum(self.faults.values())
 
-    def decide(self, path: str) -> str | None:
-        """The fault to inject into a request for ``path``, if any (and count it)."""
+    def decide(self, path: str) -> tuple[str | None, float]:
+        """The fault to inject into a request for ``path``, if any (and count it), and the
+        pause before forwarding it."""
         with self._lock:
             self.requests += 1
             if self.random.random() >= self.rate:
-                return None
-            kind = self.random.choice(("refused", "lost"))
+                return None, 0.0
+            kind = self.random.choice(("refused", "lost", "slow"))
             self.faults[kind] += 1
             found = _RUN.search(urllib.parse.unquote(path))
             if found:
                 self.faults_by_run[found[1]] += 1
-            return kind
+            pause = self.random.uniform(1.0, 2.0) * self.slow_seconds if kind == "slow" else 0.0
+            return kind, pause
 
 
 class _Server(ThreadingHTTPServer):
@@ -151,10 +160,11 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
 
         def _handle(self) -> None:
             body = self._body()
-            fault = proxy.decide(self.path)
+            fault, pause = proxy.decide(self.path)
             if fault == "refused":
                 self._answer(503, [], b'{"error": {"code": 503, "message": "soak fault"}}')
                 return
+            time.sleep(pause)
             try:
                 status, headers, answer = self._forward(body)
             except (http.client.HTTPException, OSError):

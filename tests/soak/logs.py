@@ -4,19 +4,36 @@ met a state it cannot handle (a damaged input, an unwritable run document)."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
 DEAD_LETTER = "dead letter: "
+# Warnings the summary counts. The heartbeat holds a lease from claim to commit however slow
+# storage is, so a live worker losing its lease means it froze (CPU starvation).
+NOTABLE = {
+    "lease lost by a live worker": re.compile(r"^(lease lost|stale attempt)"),
+    "attempt released (storage error)": re.compile(r"^step \w+: "),
+    "progress not saved": re.compile(r"^progress not saved"),
+    "watchdog re-publish": re.compile(r"^watchdog re-published"),
+}
 
 
-def read_function_logs(folder: Path) -> tuple[list[str], Counter[str]]:
+@dataclass
+class FunctionLogs:
+    unexpected: list[str] = field(default_factory=list)
+    dead_letters: Counter[str] = field(default_factory=Counter)  # by verdict
+    notable: Counter[str] = field(default_factory=Counter)
+
+
+def read_function_logs(folder: Path) -> FunctionLogs:
     """Unexpected lines (errors, and output that is not a structured log line, such as a
-    traceback printed by the server), and the dead letters by verdict."""
-    unexpected: list[str] = []
-    dead_letters: Counter[str] = Counter()
+    traceback printed by the server), dead letters and notable warnings."""
+    logs = FunctionLogs()
+    unexpected, dead_letters = logs.unexpected, logs.dead_letters
     for path in sorted(folder.glob("*.log")):
         for raw in path.read_bytes().splitlines():
             try:
@@ -29,4 +46,6 @@ def read_function_logs(folder: Path) -> tuple[list[str], Counter[str]]:
                 dead_letters[message[len(DEAD_LETTER) :].split(" (")[0][:60]] += 1
             elif line.get("severity") in ("ERROR", "CRITICAL", "ALERT", "EMERGENCY"):
                 unexpected.append(f"{path.name}: {message.splitlines()[0][:200]}")
-    return unexpected, dead_letters
+            else:
+                logs.notable.update(k for k, p in NOTABLE.items() if p.match(message))
+    return logs

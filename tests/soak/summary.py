@@ -46,7 +46,8 @@ def format_report(report: Report) -> str:
             "storage faults injected",
             sum(report.faults.values()),
             f"of {report.storage_requests} requests: refused {report.faults['refused']}, "
-            f"response lost {report.faults['lost']}",
+            f"response lost {report.faults['lost']}, slowed past the lease "
+            f"{report.faults['slow']}",
         ),
         _row(
             "step executions",
@@ -56,9 +57,10 @@ def format_report(report: Report) -> str:
         ),
         _row(
             "dead letters",
-            sum(report.dead_letters.values()),
-            ", ".join(f"{v}: {n}" for v, n in sorted(report.dead_letters.items())),
+            sum(report.logs.dead_letters.values()),
+            ", ".join(f"{v}: {n}" for v, n in sorted(report.logs.dead_letters.items())),
         ),
+        *(_row(what, n) for what, n in sorted(report.logs.notable.items())),
         _row("errors as configured", len(verdict.failed_as_configured)),
         _row("given up (kills/faults)", len(verdict.given_up)),
         *(f"    - {line}" for line in verdict.given_up),
