@@ -12,6 +12,9 @@ from pathlib import Path
 import orjson
 
 DEAD_LETTER = "dead letter: "
+# A Python exception that escaped a function: Flask logs it in plain text, then its
+# traceback. (The servers' own plain lines, such as gunicorn's, are not the engine's.)
+ESCAPED = re.compile(rb"Exception on /|^Traceback \(most recent call last\)")
 # Warnings the summary counts. The heartbeat holds a lease from claim to commit however slow
 # storage is, so a live worker losing its lease means it froze (CPU starvation).
 NOTABLE = {
@@ -30,8 +33,8 @@ class FunctionLogs:
 
 
 def read_function_logs(folder: Path) -> FunctionLogs:
-    """Unexpected lines (errors, and output that is not a structured log line, such as a
-    traceback printed by the server), dead letters and notable warnings."""
+    """Unexpected lines (errors, and exceptions that escaped a function), dead letters and
+    notable warnings."""
     logs = FunctionLogs()
     unexpected, dead_letters = logs.unexpected, logs.dead_letters
     for path in sorted(folder.glob("*.log")):
@@ -39,7 +42,8 @@ def read_function_logs(folder: Path) -> FunctionLogs:
             try:
                 line = orjson.loads(raw)
             except orjson.JSONDecodeError:
-                unexpected.append(f"{path.name}: {raw[:200].decode(errors='replace')}")
+                if ESCAPED.search(raw):
+                    unexpected.append(f"{path.name}: {raw[:200].decode(errors='replace')}")
                 continue
             message = str(line.get("message", ""))
             if message.startswith(DEAD_LETTER):
