@@ -37,7 +37,7 @@ from .ledger import Ledger
 from .leftovers import REGISTRY_CLOUD, REGISTRY_FUNCTIONS, leftovers
 from .logs import FunctionLogs, read_function_logs
 from .observer import Observer
-from .plan import SoakConfig, make_plan
+from .plan import RunPlan, SoakConfig, make_plan
 from .users import Users
 
 PROJECT = "resumable-soak"
@@ -113,8 +113,7 @@ def _soak(
 ) -> tuple[set[int], list[int]]:
     """The soak on a running cloud; returns the process groups and ports of every function
     server it ran, for the check that none is left."""
-    token = uuid.uuid4().hex[:6]
-    plans = make_plan(config, token)
+    plans = make_plan(config, token=uuid.uuid4().hex[:6])
     proxy = FaultProxy(
         cloud.storage_url,
         rate=config.storage_fault_rate,
@@ -144,42 +143,7 @@ def _soak(
         stack.up()
         say(f"stack up: {len(stack.functions)} function processes; starting {config.runs} runs")
         engine = Engine.from_settings(Settings.from_env())  # the soak's own view: no faults
-        observer = Observer(engine, [p.run_id for p in plans]).start()
-        users = Users(
-            engine,
-            ledger,
-            plans,
-            project=PROJECT,
-            prefix=stack.prefix,
-            patience=config.end_timeout_seconds,
-        )
-        killer = Killer(
-            stack,
-            observer,
-            ledger,
-            kills=config.kills,
-            mean_gap=config.kill_gap_seconds,
-            seed=config.seed,
-        )
-        chaos_began = time.monotonic()
-        users.start_playing()
-        killer.start()
-        _chaos(users, killer, observer, proxy, say)
-        killer.stop()
-        report.chaos_seconds = time.monotonic() - chaos_began
-        settle_began = time.monotonic()
-        deadline = settle_began + config.end_timeout_seconds
-        while observer.unfinished() and time.monotonic() < deadline:
-            observer.wait(5.0)
-        users.stop()
-        observer.stop()
-        report.settle_seconds = time.monotonic() - settle_began
-        if killer.kills < config.kills:
-            report.failures.append(
-                f"only {killer.kills} of {config.kills} kills: the runs ended first (use more "
-                "runs or a shorter kill gap)"
-            )
-        report.failures += [f"user operation failed: {e}" for e in users.errors]
+        killer = _play(config, stack, engine, plans, ledger, proxy, report, say)
         report.verdict = check_runs(
             engine,
             plans,
@@ -205,22 +169,62 @@ def _soak(
     return (killer.all_pids() if killer else set()), ports
 
 
-def _chaos(users: Users, killer: Killer, observer: Observer, proxy: FaultProxy, say: Any) -> None:
-    """Until the users played every operation and the killer is done or has nothing
-    left to kill; a line of progress every few seconds."""
-    last = 0.0
-    while True:
-        unfinished = observer.unfinished()
-        killing = killer.kills < killer.target and bool(unfinished)
-        if users.done() and not killing:
-            return
-        if time.monotonic() - last >= 10:
-            last = time.monotonic()
-            say(
-                f"{len(observer.run_ids) - len(unfinished)}/{len(observer.run_ids)} runs ended, "
-                f"{killer.kills} kills, {proxy.injected} storage faults"
-            )
-        observer.wait(2.0)
+def _play(
+    config: SoakConfig,
+    stack: DevStack,
+    engine: Engine,
+    plans: list[RunPlan],
+    ledger: Ledger,
+    proxy: FaultProxy,
+    report: Report,
+    say: Any,
+) -> Killer:
+    """The chaos, until the users played every operation and the killer is done (or
+    nothing is left to kill); then every run gets ``end_timeout_seconds`` to end."""
+    observer = Observer(engine, [p.run_id for p in plans]).start()
+    users = Users(
+        engine, ledger, plans, project=PROJECT, prefix=stack.prefix,
+        patience=config.end_timeout_seconds,
+    )  # fmt: skip
+    killer = Killer(
+        stack, observer, ledger, kills=config.kills, mean_gap=config.kill_gap_seconds,
+        seed=config.seed,
+    )  # fmt: skip
+    began = time.monotonic()
+    # A run stuck with nothing to kill must not keep the chaos going for ever.
+    deadline = began + config.start_window + config.end_timeout_seconds
+    users.start_playing()
+    killer.start()
+    try:
+        last = 0.0
+        while time.monotonic() < deadline:
+            unfinished = observer.unfinished()
+            if users.done() and not (killer.kills < config.kills and unfinished):
+                break
+            if time.monotonic() - last >= 10:
+                last = time.monotonic()
+                say(
+                    f"{config.runs - len(unfinished)}/{config.runs} runs ended, "
+                    f"{killer.kills} kills, {proxy.injected} storage faults"
+                )
+            observer.wait(2.0)
+        killer.stop()
+        report.chaos_seconds = time.monotonic() - began
+        settled = time.monotonic()
+        while observer.unfinished() and time.monotonic() < settled + config.end_timeout_seconds:
+            observer.wait(5.0)
+        report.settle_seconds = time.monotonic() - settled
+    finally:
+        killer.stop()
+        users.stop()
+        observer.stop()
+    if killer.kills < config.kills:
+        report.failures.append(
+            f"only {killer.kills} of {config.kills} kills: the runs ended first (use more "
+            "runs or a shorter kill gap)"
+        )
+    report.failures += [f"user operation failed: {e}" for e in users.errors]
+    return killer
 
 
 def _executions(logs: Path) -> tuple[Counter[str], int]:

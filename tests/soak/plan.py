@@ -73,7 +73,7 @@ def _some(rng: random.Random, indexes: list[int], share: float) -> set[int]:
     return set(rng.sample(indexes, max(1, min(len(indexes), round(share * len(indexes))))))
 
 
-def make_plan(config: SoakConfig, token: str) -> list[RunPlan]:
+def make_plan(config: SoakConfig, *, token: str) -> list[RunPlan]:
     """The runs of a soak; run ids are ``soak-{token}-{n}`` so soaks never share a run."""
     rng = random.Random(config.seed)
     indexes = list(range(config.runs))

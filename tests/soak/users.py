@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from contextlib import contextmanager
+from functools import partial
 from itertools import count
 
 import orjson
@@ -77,7 +78,7 @@ class Users:
         for when in plan.duplicate_starts:
             self._at(when, "duplicate start", lambda: self.start(plan, duplicate=True))
         for when, step in plan.duplicate_steps:
-            self._at(when, "duplicate step", lambda s=step: self.duplicate_step(plan, s))
+            self._at(when, "duplicate step", partial(self.duplicate_step, plan, step))
         if plan.cancel_at is not None:
             self._at(plan.cancel_at, "cancel", lambda: self.cancel(plan))
         if plan.resume_at is not None:
