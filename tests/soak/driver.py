@@ -188,7 +188,7 @@ def _play(
     )  # fmt: skip
     killer = Killer(
         stack, observer, ledger, kills=config.kills, mean_gap=config.kill_gap_seconds,
-        seed=config.seed,
+        min_uptime=2 * config.kill_gap_seconds, seed=config.seed,
     )  # fmt: skip
     began = time.monotonic()
     # A run stuck with nothing to kill must not keep the chaos going for ever.

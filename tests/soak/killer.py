@@ -4,8 +4,10 @@
 A kill goes to the whole process group of the functions-framework server (gunicorn's
 master and its worker), found through the stack's API. It is aimed at the function of a
 step chosen at random among those running or queued in some run, so that kills land on
-work in flight and every step's function gets its share; and only at a server that
-answers, so that every kill hits a live instance.
+work in flight and every step's function gets its share; and only at a server that has
+answered for a while (``min_uptime``), so that every kill hits a live instance and each
+new instance gets some work done first — crashes of one function back to back would
+only stall its steps (and, while it starts, race the stack's own restart).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import random
 import signal
 import threading
+import time
 
 from resumable.devstack import DevStack, FunctionProcess
 
@@ -32,6 +35,7 @@ class Killer:
         *,
         kills: int,
         mean_gap: float,
+        min_uptime: float,
         seed: int,
     ) -> None:
         self.stack = stack
@@ -39,6 +43,8 @@ class Killer:
         self.ledger = ledger
         self.target = kills
         self.mean_gap = mean_gap
+        self.min_uptime = min_uptime
+        self._answering_since: dict[int, float] = {}  # server pid -> first seen answering
         self.random = random.Random(seed)
         self.pids: set[int] = set()  # every server pid seen: none may be left at the end
         self._stop = threading.Event()
@@ -68,9 +74,14 @@ class Killer:
                 self.kill(self.random.choice(busy))
 
     def _up(self, step: str) -> bool:
-        """Whether the step's server runs and answers (not being restarted)."""
+        """Whether the step's server has been answering for ``min_uptime``."""
         process = self._process(step)
-        return process.process is not None and process.process.poll() is None and process.answers()
+        if process.process is None or process.process.poll() is not None:
+            return False
+        if not process.answers():
+            return False
+        since = self._answering_since.setdefault(process.process.pid, time.monotonic())
+        return time.monotonic() - since >= self.min_uptime
 
     def kill(self, step: str) -> None:
         """SIGKILL the process group serving ``step``."""
