@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from .driver import Report
+from .logs import NOTABLE
 
 
 def format_report(report: Report) -> str:
@@ -60,7 +61,7 @@ def format_report(report: Report) -> str:
             sum(report.logs.dead_letters.values()),
             ", ".join(f"{v}: {n}" for v, n in sorted(report.logs.dead_letters.items())),
         ),
-        *(_row(what, n) for what, n in sorted(report.logs.notable.items())),
+        *(_row(what, report.logs.notable[what]) for what in NOTABLE),
         _row("errors as configured", len(verdict.failed_as_configured)),
         _row("given up (kills/faults)", len(verdict.given_up)),
         *(f"    - {line}" for line in verdict.given_up),
