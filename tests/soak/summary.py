@@ -83,7 +83,7 @@ def format_report(report: Report) -> str:
 
 
 def _row(label: str, value: object, detail: str = "") -> str:
-    return f"  {label:<26}{value!s:>8}" + (f"   ({detail})" if detail else "")
+    return f"  {label:<34}{value!s:>8}" + (f"   ({detail})" if detail else "")
 
 
 def _left(report: Report) -> bool:
