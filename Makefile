@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo demo-inprocess test lint typecheck unit fuzz sim sim-mutations bench bench-serverless clean emulators emulators-cycles
+.PHONY: setup demo demo-inprocess test lint typecheck unit fuzz sim sim-mutations soak bench bench-serverless clean emulators emulators-cycles
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,16 @@ sim: $(STAMP)
 # Break each guard of the protocol on purpose and show the simulation finds it.
 sim-mutations: $(STAMP)
 	$(BIN)/python -m tests.simulation.mutations --budget 2000
+
+# The chaos soak on the local stack (tests/soak; a short one runs with the tests):
+# SOAK_RUNS concurrent runs while SOAK_KILLS step functions are SIGKILLed, messages are
+# duplicated, runs cancelled and resumed and storage requests failed; then every run is
+# checked. SOAK_SEED draws the plan. Prints a summary; exits non-zero on any failure.
+SOAK_RUNS ?= 100
+SOAK_KILLS ?= 50
+SOAK_SEED ?= 0
+soak: $(STAMP)
+	SOAK_RUNS=$(SOAK_RUNS) SOAK_KILLS=$(SOAK_KILLS) SOAK_SEED=$(SOAK_SEED) $(BIN)/python -m tests.soak
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/w1_inprocess.py
