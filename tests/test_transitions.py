@@ -521,3 +521,13 @@ def test_rejected_messages_are_kept_bounded() -> None:
 def test_statuses_are_the_status_words() -> None:
     assert {s.value for s in StepStatus} >= {"queued", "running", "completed", "error"}
     assert RunStatus.COMPLETED.finished
+
+
+def test_a_step_whose_worker_died_is_queued_again_and_republished_once_per_grace() -> None:
+    first = sweep(run({"a": COMPLETED, "b": RUNNING_EXPIRED}))
+    assert first.result.republish == ("b",) and first.state is not None
+    record = first.state.steps["b"]
+    assert (record.status, record.lease_owner, record.queued_at) == ("queued", None, NOW)
+    assert record.lease_expires == NOW - 1  # kept: the next claim reads the time limit off it
+    again = apply(repair, first.state, spec=SPEC, now=NOW + 10, grace=120.0)
+    assert again.result.republish == ()

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from resumable import NonRetryableError, Pipeline
-from resumable._ids import validate_id
 from resumable._defaults import DEFAULT_TENANT
+from resumable._ids import validate_id
 from resumable.errors import InvalidIdError
 from resumable.storage import ObjectStore, open_store
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from resumable.engine import Engine
-from resumable.runstate import RunState
+from resumable.serverless._engine import Engine
+from resumable.serverless._run_state import RunState
 from resumable.status import RunStatus, StepStatus
 
 from .ledger import Ledger, Operation

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from resumable.config import Settings
-from resumable.devstack import DevStack
-from resumable.engine import Engine
-from resumable.topology import DeliveryPolicy
+from resumable.dev._stack import DevStack
+from resumable.serverless._engine import Engine
+from resumable.serverless._settings import Settings
+from resumable.serverless._topology import DeliveryPolicy
 
 from . import pipeline
 from .checks import Verdict, check_runs

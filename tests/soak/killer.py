@@ -19,7 +19,8 @@ import signal
 import threading
 import time
 
-from resumable.devstack import DevStack, FunctionProcess
+from resumable.dev._functions import FunctionProcess
+from resumable.dev._stack import DevStack
 
 from .ledger import Ledger
 from .observer import Observer

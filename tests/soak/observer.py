@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
-from resumable.engine import Engine
-from resumable.runstate import RunState
+from resumable.serverless._engine import Engine
+from resumable.serverless._run_state import RunState
 from resumable.status import StepStatus
 
 

@@ -1,6 +1,6 @@
 """The users of the soak: they start runs and publish duplicate start and step messages
 with the official Pub/Sub client, and cancel and resume runs through
-``resumable.control``, each at the time the plan says.
+``resumable.serverless._control``, each at the time the plan says.
 
 One thread plays the operations in time order. An operation that must wait for its run
 (a resume after a cancel, a roll-back of a completed run) looks at the run's document and
@@ -22,11 +22,12 @@ import orjson
 from google.api_core.exceptions import GoogleAPIError, RetryError
 from google.cloud import pubsub_v1  # type: ignore[attr-defined,unused-ignore]
 
-from resumable import naming
-from resumable.control import RunControlError, cancel_run, resume_run
-from resumable.engine import Engine
-from resumable.messages import StepMessage, encode
-from resumable.runstate import ContentionError, RunState
+from resumable.errors import ContentionError, RunControlError
+from resumable.serverless import _naming as naming
+from resumable.serverless._control import cancel_run, resume_run
+from resumable.serverless._engine import Engine
+from resumable.serverless._messages import StepMessage, encode
+from resumable.serverless._run_state import RunState
 from resumable.status import RunStatus
 
 from .ledger import Ledger

@@ -121,10 +121,11 @@ def claim(
 
 
 def _timed_out_saving_nothing(record: StepState) -> bool:
-    """The running attempt's worker lived until its function's time limit (its lease was
-    renewed past it) and saved no progress: it was killed there, and would be again."""
+    """The last attempt's worker lived until its function's time limit (its lease was
+    renewed past it; the lease stays on record after the watchdog queues the step again)
+    and saved no progress: it was killed there, and would be again."""
     return (
-        record.status == StepStatus.RUNNING
+        record.status in (StepStatus.RUNNING, StepStatus.QUEUED)
         and record.hard_limit is not None
         and (record.lease_expires or 0) >= record.hard_limit
         and record.progress_manifest == record.progress_at_claim

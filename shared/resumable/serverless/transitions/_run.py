@@ -190,6 +190,14 @@ def repair(state: RunState, *, spec: PipelineSpec, now: float, grace: float) -> 
         new = copy_state(state)
         for name in lost:  # counted from now: a step is re-published once per grace period
             new.steps[name].queued_at = now
+        for name in expired:
+            # Its worker is gone: queued again (re-published once per grace period, like
+            # a lost message). The expired lease stays on record, so that the next claim
+            # can tell an attempt killed at its time limit from one that crashed.
+            record = new.steps[name]
+            record.status = StepStatus.QUEUED
+            record.lease_owner = None
+            record.queued_at = now
         return Decision(Repair(republish=tuple(expired + lost)), new)
     new = copy_state(state)
     if all_completed(new):
