@@ -6,6 +6,7 @@ test there; the emulator-backed tests exercise the same code on the real ones.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -91,3 +92,13 @@ def state_of(engine: Engine, pipeline: str, run_id: str = "run-1") -> RunState:
     state = engine.runs.get(engine.doc_id("default", pipeline, run_id))
     assert state is not None
     return state
+
+
+def expire_lease(engine: Engine, pipeline: str, step: str, run_id: str = "run-1") -> None:
+    """Move the step's lease into the past: what its worker's silence for the lease time
+    does, without a test waiting for the clock."""
+
+    def change(state: RunState) -> None:
+        state.steps[step].lease_expires = time.time() - 1
+
+    engine.runs.mutate(engine.doc_id("default", pipeline, run_id), change)
