@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo demo-inprocess test lint typecheck unit bench bench-serverless clean emulators emulators-cycles
+.PHONY: setup demo demo-inprocess test lint typecheck unit bench bench-serverless bench-emulators clean emulators emulators-cycles
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ bench: $(STAMP)
 
 bench-serverless: $(STAMP)
 	$(BIN)/python benchmarks/w2_w3_serverless.py
+
+# Latencies of the local cloud (the emulator probes in tests/emulators pin behaviour only).
+bench-emulators: $(STAMP)
+	$(BIN)/python benchmarks/emulator_probes.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info shared/*.egg-info .pytest_cache .mypy_cache .ruff_cache
