@@ -272,7 +272,12 @@ def test_a_diamond_runs_both_branches_in_parallel_and_joins_once(
     stack: DevStack, engine: Engine, workdir: Path
 ) -> None:
     run_id = new_run()
-    params = {"workdir": str(workdir), "faults": {"left": {"sleep": 1.5}, "right": {"sleep": 1.5}}}
+    # Each branch finishes only once the other has started: they must overlap.
+    faults = {
+        "left": {"wait_for": str(workdir / "started-right")},
+        "right": {"wait_for": str(workdir / "started-left")},
+    }
+    params = {"workdir": str(workdir), "faults": faults}
     publish_start(stack, "diamond", params, run_id)
     state = wait_for(engine, run_id, "diamond", finished)
     assert state.status == "completed"
