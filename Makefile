@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo demo-inprocess test lint typecheck unit fuzz sim sim-mutations soak bench bench-serverless clean emulators emulators-cycles
+.PHONY: setup demo demo-inprocess test lint typecheck unit fuzz sim sim-mutations soak bench bench-serverless bench-emulators clean emulators emulators-cycles
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,12 +34,20 @@ typecheck: $(STAMP)
 	$(BIN)/mypy shared/resumable emulators
 
 # pytest starts the local cloud (emulators/) once for the tests that need it and stops it at
-# the end, also when tests fail or the run is interrupted (Ctrl-C, SIGTERM).
+# the end, also when tests fail or the run is interrupted (Ctrl-C, SIGTERM). It runs under
+# coverage (pyproject.toml: branch, subprocesses measured); the per-module table is printed
+# whether the tests pass or not, and the exit code is pytest's.
+COVERAGE_FILE ?= $(CURDIR)/.coverage
+export COVERAGE_FILE
+
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy shared/resumable emulators
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest
+	$(BIN)/coverage erase
+	$(BIN)/coverage run -m pytest; status=$$?; \
+	$(BIN)/coverage combine --quiet && $(BIN)/coverage report; \
+	exit $$status
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not emulators"
@@ -89,6 +97,10 @@ bench: $(STAMP)
 
 bench-serverless: $(STAMP)
 	$(BIN)/python benchmarks/w2_w3_serverless.py
+
+# Latencies of the local cloud (the emulator probes in tests/emulators pin behaviour only).
+bench-emulators: $(STAMP)
+	$(BIN)/python benchmarks/emulator_probes.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info shared/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -14,7 +14,7 @@ from resumable.serverless._control import start_run
 from resumable.serverless._engine import Engine, PipelineRegistry
 from resumable.serverless._messages import StartMessage, StepMessage, encode, parse_step
 from resumable.serverless._publisher import MemoryPublisher
-from resumable.serverless._run_state import MemoryRunStateStore, RunState
+from resumable.serverless._run_state import Decision, MemoryRunStateStore, RunState
 from resumable.serverless._runtime import SYSTEM, Runtime
 from resumable.serverless._settings import Settings
 from resumable.serverless._worker import Outcome, StepAttempt, handle_step
@@ -106,3 +106,15 @@ def claim(engine: Engine, pipeline: str, step: str, run_id: str = "run-1") -> St
     assert claimed.kind == "claimed", claimed
     attempt.attempt = claimed.attempt
     return attempt
+
+
+def expire_lease(engine: Engine, pipeline: str, step: str, run_id: str = "run-1") -> None:
+    """Move the step's lease into the past: what its worker's silence for the lease time
+    does, without a test waiting for the clock."""
+
+    def change(state: RunState) -> Decision[None]:
+        new = state.model_copy(deep=True)
+        new.steps[step].lease_expires = engine.runtime.now() - 1
+        return Decision(None, new)
+
+    engine.runs.mutate(engine.doc_id("default", pipeline, run_id), change)

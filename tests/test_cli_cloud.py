@@ -23,9 +23,11 @@ from typer.testing import CliRunner
 
 from resumable import NonRetryableError, Pipeline
 from resumable.cli import _deployment as cli_cloud
-from resumable.cli import app
+from resumable.cli import _watch as cli_watch
+from resumable.cli._app import app
 from resumable.cli._dev import describe_stack
 from resumable.cli._views import STATUS_LOOK
+from resumable.errors import RunControlError
 from resumable.serverless._control import start_run
 from resumable.serverless._engine import Engine
 from resumable.serverless._messages import parse_start
@@ -153,7 +155,7 @@ def test_start_with_watch_prints_the_run_id_then_follows_the_run(
     deployment: Deployment,
 ) -> None:
     def run_the_start_function() -> None:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while not deployment.messages.messages and time.monotonic() < deadline:
             time.sleep(0.01)
         start_run(deployment.engine, parse_start(deployment.messages.messages.pop().data))
@@ -280,7 +282,7 @@ def deliver_slowly(engine: Engine, delay: float = 0.05) -> threading.Thread:
     """Deliver the published messages in the background, as push subscriptions do."""
 
     def loop() -> None:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             time.sleep(delay)
             drain(engine, limit=1)
@@ -323,14 +325,30 @@ def test_watch_exits_130_when_the_run_is_cancelled(deployment: Deployment) -> No
     assert "run run-1 cancelled" in result.stdout
 
 
-def test_watch_waits_for_a_run_that_is_being_started(deployment: Deployment) -> None:
-    def start_later() -> None:
-        time.sleep(0.3)
+def test_watch_waits_for_a_run_that_is_being_started(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missed: list[str] = []
+    real_find_run = cli_cloud.find_run
+
+    def find_run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return real_find_run(*args, **kwargs)
+        except RunControlError:
+            missed.append("run-1")
+            raise
+
+    def start_once_watched() -> None:
+        deadline = time.monotonic() + 60
+        while not missed and time.monotonic() < deadline:  # the watch looked, found none
+            time.sleep(0.01)
         start(deployment.engine, "lin", {"n": 3}, run_id="run-1")
         drain(deployment.engine)
 
-    threading.Thread(target=start_later, daemon=True).start()
-    assert cli("watch", "run-1", "--interval", "0.05", "--wait", "10").exit_code == 0
+    monkeypatch.setattr(cli_watch, "find_run", find_run)
+    threading.Thread(target=start_once_watched, daemon=True).start()
+    assert cli("watch", "run-1", "--interval", "0.05", "--wait", "120").exit_code == 0
+    assert missed  # it waited for the run
     missing = cli("watch", "other", "--wait", "0")
     assert missing.exit_code == 2 and "no run 'other'" in missing.stderr
 

@@ -64,7 +64,7 @@ def _final_context(storage: str, run_id: str, workdir: Path) -> dict[str, Any]:
     return loaded.context
 
 
-@pytest.fixture(params=["local", "gcs"])
+@pytest.fixture(params=["local", pytest.param("gcs", marks=pytest.mark.emulators)])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "local":
         return str(tmp_path / "store")

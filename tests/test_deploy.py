@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from resumable.cli import app
+from resumable.cli._app import app
 from resumable.definition._loader import load_pipeline
 from resumable.deploy import build_bundle, build_plan, check_bundle, tfvars
 from resumable.deploy.commands import Action, Lookup, TempFile, run

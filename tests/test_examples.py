@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,12 @@ def test_demo_kills_a_run_resumes_it_and_finds_it_identical() -> None:
     assert "SIGKILL sent" in done.stdout
     assert "step synthesize skipped" in done.stdout
     assert "identical: yes" in done.stdout
+    # detect continued from the frames it had saved: the resumed run saved progress only
+    # at the frames after them (every 5 frames, not after the last), not from frame 0 again.
+    found = re.search(r"detect progress +(\d+) of (\d+) frames", done.stdout)
+    assert found, done.stdout
+    saved, total = int(found[1]), int(found[2])
+    assert 0 < saved < total
+    resumed = done.stdout.split("3. Resume the run in a new process", 1)[1]
+    saves = [line for line in resumed.splitlines() if "step detect: progress checkpoint" in line]
+    assert len(saves) == len(range(saved + 5, total, 5)), resumed

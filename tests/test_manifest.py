@@ -8,7 +8,12 @@ import orjson
 import pytest
 
 from resumable import CorruptCheckpointError
-from resumable.checkpoint._manifest import Manifest, dump_manifest, integrity_of, parse_manifest
+from resumable.checkpoint._manifest import (
+    Manifest,
+    dump_manifest,
+    integrity_of,
+    parse_manifest,
+)
 
 
 def valid_document() -> dict[str, Any]:

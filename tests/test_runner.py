@@ -4,7 +4,6 @@ and the original's checkpoint error handling."""
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -162,7 +161,7 @@ def test_an_unencodable_value_warns_naming_its_key_path() -> None:
 
 
 def test_a_diamond_runs_both_branches_in_parallel_and_joins_once() -> None:
-    barrier = threading.Barrier(2, timeout=10)
+    barrier = threading.Barrier(2, timeout=60)
     joins: list[dict[str, Any]] = []
 
     def branch(name: str) -> Any:
@@ -193,16 +192,21 @@ def test_a_diamond_runs_both_branches_in_parallel_and_joins_once() -> None:
 
 
 def test_parallel_branches_writing_the_same_key_are_a_conflict() -> None:
-    def slow_same(context: dict[str, Any]) -> dict[str, Any]:
-        time.sleep(0.05)
-        return {"shared": "right"}
+    both_running = threading.Barrier(2, timeout=60)
+
+    def writes(value: str) -> Any:
+        def run(context: dict[str, Any]) -> dict[str, Any]:
+            both_running.wait()  # the two branches run at the same time
+            return {"shared": value}
+
+        return run
 
     result = Pipeline(
         "p",
         {
             "root": lambda c: {},
-            "left": {"function": lambda c: {"shared": "left"}, "dependencies": ["root"]},
-            "right": {"function": slow_same, "dependencies": ["root"]},
+            "left": {"function": writes("left"), "dependencies": ["root"]},
+            "right": {"function": writes("right"), "dependencies": ["root"]},
         },
         storage=MemoryStore(),
         max_workers=2,

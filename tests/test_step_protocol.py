@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import threading
-import time
 from typing import Any
 
 import numpy as np
@@ -16,10 +15,11 @@ from resumable import NonRetryableError, Pipeline, RetryableError
 from resumable.errors import BadMessageError
 from resumable.serverless._control import cancel_run, record_dead_letter, resume_run, watchdog_sweep
 from resumable.serverless._messages import StartMessage, StepMessage, parse_start
-from resumable.serverless._worker import StepAttempt, handle_step
+from resumable.serverless._worker import Outcome, StepAttempt, handle_step
 from tests.serverless_fakes import (
     claim,
     drain,
+    expire_lease,
     make_engine,
     start,
     state_of,
@@ -89,24 +89,40 @@ def test_publishing_the_same_run_id_twice_makes_one_run() -> None:
 
 def test_the_same_step_message_delivered_5_times_concurrently_commits_once() -> None:
     calls: list[str] = []
-    slow = {"b": lambda c: (time.sleep(0.2), {"b": 1})[1]}
-    engine = make_engine(linear(calls, **slow))
+    outcomes: list[Any] = []
+    others_answered = threading.Event()
+
+    def b(context: dict[str, Any]) -> dict[str, Any]:
+        # The worker that claimed b holds it until every other delivery has been answered.
+        assert others_answered.wait(60), "the other deliveries never answered"
+        return {"b": 1}
+
+    engine = make_engine(linear(calls, b=b))
     start(engine, "lin", {})
     drain(engine, limit=1)  # a
     (message,) = take_messages(engine)
-    workers = [worker_like(engine) for _ in range(5)]
-    outcomes: list[Any] = []
-    threads = [
-        threading.Thread(target=lambda w=w: outcomes.append(handle_step(w, message)))
-        for w in workers
-    ]
+    together = threading.Barrier(5, timeout=60)
+    lock = threading.Lock()
+
+    def deliver() -> None:
+        worker = worker_like(engine)
+        together.wait()
+        outcome = handle_step(worker, message)
+        with lock:
+            outcomes.append(outcome)
+            if len(outcomes) == 4:
+                others_answered.set()
+
+    threads = [threading.Thread(target=deliver) for _ in range(5)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(timeout=120)
     assert calls.count("b") == 1
-    assert sum(1 for o in outcomes if o.ack) == 1
-    assert all(o.reason.startswith("another worker") for o in outcomes if not o.ack)
+    assert len(outcomes) == 5
+    busy = Outcome.retry_later("another worker holds a live lease on this step")
+    assert outcomes[:4] == [busy] * 4  # each duplicate: retry later, nothing run
+    assert outcomes[4] == Outcome.done("committed; published ['c']")  # the one that ran b
     drain(engine)
     assert commits(engine) == {"a": 1, "b": 1, "c": 1}
     assert state_of(engine, "lin").status == "completed"
@@ -115,7 +131,7 @@ def test_the_same_step_message_delivered_5_times_concurrently_commits_once() -> 
 def test_a_crash_after_the_checkpoint_write_and_before_the_commit_reruns_under_a_new_attempt(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    engine = make_engine(linear(), lease_seconds=0.2)
+    engine = make_engine(linear())
     start(engine, "lin", {})
     real_commit = StepAttempt.commit
     crashed: list[bool] = []
@@ -131,7 +147,7 @@ def test_a_crash_after_the_checkpoint_write_and_before_the_commit_reruns_under_a
     with pytest.raises(SystemExit):
         handle_step(engine, message)
     assert handle_step(worker_like(engine), message).ack is False  # lease still live
-    time.sleep(0.25)
+    expire_lease(engine, "lin", "a")  # ... until the killed worker's lease runs out
     assert handle_step(worker_like(engine), message).ack is True
     drain(engine)
     state = state_of(engine, "lin")
@@ -160,26 +176,28 @@ def test_a_crash_after_the_commit_and_before_the_publish_republishes_successors(
 
 
 def test_a_stale_worker_finishing_after_its_lease_expired_is_refused() -> None:
-    release = threading.Event()
+    running, release = threading.Event(), threading.Event()
     calls: list[str] = []
 
     def slow_a(context: dict[str, Any]) -> dict[str, Any]:
         if len(calls) == 1:
-            release.wait(5)  # the first worker stalls past its lease
+            running.set()
+            assert release.wait(60)  # the first worker stalls past its lease
         return {"a": len(calls)}
 
-    engine = make_engine(linear(calls, a=slow_a), lease_seconds=0.3)
+    engine = make_engine(linear(calls, a=slow_a))
     engine.settings = type(engine.settings)(**{**vars(engine.settings), "heartbeat_seconds": 60})
     start(engine, "lin", {})
     (message,) = take_messages(engine)
     stale: list[Any] = []
     thread = threading.Thread(target=lambda: stale.append(handle_step(engine, message)))
     thread.start()
-    time.sleep(0.5)
+    assert running.wait(60)
+    expire_lease(engine, "lin", "a")  # no heartbeat renewed it
     fresh = worker_like(engine)
     assert handle_step(fresh, message).ack is True  # took over and committed
     release.set()
-    thread.join()
+    thread.join(timeout=60)
     assert stale[0].reason == "stale attempt"
     state = state_of(engine, "lin")
     assert state.steps["a"].commits == 1 and state.steps["a"].attempt == 2
@@ -248,11 +266,12 @@ def test_a_dead_letter_for_a_step_still_running_under_its_lease_changes_nothing(
 
 
 def test_the_watchdog_republishes_a_step_whose_worker_died() -> None:
-    engine = make_engine(linear(), lease_seconds=0.1)
+    engine = make_engine(linear())
     start(engine, "lin", {})
     take_messages(engine)  # the worker that took it dies after its claim
     claim(engine, "lin", "a")
-    time.sleep(0.15)
+    assert watchdog_sweep(engine) == {}  # its lease is live
+    expire_lease(engine, "lin", "a")
     assert watchdog_sweep(engine) == {"run-1": ["a"]}
     drain(engine)
     assert state_of(engine, "lin").status == "completed"
@@ -394,13 +413,13 @@ def test_a_step_that_saves_progress_resumes_from_it_in_its_next_attempt(
                 raise SystemExit("killed")
         return {"items": 30}
 
-    engine = make_engine(linear(b=items), lease_seconds=0.1)
+    engine = make_engine(linear(b=items))
     start(engine, "lin", {})
     drain(engine, limit=1)
     (message,) = take_messages(engine)
     with pytest.raises(SystemExit):
         handle_step(engine, message)
-    time.sleep(0.15)
+    expire_lease(engine, "lin", "b")
     assert handle_step(worker_like(engine), message).ack
     assert processed == [*range(1, 26), *range(21, 31)]
     drain(engine)
@@ -408,13 +427,13 @@ def test_a_step_that_saves_progress_resumes_from_it_in_its_next_attempt(
 
 
 def test_cancelling_a_run_whose_worker_died_mid_step_ends_cancelled() -> None:
-    engine = make_engine(linear(), lease_seconds=0.1)
+    engine = make_engine(linear())
     start(engine, "lin", {})
     take_messages(engine)
     claim(engine, "lin", "a")
     state = cancel_run(engine, state_of(engine, "lin"))
     assert state.status == "running" and state.cancel_requested  # a's lease is still live
-    time.sleep(0.15)  # ... then its worker is gone for good
+    expire_lease(engine, "lin", "a")  # ... then its worker is gone for good
     watchdog_sweep(engine)
     state = state_of(engine, "lin")
     assert state.status == "cancelled" and state.steps["a"].status == "cancelled"

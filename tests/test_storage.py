@@ -17,7 +17,7 @@ from resumable.errors import ObjectNotFoundError, PreconditionFailedError, Stora
 from resumable.storage import LocalStore, MemoryStore, ObjectStore, open_store
 
 
-@pytest.fixture(params=["local", "memory", "gcs"])
+@pytest.fixture(params=["local", "memory", pytest.param("gcs", marks=pytest.mark.emulators)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     if request.param == "local":
         return LocalStore(tmp_path)

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from resumable import Pipeline
-from resumable.cli import app
+from resumable.cli._app import app
 from resumable.deploy import build_plan
 from resumable.errors import TopologyError
 from resumable.serverless._topology import MAX_DELIVERY_ATTEMPTS, DeliveryPolicy, build_topology

@@ -114,11 +114,28 @@ def push_server() -> Iterator[PushServer]:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             push = Push(time.time(), self.path, json.loads(body), dict(self.headers))
             with server.lock:
+                server.open_requests += 1
+                push.open_requests = server.open_requests
                 server.pushes.append(push)
-            time.sleep(float(push.attributes.get("sleep", "0")))
-            self.send_response(int(push.attributes.get("status", "204")))
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            try:
+                if "hold" in push.attributes:
+                    message_id = push.envelope["message"]["messageId"]
+                    wait_until(
+                        lambda: (
+                            sum(
+                                p.envelope["message"]["messageId"] == message_id
+                                for p in server.received()
+                            )
+                            >= 2
+                        ),
+                        timeout=float(push.attributes["hold"]),
+                    )
+                self.send_response(int(push.attributes.get("status", "204")))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            finally:
+                with server.lock:
+                    server.open_requests -= 1
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # keep pytest output clean

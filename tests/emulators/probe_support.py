@@ -39,6 +39,7 @@ class Push:
     path: str
     envelope: dict[str, Any]
     headers: dict[str, str]
+    open_requests: int = 1  # push requests being answered when this one arrived, itself included
 
     @property
     def attributes(self) -> dict[str, str]:
@@ -50,13 +51,14 @@ class Push:
 class PushServer:
     """A plain HTTP endpoint in this process that records raw push requests.
 
-    It answers with the status in the message attribute `status` (default 204), after
-    sleeping `sleep` seconds if that attribute is present.
+    It answers with the status in the message attribute `status` (default 204); with the
+    attribute `hold`, only once the same message has arrived again (at most `hold` seconds).
     """
 
     port: int
     pushes: list[Push] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    open_requests: int = 0
 
     def url(self, path: str = "/push") -> str:
         return f"http://127.0.0.1:{self.port}{path}"

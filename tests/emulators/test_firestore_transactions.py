@@ -18,9 +18,7 @@ compare-and-set writes where a transaction is not needed.
 
 from __future__ import annotations
 
-import statistics
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -33,7 +31,6 @@ from emulators import LocalCloud
 
 pytestmark = pytest.mark.emulators
 
-LOCK_TIMEOUT_S = 2.0  # the emulator's, measured
 CLIENT_ATTEMPTS = 5  # google-cloud-firestore's default max_attempts
 
 
@@ -58,8 +55,8 @@ def _increment(db: firestore.Client, ref: Any, on_first_read: Callable[[], objec
     body(db.transaction())
 
 
-def _race(workers: int, work: Callable[[int], None]) -> tuple[list[BaseException | None], float]:
-    """Run `work(i)` in `workers` threads at once; return each one's error and the wall time."""
+def _race(workers: int, work: Callable[[int], None]) -> list[BaseException | None]:
+    """Run `work(i)` in `workers` threads at once; return each one's error."""
     errors: list[BaseException | None] = [None] * workers
 
     def run(i: int) -> None:
@@ -69,25 +66,21 @@ def _race(workers: int, work: Callable[[int], None]) -> tuple[list[BaseException
             errors[i] = error
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(workers)]
-    started = time.monotonic()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return errors, time.monotonic() - started
+    return errors
 
 
 def test_read_write_transaction_commits_reads_and_writes_atomically(
-    db: firestore.Client, probe_facts: ProbeFacts
+    db: firestore.Client,
 ) -> None:
     run = db.collection("runs").document("r-1")
     step = db.collection("runs").document("r-1").collection("steps").document("s1")
     run.set({"n": 0, "status": "running"})
-    durations = []
     for _ in range(5):
-        started = time.monotonic()
         _increment(db, run, lambda: None)
-        durations.append(time.monotonic() - started)
 
     @firestore.transactional
     def finish(transaction: Any) -> None:
@@ -100,11 +93,6 @@ def test_read_write_transaction_commits_reads_and_writes_atomically(
     assert run_snapshot.to_dict() == {"n": 6, "status": "completed"}
     assert step_snapshot.get("status") == "completed"
     assert run_snapshot.update_time == step_snapshot.update_time  # one commit time
-    probe_facts.record(
-        "uncontended read-modify-write transaction (s, median of 5)",
-        round(statistics.median(durations), 3),
-    )
-    assert statistics.median(durations) < 0.5
 
 
 def test_preconditions_refuse_with_distinct_errors(db: firestore.Client) -> None:
@@ -151,19 +139,19 @@ def test_precondition_failure_inside_a_transaction_is_raised_not_retried(
             doc, {"n": 0}, option=db.write_option(last_update_time=first.update_time)
         )
 
-    started = time.monotonic()
     with pytest.raises(AlreadyExists):
         create_again(db.transaction())
     with pytest.raises(FailedPrecondition):
         stale_update(db.transaction())
     assert calls == 2
-    assert time.monotonic() - started < 1.0
     assert doc.get().get("n") == 2
 
 
 def test_compare_and_set_lets_exactly_one_of_many_writers_win_without_waiting(
-    db: firestore.Client, probe_facts: ProbeFacts
+    db: firestore.Client,
 ) -> None:
+    """The losers get a precondition error, not a lock timeout (ABORTED): no one waits.
+    How long the race takes: benchmarks/emulator_probes.py."""
     writers = 10
     doc = db.collection("runs").document("r-4")
     doc.set({"owner": None})
@@ -174,7 +162,7 @@ def test_compare_and_set_lets_exactly_one_of_many_writers_win_without_waiting(
         barrier.wait()
         doc.update({"owner": i}, option=db.write_option(last_update_time=base))
 
-    errors, cas_elapsed = _race(writers, claim)
+    errors = _race(writers, claim)
     assert errors.count(None) == 1
     assert all(isinstance(e, FailedPrecondition) for e in errors if e is not None)
     assert doc.get().get("owner") == errors.index(None)
@@ -186,14 +174,9 @@ def test_compare_and_set_lets_exactly_one_of_many_writers_win_without_waiting(
         barrier.wait()
         fresh.create({"owner": i})
 
-    errors, create_elapsed = _race(writers, create)
+    errors = _race(writers, create)
     assert errors.count(None) == 1
     assert all(isinstance(e, AlreadyExists) for e in errors if e is not None)
-    probe_facts.record(
-        f"{writers} racing precondition writes: winners, seconds",
-        {"last_update_time": [1, round(cas_elapsed, 3)], "create": [1, round(create_elapsed, 3)]},
-    )
-    assert cas_elapsed < 2.0 and create_elapsed < 2.0
 
 
 def test_failed_transaction_releases_its_locks_at_once(db: firestore.Client) -> None:
@@ -205,14 +188,15 @@ def test_failed_transaction_releases_its_locks_at_once(db: firestore.Client) -> 
 
     with pytest.raises(RuntimeError):
         _increment(db, doc, fail)
-    started = time.monotonic()
+    # A lock still held would make this plain write fail with ABORTED after the lock
+    # timeout (see the next test); it is written.
+    doc.update({"n": 10})
     _increment(db, doc, lambda: None)
-    assert time.monotonic() - started < 1.0
-    assert doc.get().get("n") == 1
+    assert doc.get().get("n") == 11
 
 
 def test_plain_write_to_a_document_read_in_an_open_transaction_aborts_after_lock_timeout(
-    db: firestore.Client, probe_facts: ProbeFacts
+    db: firestore.Client,
 ) -> None:
     """EMULATOR: the transaction's read lock makes a plain write wait 2 s, then fail with
     ABORTED, which the client does not retry for plain writes. In production a plain write
@@ -228,18 +212,12 @@ def test_plain_write_to_a_document_read_in_an_open_transaction_aborts_after_lock
     holder = threading.Thread(target=_increment, args=(db, doc, hold_lock))
     holder.start()
     try:
-        assert read_done.wait(timeout=10)
-        started = time.monotonic()
+        assert read_done.wait(timeout=60)
         with pytest.raises(Aborted, match="lock timeout"):
             doc.update({"n": 100})
-        waited = time.monotonic() - started
     finally:
         release.set()
-        holder.join(timeout=30)
-    probe_facts.record(
-        "plain write blocked by a transaction's lock fails after (s)", round(waited, 2)
-    )
-    assert LOCK_TIMEOUT_S - 0.5 <= waited <= LOCK_TIMEOUT_S + 2.0
+        holder.join(timeout=60)
     assert doc.get().get("n") == 1  # the transaction committed afterwards
 
 
@@ -251,26 +229,21 @@ def test_contended_transactions_on_one_document(
     """N threads each increment one counter in a read-write transaction, all reading before
     any writes (a barrier), so every one of them contends.
 
-    Measured (2 cores): N=2 → both commit in 2–4 s. N=10 → 2 to 5 commit, the others fail
-    with ValueError after their 5 attempts, all in ~10–11 s. No update is ever lost: the
-    counter equals the number of commits.
+    Measured (2 cores): N=2 → both commit. N=10 → 2 to 5 commit, the others fail with
+    ValueError after their 5 attempts. No update is ever lost: the counter equals the
+    number of commits. How long it takes: benchmarks/emulator_probes.py.
     """
     doc = db.collection("counters").document(f"n{writers}")
     doc.set({"n": 0})
     barrier = threading.Barrier(writers)
-    errors, elapsed = _race(writers, lambda _: _increment(db, doc, lambda: barrier.wait(30)))
+    errors = _race(writers, lambda _: _increment(db, doc, lambda: barrier.wait(60)))
     commits = errors.count(None)
-    probe_facts.record(
-        f"contended transactions on one document, N={writers}",
-        {"committed": commits, "seconds": round(elapsed, 2)},
-    )
+    probe_facts.record(f"contended transactions on one document, N={writers}: committed", commits)
     assert doc.get().get("n") == commits
     failures = [e for e in errors if e is not None]
     assert all(isinstance(e, ValueError) and "5 attempts" in str(e) for e in failures)
     if writers == 2:
         assert commits == 2
-        assert elapsed <= 3 * LOCK_TIMEOUT_S
     else:
         # At most one commit per lock-timeout round, and the client gives up after 5 rounds.
         assert 1 <= commits <= CLIENT_ATTEMPTS
-        assert (CLIENT_ATTEMPTS - 1) * LOCK_TIMEOUT_S <= elapsed <= 30.0

@@ -6,7 +6,6 @@ message is not acknowledged in time, is nacked, or keeps failing.
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 from google.cloud import pubsub_v1
-from probe_support import ProbeFacts, wait_until
+from probe_support import wait_until
 
 pytestmark = pytest.mark.emulators
 
@@ -42,10 +41,10 @@ def test_unacked_message_is_redelivered_after_the_ack_deadline(
     sub_path: Callable[[str, str], str],
     publisher: pubsub_v1.PublisherClient,
     subscriber: pubsub_v1.SubscriberClient,
-    probe_facts: ProbeFacts,
 ) -> None:
-    """Deadline 10 s, no ack: redelivered after ~10 s with a new ack id; acking the stale id
-    does not raise; a nack (modack 0) redelivers at once; a modack of 2 s after ~2 s.
+    """Deadline 10 s, no ack: redelivered with a new ack id; acking the stale id does not
+    raise; a nack (modack 0) and a modack of 2 s redeliver it too. (After how long:
+    benchmarks/emulator_probes.py.)
 
     EMULATOR NOTE: a Pull that finds nothing holds until about 1 s before the client's
     timeout, then returns an empty list — so pull with a short timeout.
@@ -56,43 +55,25 @@ def test_unacked_message_is_redelivered_after_the_ack_deadline(
     publisher.publish(topic, b"late").result()
 
     [first] = _pull(subscriber, subscription, timeout=10)
-    pulled_at = time.monotonic()
     assert first.delivery_attempt == 0  # no dead-letter policy: no count (None in subscribe)
-    [second] = _pull_until_any(subscriber, subscription, timeout=20)
-    after_deadline = time.monotonic() - pulled_at
+    [second] = _pull_until_any(subscriber, subscription, timeout=60)
     assert second.message.message_id == first.message.message_id
     assert second.ack_id != first.ack_id
-    assert 9.0 <= after_deadline <= 13.0
     subscriber.acknowledge(subscription=subscription, ack_ids=[first.ack_id])  # stale: no error
 
-    nacked_at = time.monotonic()
     subscriber.modify_ack_deadline(
         subscription=subscription, ack_ids=[second.ack_id], ack_deadline_seconds=0
     )
-    [third] = _pull(subscriber, subscription, timeout=5)
-    after_nack = time.monotonic() - nacked_at
+    [third] = _pull_until_any(subscriber, subscription, timeout=60)
     assert third.message.message_id == first.message.message_id
 
-    extended_at = time.monotonic()
     subscriber.modify_ack_deadline(
         subscription=subscription, ack_ids=[third.ack_id], ack_deadline_seconds=2
     )
-    [fourth] = _pull_until_any(subscriber, subscription, timeout=10)
-    after_modack = time.monotonic() - extended_at
+    [fourth] = _pull_until_any(subscriber, subscription, timeout=60)
+    assert fourth.message.message_id == first.message.message_id
     subscriber.acknowledge(subscription=subscription, ack_ids=[fourth.ack_id])
-    probe_facts.record(
-        "pull redelivery (s): ack deadline 10 s / nack / modack 2 s",
-        [round(after_deadline, 2), round(after_nack, 3), round(after_modack, 2)],
-    )
-    assert after_nack < 1.0
-    assert 1.5 <= after_modack <= 4.0
-
-    empty_started = time.monotonic()
-    assert _pull(subscriber, subscription, timeout=3) == []
-    probe_facts.record(
-        "empty pull with a 3 s timeout returns after (s)",
-        round(time.monotonic() - empty_started, 2),
-    )
+    assert _pull(subscriber, subscription, timeout=3) == []  # acked: gone
 
 
 def test_streaming_pull_delivers_each_message_once_when_acked(
@@ -100,7 +81,6 @@ def test_streaming_pull_delivers_each_message_once_when_acked(
     sub_path: Callable[[str, str], str],
     publisher: pubsub_v1.PublisherClient,
     subscriber: pubsub_v1.SubscriberClient,
-    probe_facts: ProbeFacts,
 ) -> None:
     """subscribe() (StreamingPull) gets all messages with data and attributes, with
     FlowControl capping the callbacks in flight."""
@@ -127,18 +107,12 @@ def test_streaming_pull_delivers_each_message_once_when_acked(
         subscription, callback, flow_control=pubsub_v1.types.FlowControl(max_messages=5)
     )
     try:
-        started = time.monotonic()
         futures = [publisher.publish(topic, f"m{i}".encode(), seq=str(i)) for i in range(count)]
         for future in futures:
             future.result()
-        assert wait_until(lambda: len(received) >= count, timeout=30)
-        elapsed = time.monotonic() - started
-        time.sleep(1.0)  # anything redelivered at once would show up here
+        assert wait_until(lambda: len(received) >= count, timeout=120)
     finally:
         stream.cancel()
-    probe_facts.record(
-        f"StreamingPull: {count} messages published and acked (s)", round(elapsed, 2)
-    )
     assert len(received) == count
     assert {data for data, _ in received} == {f"m{i}".encode() for i in range(count)}
     assert all(attrs["seq"] == data.decode()[1:] for data, attrs in received)
@@ -150,7 +124,6 @@ def test_streaming_pull_counts_delivery_attempts_then_dead_letters(
     sub_path: Callable[[str, str], str],
     publisher: pubsub_v1.PublisherClient,
     subscriber: pubsub_v1.SubscriberClient,
-    probe_facts: ProbeFacts,
 ) -> None:
     """With a dead-letter policy, delivery_attempt runs 1..max; nacks without a retry policy
     redeliver at once; then the message goes to the dead-letter topic. Attempts outside
@@ -186,10 +159,10 @@ def test_streaming_pull_counts_delivery_attempts_then_dead_letters(
             "dead_letter_policy": {"dead_letter_topic": dead_topic, "max_delivery_attempts": 5},
         }
     )
-    seen: list[tuple[float, int | None]] = []
+    seen: list[int | None] = []
 
     def always_nack(message: Any) -> None:
-        seen.append((time.monotonic(), message.delivery_attempt))
+        seen.append(message.delivery_attempt)
         message.nack()
 
     stream = subscriber.subscribe(subscription, always_nack)
@@ -197,16 +170,12 @@ def test_streaming_pull_counts_delivery_attempts_then_dead_letters(
     dead_stream = subscriber.subscribe(dead_sub, dead.append)
     try:
         publisher.publish(topic, b"bad input", step="s1").result()
-        assert wait_until(lambda: bool(dead), timeout=20)
-        time.sleep(0.5)
+        assert wait_until(lambda: bool(dead), timeout=120)
     finally:
         stream.cancel()
         dead_stream.cancel()
 
-    assert [attempt for _, attempt in seen] == list(range(1, attempts + 1))
-    gaps = [round(b[0] - a[0], 3) for a, b in itertools.pairwise(seen)]
-    probe_facts.record("StreamingPull nack→redelivery gaps, no retry policy (s)", gaps)
-    assert all(gap < 1.0 for gap in gaps)
+    assert seen == list(range(1, attempts + 1))
     [letter] = dead
     letter.ack()
     assert letter.data == b"bad input"

@@ -8,16 +8,13 @@ push within the retry policy, then dead-lettering; redelivery past the ack deadl
 from __future__ import annotations
 
 import base64
-import itertools
-import statistics
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from google.cloud import pubsub_v1
-from probe_support import FunctionProcess, ProbeFacts, PushServer, wait_until
+from probe_support import FunctionProcess, PushServer, wait_until
 
 pytestmark = pytest.mark.emulators
 
@@ -100,9 +97,10 @@ def test_push_answer_status_decides_ack_or_redelivery(
     for status, key in keys.items():
         publisher.publish(topic, b"x", key=key, status=str(status)).result()
     for key in keys.values():
-        assert push_server.wait_for(1, key)
-    # A nack comes back after the 1 s minimum backoff; 2.5 s more tells the two cases apart.
-    time.sleep(2.5)
+        assert push_server.wait_for(1, key, timeout=60)
+    # Every nacked message comes back after the 1 s backoff; an acked one would have too.
+    for status in NACKING_STATUSES:
+        push_server.wait_for(2, keys[status], timeout=60)
     deliveries = {status: len(push_server.received(key)) for status, key in keys.items()}
     assert all(deliveries[s] == 1 for s in ACKING_STATUSES), deliveries
     assert all(deliveries[s] >= 2 for s in NACKING_STATUSES), deliveries
@@ -114,10 +112,10 @@ def test_cloudevent_function_receives_data_and_attributes_intact(
     publisher: pubsub_v1.PublisherClient,
     subscriber: pubsub_v1.SubscriberClient,
     cloudevent_function: FunctionProcess,
-    probe_facts: ProbeFacts,
 ) -> None:
     """functions-framework turns the push body into a CloudEvent whose source is the topic
-    named in the endpoint path and whose data is {"message": {...}} without `subscription`."""
+    named in the endpoint path and whose data is {"message": {...}} without `subscription`.
+    How long the push takes: benchmarks/emulator_probes.py."""
     topic = make_topic("cloudevent")
     _push_subscription(
         subscriber, sub_path(topic, "ff"), topic, cloudevent_function.endpoint(topic)
@@ -126,7 +124,7 @@ def test_cloudevent_function_receives_data_and_attributes_intact(
     attributes = {"pipeline": "dataprep", "run_id": "r-42", "step": "décode", "empty": ""}
     message_id = publisher.publish(topic, data, **attributes).result()
 
-    [event] = cloudevent_function.wait_for(topic, 1, timeout=15)
+    [event] = cloudevent_function.wait_for(topic, 1, timeout=60)
     assert event["type"] == "google.cloud.pubsub.topic.v1.messagePublished"
     assert event["source"] == f"//pubsub.googleapis.com/{topic}"
     assert event["specversion"] == "1.0"
@@ -138,21 +136,6 @@ def test_cloudevent_function_receives_data_and_attributes_intact(
     assert message["messageId"] == message_id
     assert event["time"] == message["publishTime"]
 
-    # Latency from publish to the function running, one message at a time.
-    latencies = []
-    for i in range(10):
-        sent = time.time()
-        publisher.publish(topic, b"ping", seq=str(i)).result()
-        received = cloudevent_function.wait_for(topic, i + 2, timeout=15)
-        assert len(received) == i + 2
-        latencies.append(received[-1]["received_at"] - sent)
-    median = statistics.median(latencies)
-    probe_facts.record(
-        "push latency publish→function (s, 10 samples)",
-        {"median": round(median, 3), "max": round(max(latencies), 3)},
-    )
-    assert median < 1.0  # measured ≈ 0.1 s on the 2-core dev machine
-
 
 def test_failing_function_is_redelivered_within_retry_policy_then_dead_lettered(
     make_topic: Callable[[str], str],
@@ -160,11 +143,11 @@ def test_failing_function_is_redelivered_within_retry_policy_then_dead_lettered(
     publisher: pubsub_v1.PublisherClient,
     subscriber: pubsub_v1.SubscriberClient,
     cloudevent_function: FunctionProcess,
-    probe_facts: ProbeFacts,
 ) -> None:
     """An exception in the function answers 500; the emulator redelivers with the policy's
     backoff and, after max_delivery_attempts deliveries, publishes to the dead-letter topic
-    with the original data and attributes plus the CloudPubSubDeadLetter* attributes."""
+    with the original data and attributes plus the CloudPubSubDeadLetter* attributes.
+    The gaps between deliveries: benchmarks/emulator_probes.py."""
     min_backoff, max_backoff, attempts = 1.0, 4.0, 5
     topic = make_topic("failing")
     dead_topic = make_topic("failing-dead")
@@ -181,35 +164,18 @@ def test_failing_function_is_redelivered_within_retry_policy_then_dead_lettered(
         },
         dead_letter_policy={"dead_letter_topic": dead_topic, "max_delivery_attempts": attempts},
     )
-    published = time.time()
     message_id = publisher.publish(topic, b"poison", fail="1", run_id="r-7").result()
 
     dead_letters: list[Any] = []
     stream = subscriber.subscribe(dead_sub, dead_letters.append)
     try:
-        assert wait_until(lambda: bool(dead_letters), timeout=40)
-        dead_at = time.time()
-        time.sleep(2.0)  # a sixth delivery, if any, would come within the backoff bound
+        assert wait_until(lambda: bool(dead_letters), timeout=120)
     finally:
         stream.cancel()
 
     deliveries = cloudevent_function.events(topic)
-    times = [e["received_at"] for e in deliveries]
-    gaps = [round(b - a, 2) for a, b in itertools.pairwise(times)]
-    probe_facts.record(
-        "push retry gaps (s), retry policy 1–4 s, 500 answers",
-        {
-            "gaps": gaps,
-            "last_delivery_to_dead_letter_s": round(dead_at - times[-1], 2),
-            "publish_to_dead_letter_s": round(dead_at - published, 2),
-        },
-    )
     assert len(deliveries) == attempts
     assert {e["id"] for e in deliveries} == {message_id}
-    # Best effort on both: the first retry waits at least the minimum (0.1 s timer slack);
-    # no gap exceeds the maximum by more than the emulator's ~1 s delivery tick.
-    assert all(gap >= min_backoff - 0.1 for gap in gaps), gaps
-    assert all(gap <= max_backoff + 1.0 for gap in gaps), gaps
 
     [letter] = dead_letters
     letter.ack()
@@ -233,24 +199,19 @@ def test_push_slower_than_ack_deadline_is_delivered_again_while_running(
     publisher: pubsub_v1.PublisherClient,
     subscriber: pubsub_v1.SubscriberClient,
     push_server: PushServer,
-    probe_facts: ProbeFacts,
 ) -> None:
     """A push not answered within the ack deadline counts as a nack: the same message arrives
     again while the first request still runs. Long steps therefore hold a lease with
-    heartbeats in Firestore instead of relying on the ack deadline."""
-    deadline = 10  # the minimum ack deadline
+    heartbeats in Firestore instead of relying on the ack deadline. (After how long:
+    benchmarks/emulator_probes.py.)"""
     topic = make_topic("slow")
     _push_subscription(
         subscriber, sub_path(topic, "push"), topic, push_server.url(), ack_deadline_seconds=10
     )
     key = uuid.uuid4().hex
-    publisher.publish(topic, b"slow", key=key, sleep=str(deadline + 2)).result()
+    publisher.publish(topic, b"slow", key=key, hold="120").result()  # answered once redelivered
 
-    pushes = push_server.wait_for(2, key, timeout=deadline + 5)
-    assert len(pushes) == 2
-    redelivered_after = pushes[1].at - pushes[0].at
-    probe_facts.record(
-        "push redelivery while first push runs, ack deadline 10 s (s)", round(redelivered_after, 2)
-    )
+    pushes = push_server.wait_for(2, key, timeout=120)
+    assert len(pushes) >= 2
     assert pushes[0].envelope["message"]["messageId"] == pushes[1].envelope["message"]["messageId"]
-    assert deadline - 0.5 <= redelivered_after <= deadline + 3
+    assert pushes[1].open_requests == 2  # the first request was still being answered

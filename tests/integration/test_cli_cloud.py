@@ -94,9 +94,11 @@ def test_status_of_an_unknown_run_exits_2(stack_env: dict[str, str]) -> None:
 def test_cancel_during_a_step_ends_the_run_cancelled_before_the_next_step(
     stack_env: dict[str, str], tmp_path: Path
 ) -> None:
-    run_id = start(stack_env, tmp_path, b={"sleep": 5})
+    release = tmp_path / "release"
+    run_id = start(stack_env, tmp_path, b={"wait_for": str(release)})
     wait_file(tmp_path / "started-b")
     cancelled = resumable(stack_env, "cancel", run_id)
+    release.touch()  # b finishes only once the cancel is in
     assert cancelled.returncode == 0, cancelled.stderr
     assert "b is running and finishes first" in cancelled.stdout
     watched = resumable(stack_env, "watch", run_id, "--interval", "0.2", "--json")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,23 +13,19 @@ import pytest
 pytestmark = [pytest.mark.emulators, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-BUDGET_SECONDS = 90
 
 
 def test_the_serverless_demo_resumes_a_killed_step_and_exits_0() -> None:
-    started = time.monotonic()
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "serverless_demo.py"), "--plain"],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=3 * BUDGET_SECONDS,  # a loaded machine may be slower; the budget is below
+        timeout=600,  # a guard against a hang; how long it takes is not what this checks
     )
-    took = time.monotonic() - started
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert "SIGKILL to the process group" in output
     assert "restarting it (restart #1)" in output
     assert "identical: yes" in output
     assert "run completed" in output
-    assert took < 2 * BUDGET_SECONDS, f"the demo took {took:.0f}s\n{output}"

@@ -18,6 +18,7 @@ import orjson
 import pytest
 from google.cloud import pubsub_v1  # type: ignore[attr-defined,unused-ignore]
 
+from resumable.dev._functions import FunctionProcess
 from resumable.dev._stack import DevStack
 from resumable.serverless._control import get_run
 from resumable.serverless._engine import Engine
@@ -63,6 +64,14 @@ def wait_file(path: Path, timeout: float = 60) -> None:
     while not path.exists():
         assert time.monotonic() < deadline, f"{path.name} never appeared"
         time.sleep(0.05)
+
+
+def wait_lease_expired(engine: Engine, run_id: str, pipeline: str, step: str) -> None:
+    """Until the step's lease, held by a worker that does not renew it, has run out."""
+    lease = wait_for(engine, run_id, pipeline, lambda s: s.steps[step].lease_expires is not None)
+    expires = lease.steps[step].lease_expires or 0
+    while time.time() <= expires:
+        time.sleep(max(0.05, expires - time.time()))
 
 
 def commits(state: RunState) -> dict[str, int]:
@@ -183,11 +192,12 @@ def test_a_stale_worker_finishing_after_another_took_over_is_refused(
     from resumable.serverless._control import start_run
     from resumable.serverless._messages import StartMessage
 
+    release = workdir / "release"
     start_run(
         stale_worker,
         StartMessage(
             pipeline="exhaust",
-            params={"workdir": str(workdir), "faults": {"x": {"sleep_first": 2.5}}},
+            params={"workdir": str(workdir), "faults": {"x": {"wait_first_for": str(release)}}},
             run_id=run_id,
         ),
     )
@@ -196,9 +206,10 @@ def test_a_stale_worker_finishing_after_another_took_over_is_refused(
     thread = threading.Thread(target=lambda: outcomes.append(handle_step(stale_worker, message)))
     thread.start()
     wait_file(workdir / "started-x")
-    time.sleep(1.2)  # the stale worker's lease has expired
+    wait_lease_expired(fresh_worker, run_id, "exhaust", "x")  # no heartbeat renews it
     taken_over = handle_step(fresh_worker, message)
-    thread.join()
+    release.touch()
+    thread.join(timeout=60)
     assert taken_over.ack and taken_over.reason.startswith("committed")
     assert outcomes[0].reason == "stale attempt"
     state = get_run(fresh_worker, run_id, pipeline="exhaust")
@@ -260,8 +271,12 @@ def test_a_diamond_runs_both_branches_in_parallel_and_joins_once(
     stack: DevStack, engine: Engine, workdir: Path
 ) -> None:
     run_id = new_run()
-    params = {"workdir": str(workdir), "faults": {"left": {"sleep": 1.5}, "right": {"sleep": 1.5}}}
-    started = time.monotonic()
+    # Each branch finishes only once the other has started: they must overlap.
+    faults = {
+        "left": {"wait_for": str(workdir / "started-right")},
+        "right": {"wait_for": str(workdir / "started-left")},
+    }
+    params = {"workdir": str(workdir), "faults": faults}
     publish_start(stack, "diamond", params, run_id)
     state = wait_for(engine, run_id, "diamond", finished)
     assert state.status == "completed"
@@ -270,15 +285,37 @@ def test_a_diamond_runs_both_branches_in_parallel_and_joins_once(
     assert left.started_at < right.finished_at and right.started_at < left.finished_at  # overlap
     assert calls(workdir) == {"root": 1, "left": 1, "right": 1, "join": 1}
     assert commits(state) == {"root": 1, "left": 1, "right": 1, "join": 1}
-    assert time.monotonic() - started < 30
+
+
+class FunctionLog:
+    """What a function process logged from now on (its log file is shared by the session)."""
+
+    def __init__(self, process: FunctionProcess) -> None:
+        self.path = process.log_path
+        self.offset = self.path.stat().st_size if self.path.exists() else 0
+
+    def messages(self) -> list[str]:
+        with open(self.path, "rb") as log:
+            log.seek(self.offset)
+            lines = log.read().decode(errors="replace").splitlines()
+        # Structured JSON lines, and plain ones logged before cloud logging is set up.
+        return [
+            str(orjson.loads(line).get("message", "")) if line[:1] == "{" else line
+            for line in lines
+        ]
 
 
 def test_bad_messages_are_acked_with_their_reason_recorded_on_a_known_run(
     stack: DevStack, engine: Engine, workdir: Path
 ) -> None:
     run_id = new_run()
-    publish_start(stack, "faulty", {"workdir": str(workdir), "faults": {"b": {"sleep": 3}}}, run_id)
+    release = workdir / "release"
+    params = {"workdir": str(workdir), "faults": {"b": {"wait_for": str(release)}}}
+    publish_start(stack, "faulty", params, run_id)
     wait_file(workdir / "started-b")
+    [start_function] = [p for p in stack.functions.values() if p.spec.target == "start_run"]
+    start_log = FunctionLog(start_function)
+    step_log = FunctionLog(stack.step_process("faulty", "c"))
     publisher = pubsub_v1.PublisherClient()
     start_topic = publisher.topic_path(stack.project, f"{stack.prefix}-start")
     step_topic = publisher.topic_path(stack.project, f"{stack.prefix}-faulty-c")
@@ -291,9 +328,35 @@ def test_bad_messages_are_acked_with_their_reason_recorded_on_a_known_run(
     ]
     for topic, data in garbage:
         publisher.publish(topic, data).result(timeout=30)
+
+    # Every rejection is logged with its reason; those naming the run are recorded on it,
+    # while it is running: a stray message cannot fail a healthy run.
+    rejected = {
+        "bad start message, acked: the start message is not JSON": start_log,
+        "bad start message, acked: invalid start message: params: Field required": start_log,
+        "bad start message, acked: invalid start message: run_id: Value error, run id '../x' "
+        "is not a safe id": start_log,
+        "bad step message, acked: the step message is not JSON": step_log,
+        "bad step message, acked: pipeline 'faulty' has no step 'zzz'": step_log,
+    }
+
+    def logged(reason: str, log: FunctionLog) -> list[str]:
+        return [m for m in log.messages() if reason in m]
+
+    wait_for(engine, run_id, "faulty", lambda s: len(s.rejected_messages) == 2)
+    deadline = time.monotonic() + 60
+    while not all(logged(reason, log) for reason, log in rejected.items()):
+        assert time.monotonic() < deadline, (start_log.messages(), step_log.messages())
+        time.sleep(0.2)
+    assert get_run(engine, run_id, pipeline="faulty").status == "running"
+    release.touch()
     state = wait_for(engine, run_id, "faulty", finished)
-    assert state.status == "completed"  # stray messages cannot fail a healthy run
+
+    assert state.status == "completed"
     assert commits(state) == {"a": 1, "b": 1, "c": 1}
-    reasons = "\n".join(state.rejected_messages)
-    assert "params: Field required" in reasons
-    assert "pipeline 'faulty' has no step 'zzz'" in reasons
+    reasons = sorted(state.rejected_messages)
+    assert "params: Field required" in reasons[0]
+    assert "pipeline 'faulty' has no step 'zzz'" in reasons[1]
+    # Acked: answered 2xx once, never redelivered (a redelivery would be logged again).
+    for reason, log in rejected.items():
+        assert len(logged(reason, log)) == 1, (reason, log.messages())

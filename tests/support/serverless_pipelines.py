@@ -3,7 +3,8 @@
 Faults are chosen per run through the params, so one deployment serves every test:
 ``{"workdir": DIR, "faults": {"b": {"hang_first": true, "retryable_failures": 2,
 "nonretryable": true, "always_retryable": true, "sleep": 1.0,
-"sleep_first": 2.0}}}``. Every call appends
+"wait_first_for": PATH, "wait_for": PATH}}}`` (``wait_*`` hold the step until the test
+creates PATH). Every call appends
 the step's name to ``DIR/calls.log`` and creates ``DIR/started-{step}``, so a test can
 count calls across function processes.
 """
@@ -29,6 +30,12 @@ def _append(path: Path, line: str) -> int:
         return sum(1 for existing in f.read().split() if existing == line)
 
 
+def _wait_for_file(path: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def faulty_step(name: str) -> Any:
     def run(context: dict[str, Any]) -> dict[str, Any]:
         workdir = Path(context["workdir"])
@@ -37,8 +44,10 @@ def faulty_step(name: str) -> Any:
         faults = context.get("faults", {}).get(name, {})
         if faults.get("hang_first") and calls == 1:
             time.sleep(300)  # the test kills this process
-        if faults.get("sleep_first") and calls == 1:
-            time.sleep(float(faults["sleep_first"]))
+        if faults.get("wait_first_for") and calls == 1:
+            _wait_for_file(Path(faults["wait_first_for"]))
+        if faults.get("wait_for"):
+            _wait_for_file(Path(faults["wait_for"]))
         if faults.get("sleep"):
             time.sleep(float(faults["sleep"]))
         if calls <= int(faults.get("retryable_failures", 0)):

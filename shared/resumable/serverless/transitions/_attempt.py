@@ -85,7 +85,9 @@ def claim(
     if record.status in (StepStatus.ERROR, StepStatus.CANCELLED):
         return Decision(Claim(ClaimKind.FINISHED, reason=f"step is {record.status}"))
     if lease_live(record, now):
-        return Decision(Claim(ClaimKind.BUSY, reason="another worker holds a live lease"))
+        return Decision(
+            Claim(ClaimKind.BUSY, reason="another worker holds a live lease on this step")
+        )
     definition = spec.steps[step]
     if not dependencies_done(state, definition):
         return Decision(Claim(ClaimKind.NOT_READY, reason="its dependencies have not completed"))
