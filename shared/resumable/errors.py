@@ -155,6 +155,8 @@ class ContentionError(ResumableError):
 
 
 class RunNotFoundError(ResumableError, KeyError):
+    """There is no run document of that id."""
+
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "run not found"
 

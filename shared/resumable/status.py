@@ -7,6 +7,8 @@ from enum import StrEnum
 
 
 class RunStatus(StrEnum):
+    """The status of a run."""
+
     NOT_STARTED = "not_started"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -15,10 +17,13 @@ class RunStatus(StrEnum):
 
     @property
     def finished(self) -> bool:
+        """The run ended: ``completed``, ``error`` or ``cancelled``."""
         return self in (RunStatus.COMPLETED, RunStatus.ERROR, RunStatus.CANCELLED)
 
 
 class StepStatus(StrEnum):
+    """The status of a step (in a run's record or document)."""
+
     NOT_STARTED = "not_started"
     QUEUED = "queued"  # serverless only: its message is published, no worker has it yet
     RUNNING = "running"

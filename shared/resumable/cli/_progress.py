@@ -71,30 +71,39 @@ class RunBoard:
 
     def _record(self, event: RunEvent) -> str:
         now = time.monotonic()
-        row = self.steps.get(event.step or "")
-        attempt = f"attempt {event.attempt}"
         if event.kind == "run_started":
-            self.status = "running"
-            self.started = now
-            if event.detail == "resumed":
-                how = "resumed from its checkpoint"
-            elif self.resume_requested:
-                how = "started from the beginning (no checkpoint to resume)"
-            else:
-                how = "started"
-            return f"run {self.run_id} of {self.pipeline} {how}; checkpoints in {self.run_folder}"
+            return self._run_started(event, now)
         if event.kind == "run_finished":
-            self.status = event.detail
-            self.finished = now
-            if event.detail == "cancelled":  # as the run's result records them
-                for waiting in self.steps.values():
-                    if waiting.status == StepStatus.NOT_STARTED.value:
-                        waiting.status = StepStatus.CANCELLED.value
-            return f"run {self.run_id} {event.detail} after {now - self.started:.2f}s"
+            return self._run_finished(event, now)
         if event.kind.startswith("checkpoint"):
             return self._checkpoint(event)
+        row = self.steps.get(event.step or "")
         if row is None:
             return f"{event.kind} {event.detail}".strip()
+        return self._step_event(event, row, now)
+
+    def _run_started(self, event: RunEvent, now: float) -> str:
+        self.status = "running"
+        self.started = now
+        if event.detail == "resumed":
+            how = "resumed from its checkpoint"
+        elif self.resume_requested:
+            how = "started from the beginning (no checkpoint to resume)"
+        else:
+            how = "started"
+        return f"run {self.run_id} of {self.pipeline} {how}; checkpoints in {self.run_folder}"
+
+    def _run_finished(self, event: RunEvent, now: float) -> str:
+        self.status = event.detail
+        self.finished = now
+        if event.detail == "cancelled":  # as the run's result records them
+            for waiting in self.steps.values():
+                if waiting.status == StepStatus.NOT_STARTED.value:
+                    waiting.status = StepStatus.CANCELLED.value
+        return f"run {self.run_id} {event.detail} after {now - self.started:.2f}s"
+
+    def _step_event(self, event: RunEvent, row: StepRow, now: float) -> str:
+        attempt = f"attempt {event.attempt}"
         row.attempts = max(row.attempts, event.attempt or 0)
         if event.kind == "step_started":
             row.status, row.started, row.duration = StepStatus.RUNNING.value, now, None

@@ -22,9 +22,7 @@ JSONValue = Any
 
 def summarize(value: Any) -> JSONValue:
     """A JSON-serialisable stand-in for ``value``: itself when it is JSON already."""
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, int):
+    if value is None or isinstance(value, bool | str | int):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else {"type": "float", "value": repr(value)}
@@ -38,6 +36,11 @@ def summarize(value: Any) -> JSONValue:
             return sorted(items)
         except TypeError:
             return items
+    return _scalar(value)
+
+
+def _scalar(value: Any) -> JSONValue:
+    """A stand-in for a value JSON has no type for."""
     if isinstance(value, bytes | bytearray | memoryview):
         return {"type": type(value).__name__, "size": len(value)}
     if isinstance(value, dt.datetime | dt.date | dt.time):

@@ -115,10 +115,12 @@ class Bootstrap:
 
     @property
     def deployer_email(self) -> str:
+        """The account Cloud Build deploys as."""
         return service_account_email(account_id(self.prefix, "deployer"), self.project)
 
     @property
     def builder_email(self) -> str:
+        """The account that builds the functions' images."""
         return service_account_email(account_id(self.prefix, "builder"), self.project)
 
     @property
@@ -128,6 +130,7 @@ class Bootstrap:
 
     @property
     def state_bucket(self) -> str:
+        """The bucket of the Terraform state."""
         return bucket_name(self.project, self.prefix, "tfstate")
 
 

@@ -69,10 +69,12 @@ class Action:
 
     @property
     def lookups(self) -> list[Lookup]:
+        """The values this command reads from the output of earlier ones, in order."""
         return list(dict.fromkeys(a for a in self._args if isinstance(a, Lookup)))
 
     @property
     def files(self) -> list[TempFile]:
+        """The temporary files this command reads, in order."""
         return list(dict.fromkeys(a for a in self._args if isinstance(a, TempFile)))
 
     @property
@@ -164,24 +166,8 @@ def run(
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     """Run the actions in order; raise :class:`DeployError` at the first failure."""
-    looked_up: dict[tuple[str, ...], str] = {}
     with tempfile.TemporaryDirectory(prefix="resumable-deploy-") as folder:
-
-        def resolve(args: Sequence[Arg]) -> list[str]:
-            out = []
-            for arg in args:
-                if isinstance(arg, Lookup):
-                    if arg.command not in looked_up:
-                        looked_up[arg.command] = _check(runner, list(arg.command)).stdout.strip()
-                    out.append(arg.before + looked_up[arg.command] + arg.after)
-                elif isinstance(arg, TempFile):
-                    path = Path(folder) / arg.name
-                    path.write_text(arg.content)
-                    out.append(f"{arg.flag}={path}")
-                else:
-                    out.append(arg)
-            return out
-
+        arguments = _Arguments(runner, Path(folder))
         for action in deploy_actions:
             echo(f"# {action.summary}")
             command = action.command
@@ -190,7 +176,7 @@ def run(
                     echo("  exists")
                     continue
                 command = action.update
-            args = resolve(command)
+            args = arguments.resolve(command)
             result = runner(args)
             for _ in range(RETRIES if action.retry else 0):
                 if result.returncode == 0:
@@ -202,6 +188,32 @@ def run(
                     echo("  exists")
                     continue
                 raise DeployError(_failure(args, result))
+
+
+class _Arguments:
+    """Turns a command's arguments into strings: a value looked up from the output of
+    an earlier command (run once), a file written into ``folder``."""
+
+    def __init__(self, runner: Runner, folder: Path) -> None:
+        self.runner = runner
+        self.folder = folder
+        self.looked_up: dict[tuple[str, ...], str] = {}
+
+    def resolve(self, args: Sequence[Arg]) -> list[str]:
+        out = []
+        for arg in args:
+            if isinstance(arg, Lookup):
+                if arg.command not in self.looked_up:
+                    found = _check(self.runner, list(arg.command)).stdout.strip()
+                    self.looked_up[arg.command] = found
+                out.append(arg.before + self.looked_up[arg.command] + arg.after)
+            elif isinstance(arg, TempFile):
+                path = self.folder / arg.name
+                path.write_text(arg.content)
+                out.append(f"{arg.flag}={path}")
+            else:
+                out.append(arg)
+        return out
 
 
 def _check(runner: Runner, args: list[str]) -> subprocess.CompletedProcess[str]:

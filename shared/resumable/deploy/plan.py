@@ -103,14 +103,17 @@ class DeploymentPlan:
 
     @property
     def prefix(self) -> str:
+        """The prefix of every topic, subscription and function name."""
         return self.topology.prefix
 
     @property
     def runtime_email(self) -> str:
+        """The account the functions run as."""
         return service_account_email(self.runtime_account, self.project)
 
     @property
     def trigger_email(self) -> str:
+        """The account Pub/Sub pushes to the functions as (its OIDC token)."""
         return service_account_email(self.trigger_account, self.project)
 
     @property
@@ -121,26 +124,32 @@ class DeploymentPlan:
 
     @property
     def collection(self) -> str:
+        """The Firestore collection of run documents."""
         return self.settings.collection
 
     @property
     def database(self) -> str:
+        """The Firestore database."""
         return self.settings.database
 
     @property
     def ttl_field(self) -> str:
+        """The field the TTL policy deletes finished run documents by."""
         return EXPIRE_AT
 
     @property
     def indexes(self) -> tuple[tuple[tuple[str, str], ...], ...]:
+        """The composite indexes the run store's queries need."""
         return COMPOSITE_INDEXES
 
     @property
     def run_retention_days(self) -> int:
+        """How long a finished run's checkpoints and document are kept."""
         return int(self.settings.run_retention_days)
 
     @property
     def functions(self) -> list[FunctionSpec]:
+        """Every function of the deployment."""
         return self.topology.functions
 
     @property
@@ -340,6 +349,7 @@ def account_id(prefix: str, role: str) -> str:
 
 
 def service_account_email(account: str, project: str) -> str:
+    """The e-mail address of service account ``account`` of ``project``."""
     return f"{account}@{project}.iam.gserviceaccount.com"
 
 

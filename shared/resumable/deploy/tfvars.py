@@ -96,4 +96,5 @@ def write_tfvars(plan: DeploymentPlan, path: Path, *, source_dir: Path) -> dict[
 
 
 def dumps(variables: dict[str, Any]) -> str:
+    """The variables as the JSON of a ``.tfvars.json`` file."""
     return json.dumps(variables, indent=2, ensure_ascii=False) + "\n"

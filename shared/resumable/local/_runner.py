@@ -138,7 +138,7 @@ class InProcessRun(StepCalls):
         return self._finish(status, time.monotonic() - started)
 
     def _schedule(self) -> RunStatus:
-        state = self._state
+        """Run ready steps (several at once with ``max_workers > 1``) until the run ends."""
         running: dict[Future[Any], str] = {}
         isolated = self.options.max_workers > 1
         executor = (
@@ -150,27 +150,12 @@ class InProcessRun(StepCalls):
             while True:
                 if self.stop_event.is_set() and not running:
                     return RunStatus.CANCELLED
-                if not state.failed and not self.stop_event.is_set():
-                    busy = set(running.values())
-                    for step in self.spec.ready_steps(state.completed):
-                        if step in busy:
-                            continue
-                        if executor is None:
-                            self._run_step(step, isolated=False)
-                            break
-                        if len(running) >= self.options.max_workers:
-                            break
-                        future = executor.submit(
-                            contextvars.copy_context().run, self._run_step, step, isolated=True
-                        )
-                        running[future] = step
+                if not self._state.failed and not self.stop_event.is_set():
+                    self._dispatch(running, executor)
                 if not running:
-                    if state.failed:
-                        return RunStatus.ERROR
-                    if self.stop_event.is_set():
-                        return RunStatus.CANCELLED
-                    if not self.spec.ready_steps(state.completed):
-                        return RunStatus.COMPLETED
+                    status = self._status_when_idle()
+                    if status is not None:
+                        return status
                     continue
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for future in done:
@@ -179,6 +164,35 @@ class InProcessRun(StepCalls):
         finally:
             if executor is not None:
                 executor.shutdown(wait=True)
+
+    def _dispatch(
+        self, running: dict[Future[Any], str], executor: ThreadPoolExecutor | None
+    ) -> None:
+        """Start the ready steps: the first one here and now without an executor, as many
+        as there are free workers with one."""
+        busy = set(running.values())
+        for step in self.spec.ready_steps(self._state.completed):
+            if step in busy:
+                continue
+            if executor is None:
+                self._run_step(step, isolated=False)
+                return
+            if len(running) >= self.options.max_workers:
+                return
+            future = executor.submit(
+                contextvars.copy_context().run, self._run_step, step, isolated=True
+            )
+            running[future] = step
+
+    def _status_when_idle(self) -> RunStatus | None:
+        """How the run ends when no step runs, or ``None`` if a step is ready to run."""
+        if self._state.failed:
+            return RunStatus.ERROR
+        if self.stop_event.is_set():
+            return RunStatus.CANCELLED
+        if not self.spec.ready_steps(self._state.completed):
+            return RunStatus.COMPLETED
+        return None
 
     def _run_step(self, step: str, *, isolated: bool) -> None:
         spec = self.spec.steps[step]

@@ -61,7 +61,9 @@ class ObjectStore(Protocol):
         """Make every object written so far durable (a no-op where writes already are)."""
         ...
 
-    def exists(self, name: str) -> bool: ...
+    def exists(self, name: str) -> bool:
+        """Whether the object exists."""
+        ...
 
     def list(self, prefix: str = "") -> Iterator[str]:
         """Names under ``prefix``, in lexicographic order."""
@@ -88,4 +90,5 @@ def join_buffers(data: Buffer | Sequence[Buffer]) -> list[memoryview]:
 
 
 def total_size(parts: Sequence[memoryview]) -> int:
+    """The number of bytes of ``parts`` together."""
     return sum(p.nbytes for p in parts)
