@@ -46,13 +46,8 @@ from rich.table import Table  # noqa: E402
 from examples.dataprep import pipeline as dataprep  # noqa: E402
 from examples.dataprep.dataset import MANIFEST, read_dataset  # noqa: E402
 from examples.dataprep.video import make_test_clip  # noqa: E402
-from resumable._log import logger  # noqa: E402
-from resumable.cli._progress import format_size  # noqa: E402
-from resumable.dev._stack import DevStack  # noqa: E402
-from resumable.serverless._engine import Engine  # noqa: E402
-from resumable.serverless._run_files import RunFiles  # noqa: E402
-from resumable.serverless._run_state import RunState  # noqa: E402
-from resumable.serverless._settings import Settings  # noqa: E402
+from resumable.dev import DevStack  # noqa: E402
+from resumable.serverless import Engine, RunFiles, RunState, Settings  # noqa: E402
 
 PIPELINE_REF = "examples.dataprep.pipeline:build"
 PIPELINE = dataprep.PIPELINE_NAME
@@ -79,6 +74,18 @@ class Observed:
     restart_seen: bool = False
     progress_listed: bool = False  # every progress save of the kill step has been read
     owners: dict[int, str] = field(default_factory=dict)  # attempt -> lease owner
+
+
+logger = logging.getLogger("resumable")
+
+
+def format_size(size: float) -> str:
+    """``1536`` → ``1.5 KiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,9 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from resumable import NonRetryableError, Pipeline
-from resumable._defaults import DEFAULT_TENANT
-from resumable._ids import validate_id
+from resumable import NonRetryableError, Pipeline, validate_id
 from resumable.errors import InvalidIdError
 from resumable.storage import ObjectStore, open_store
 
@@ -117,7 +115,7 @@ class DataPrepPipeline(Pipeline):
         run_guid: str | None = None,
         verbose: bool = False,
         *,
-        tenant_id: str = DEFAULT_TENANT,
+        tenant_id: str = "default",
         max_workers: int = 1,
         strict: bool = False,
         cleanup_on_success: bool = True,
@@ -385,7 +383,7 @@ def build(
     storage: Any = None,
     run_guid: str | None = None,
     *,
-    tenant_id: str = DEFAULT_TENANT,
+    tenant_id: str = "default",
     max_workers: int = 1,
     cleanup_on_success: bool = True,
     **options: Any,

@@ -5,6 +5,7 @@ first unfinished step with its context restored exactly, and no finished step ru
 twice. In-process (``Pipeline.run``) or event-driven on Google Cloud.
 """
 
+from resumable._ids import validate_id
 from resumable.checkpoint._registry import register_codec, unregister_codec
 from resumable.definition._step_api import Continue, save_progress
 from resumable.errors import (
@@ -44,4 +45,5 @@ __all__ = [
     "register_codec",
     "save_progress",
     "unregister_codec",
+    "validate_id",
 ]
