@@ -213,6 +213,8 @@ NOT_USER_ERRORS = {
     "resumable.checkpoint._segments._MalformedSegment",
     "resumable.checkpoint._decoder._Malformed",
     "resumable.checkpoint._decoder._SourceFailure",
+    # The runner's signal that a step yielded to a stop request, caught in the runner.
+    "resumable.local._calls.StepStopped",
 }
 
 

@@ -2,7 +2,8 @@
 
 A step definition is the original's dict, ``{"function": f, "description": "..."}`` plus
 optional ``dependencies`` (default: the previous step), ``retries``, ``timeout``,
-``version``, and the deployment settings ``memory`` and ``concurrency``.
+``version``, the deployment settings ``memory`` and ``concurrency``, and for a map step
+``map``, ``tolerated_failures`` and ``map_output`` (see ``resumable.definition._map``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import orjson
 
 from resumable._ids import validate_id
+from resumable.definition._map import MapSpec, parse_map
 from resumable.errors import InvalidIdError, NonRetryableError, PipelineDefinitionError
 
 StepFunction = Callable[..., Any]
@@ -28,6 +30,9 @@ _KNOWN_KEYS = {
     "version",
     "memory",
     "concurrency",
+    "map",
+    "tolerated_failures",
+    "map_output",
 }
 
 
@@ -44,6 +49,7 @@ class StepSpec:
     version: str = "1"
     memory: str | None = None
     concurrency: int | None = None
+    map: MapSpec | None = None  # a map step: ``function(item, context)`` per item
 
 
 @dataclass(frozen=True)
@@ -118,9 +124,14 @@ def build_pipeline_spec(name: str, step_definitions: Mapping[str, Any]) -> Pipel
         spec = steps[step_name]
         # A step's fingerprint covers its ancestors': changing a step invalidates
         # everything downstream of it, and nothing else.
-        payload = orjson.dumps(
-            [spec.name, spec.version, sorted(fingerprints[d] for d in spec.dependencies)]
-        )
+        identity: list[Any] = [
+            spec.name,
+            spec.version,
+            sorted(fingerprints[d] for d in spec.dependencies),
+        ]
+        if spec.map is not None:  # only map steps: the fingerprints of others stay as they were
+            identity.append([spec.map.source, spec.map.output])
+        payload = orjson.dumps(identity)
         fingerprints[step_name] = hashlib.sha256(payload).hexdigest()[:16]
     return PipelineSpec(name=name, steps=steps, order=order, step_fingerprints=fingerprints)
 
@@ -169,6 +180,7 @@ def _step_spec(pipeline: str, name: str, definition: Any, previous: str | None) 
         version=str(definition.get("version", "1")),
         memory=definition.get("memory"),
         concurrency=concurrency,
+        map=parse_map(where, definition),
     )
 
 

@@ -15,10 +15,16 @@ from resumable.definition._spec import StepSpec
 from resumable.definition._step_api import Continue
 from resumable.errors import ConcurrentWriterError, NonRetryableError, is_retryable
 from resumable.local._events import EventKind, RunOptions
+from resumable.local._map import MapRun
 from resumable.local._run_context import RunContext, StepInput
 
 if TYPE_CHECKING:
     from resumable.checkpoint._manifest import StepRecord
+
+
+class StepStopped(Exception):
+    """A step yielded (``Continue()``) because the run is stopping: it ends unfinished,
+    its progress saved, and a resume continues it."""
 
 
 class StepCalls:
@@ -68,6 +74,10 @@ class StepCalls:
                 continue
             if not isinstance(result, Continue):
                 return attempt, result
+            if self.stop_event.is_set():
+                if result.progress is not None:
+                    self.save_progress(attempt, result.progress)
+                raise StepStopped(spec.name)
             if result.progress is not None:
                 self.save_progress(attempt, result.progress)
             if self._saves.get(spec.name, 0) == saves:
@@ -93,14 +103,31 @@ class StepCalls:
         def progress(given: Mapping[str, Any] | None) -> bool:
             return self.save_progress(attempt, given)
 
+        if spec.map is not None:
+            return MapRun(
+                spec,
+                attempt.context,
+                save_progress=progress,
+                should_stop=should_stop,
+                time_left=time_left,
+                workers=spec.concurrency or self.options.max_workers,
+                retry_delay=self._retry_delay,
+                wait_stop=self.stop_event.wait,
+            )()
         kwargs = current_step.step_kwargs(spec.function, should_stop, time_left)
         with current_step.bound(progress):
             return spec.function(attempt.context, **kwargs)
 
+    def _retry_delay(self, tries: int) -> float:
+        """The wait before retry ``tries`` (1, 2, ...): exponential, capped."""
+        return float(
+            min(self.options.retry_backoff * 2.0 ** (tries - 1), self.options.retry_backoff_max)
+        )
+
     def _wait_to_retry(
         self, spec: StepSpec, record: StepRecord, tries: int, exc: Exception
     ) -> None:
-        delay = min(self.options.retry_backoff * 2 ** (tries - 1), self.options.retry_backoff_max)
+        delay = self._retry_delay(tries)
         self._log(
             logging.WARNING,
             f"step {spec.name} failed ({type(exc).__name__}: {exc}); retry "

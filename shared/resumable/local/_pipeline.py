@@ -53,6 +53,11 @@ class Pipeline:
             stored as ``"{step}_result"``). A step that declares a ``should_stop`` parameter
             gets a callable telling it a stop was requested; one that declares
             ``save_progress`` gets the function that checkpoints its progress mid-step.
+            A map step (``"map": "key"`` or ``"map": "gs://bucket/prefix/*.mp4"``) calls
+            ``f(item, context)`` per item on ``concurrency`` threads (default
+            ``max_workers``), retries each item ``retries`` times, tolerates
+            ``tolerated_failures``, and checkpoints finished items in batches: a resume
+            runs only the items not finished or failed (see ``resumable.definition._map``).
         storage: a folder, ``file://`` or ``gs://bucket/prefix`` URL, or an
             :class:`~resumable.storage.ObjectStore`. Default: ``$RESUMABLE_STORAGE`` or
             ``./.resumable``.

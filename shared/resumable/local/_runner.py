@@ -36,7 +36,7 @@ from resumable.errors import (
     ConcurrentWriterError,
     OutputConflictError,
 )
-from resumable.local._calls import StepCalls
+from resumable.local._calls import StepCalls, StepStopped
 from resumable.local._events import (
     CheckpointKind,
     EventHandler,
@@ -207,6 +207,11 @@ class InProcessRun(StepCalls):
                 self._commit(spec, record, attempt, result, began)
         except ConcurrentWriterError:
             raise
+        except StepStopped:  # yielded to the stop request: unfinished, its progress saved
+            with self._lock:
+                record.status = StepStatus.CANCELLED
+                record.duration_seconds = round(time.monotonic() - began, 6)
+            self._log(logging.INFO, f"step {step} stopped; a resume continues it", step)
         except Exception as exc:
             self._record_failure(spec, record, exc, time.monotonic() - began)
 
