@@ -147,10 +147,16 @@ def make_step(plan: StepPlan, journal: Journal) -> Any:
             journal.events.append(("loop", name, len(done)))
             for item in range(len(done), 5):
                 done.append(int(hashlib.sha256(f"{salt}/{item}".encode()).hexdigest()[:6], 16))
-                if plan.kind == "loop_whole":
-                    kept = save_progress({**context, f"{name}.items": done})
-                else:
-                    kept = save_progress({f"{name}.items": done})
+                saving = (
+                    {**context, f"{name}.items": done}
+                    if plan.kind == "loop_whole"
+                    else {f"{name}.items": done}
+                )
+                try:
+                    kept = save_progress(saving)
+                except Killed:  # died while saving: the save may have reached storage or not
+                    journal.events.append(("maybe_saved", name, len(done)))
+                    raise
                 if kept:
                     journal.events.append(("saved", name, len(done)))
             out[f"{name}.items"] = done
@@ -308,21 +314,24 @@ def _descendants(plans: list[StepPlan], step: str) -> set[str]:
 def _progress_kept(journal: Journal) -> list[str]:
     """Each loop began where its step's progress was last checkpointed — in this process
     or an earlier one — unless a version bump restarted the step since (then at 0), or a
-    checkpoint was damaged since (then from whatever intact one remained)."""
+    checkpoint was damaged since (then from whatever intact one remained). A save cut
+    short by the process's death may or may not have reached storage: either is right."""
     problems = []
-    expected: dict[str, int | None] = {}
+    expected: dict[str, set[int] | None] = {}  # the items a loop may begin at; None: any
     for kind, step, items in journal.events:
         if kind == "damage":
             expected = dict.fromkeys(expected)  # unknown until the next save
-        elif kind == "restart":
-            expected[step] = 0
-        elif kind == "saved":
-            expected[step] = items
+        elif kind in ("restart", "saved"):
+            expected[step] = {items}
+        elif kind == "maybe_saved":
+            before = expected.get(step, {0})
+            expected[step] = None if before is None else before | {items}
         else:
-            wanted = expected.get(step, 0)
-            if wanted is not None and items != wanted:
-                problems.append(f"{step} began at item {items}, but item {wanted} was saved")
-            expected[step] = items
+            wanted = expected.get(step, {0})
+            if wanted is not None and items not in wanted:
+                shown = " or ".join(str(w) for w in sorted(wanted))
+                problems.append(f"{step} began at item {items}, but item {shown} was saved")
+            expected[step] = {items}
     return problems
 
 

@@ -160,16 +160,16 @@ def commit_drops_all_progress() -> contextlib.AbstractContextManager[None]:
 
 def new_version_keeps_old_progress() -> contextlib.AbstractContextManager[None]:
     """Defect 3: a step whose version changed resumes from the old version's progress."""
-    from resumable.local import _runner as runner
+    from resumable.local import _resume
 
-    original = runner.InProcessRun._adopt_entries
+    original = _resume._adopt_entries
 
-    def adopt(self: Any, manifest: Any, valid: list[str]) -> None:
-        original(self, manifest, valid)
+    def adopt(spec: Any, context: Any, manifest: Any, valid: list[str]) -> None:
+        original(spec, context, manifest, valid)
         for step, delta in manifest.progress.items():
-            self.context.progress.setdefault(step, delta)
+            context.progress.setdefault(step, delta)
 
-    return patched(runner.InProcessRun, "_adopt_entries", adopt)
+    return patched(_resume, "_adopt_entries", adopt)
 
 
 INPROCESS_MUTATIONS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
