@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 import pytest
 
 from .inprocess import schedule
 from .mutations import first_failing_seed
+from .world import quiet_library_logs
 
 SCHEDULES = int(os.environ.get("RESUMABLE_SIM_INPROCESS", "600"))
 CHUNK = 200
@@ -17,10 +17,10 @@ CHUNK = 200
 
 @pytest.mark.parametrize("start", range(0, SCHEDULES, CHUNK))
 def test_every_kill_and_resume_schedule_ends_exact(start: int) -> None:
-    logging.getLogger("resumable").setLevel(logging.CRITICAL)
     failures = []
     for seed in range(start, min(start + CHUNK, SCHEDULES)):
-        problems = schedule(seed)
+        with quiet_library_logs():
+            problems = schedule(seed)
         if problems:
             replay = f"python -m tests.simulation --inprocess --start {seed} --seeds 1"
             failures.append(f"seed {seed} ({replay}):\n  " + "\n  ".join(problems))

@@ -9,8 +9,10 @@ sharing the services, as Cloud Run instances share Firestore, Storage and Pub/Su
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -305,7 +307,23 @@ def _replay_an_old_dead_letter(world: World, run_id: str) -> None:
 
 def simulate(seed: int, *, only: RunPlan | None = None) -> World:
     """Run the schedule of ``seed`` to its end (see :func:`build_world`)."""
-    logging.getLogger("resumable").setLevel(logging.CRITICAL)  # thousands of schedules
+    with quiet_library_logs():  # thousands of schedules
+        return _simulate(seed, only)
+
+
+@contextlib.contextmanager
+def quiet_library_logs() -> Iterator[None]:
+    """The library's logs off for a while (restored after: later tests read them)."""
+    logger = logging.getLogger("resumable")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _simulate(seed: int, only: RunPlan | None) -> World:
     world = build_world(seed, only=only)
     sim = world.sim
 
