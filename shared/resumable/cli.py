@@ -285,6 +285,7 @@ from . import cli_runs  # noqa: E402,F401
 from . import cli_inspect  # noqa: E402,F401
 from . import cli_dev  # noqa: E402,F401
 from .deploy import cli as deploy_cli  # noqa: E402,F401
+from .ui import cli as ui_cli  # noqa: E402,F401
 # isort: on
 
 if __name__ == "__main__":
