@@ -76,7 +76,12 @@ def stats(context: dict[str, Any]) -> dict[str, Any]:
 
 def merge(context: dict[str, Any]) -> dict[str, Any]:
     _obey(context, "merge")
-    return {"summary": {"peak_bin": int(np.argmax(context["histogram"])), "thumb_shape": list(context["thumb"].shape)}}
+    return {
+        "summary": {
+            "peak_bin": int(np.argmax(context["histogram"])),
+            "thumb_shape": list(context["thumb"].shape),
+        }
+    }
 
 
 def render(context: dict[str, Any]) -> dict[str, Any]:

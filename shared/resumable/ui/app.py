@@ -32,7 +32,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import _data, formatting, graph, timeline
+from . import _data, formatting, graph, logs, timeline
 from .models import RUN_STATUSES, RunFilter, RunKey, RunSource, RunView
 from .security import CSRF_COOKIE, CSRF_FIELD, Guard, RequestRefused
 from .values import thumbnail_png
@@ -62,6 +62,7 @@ def _templates() -> Environment:
         seconds=formatting.seconds,
         iso=formatting.iso,
     )
+    env.globals["log_filter"] = logs.cloud_logging_filter
     return env
 
 

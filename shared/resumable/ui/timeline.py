@@ -21,7 +21,27 @@ AXIS_H = 22
 
 def _ticks(span: float) -> list[float]:
     """Round tick positions (seconds) for an axis of ``span`` seconds."""
-    for step in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200):
+    for step in (
+        0.01,
+        0.02,
+        0.05,
+        0.1,
+        0.2,
+        0.5,
+        1,
+        2,
+        5,
+        10,
+        15,
+        30,
+        60,
+        120,
+        300,
+        600,
+        1800,
+        3600,
+        7200,
+    ):
         if span / step <= 8:
             break
     else:
