@@ -77,14 +77,18 @@ def describe_deployment(engine: Engine) -> str:
     return f"project {settings.project} · {settings.storage}"
 
 
-def local_logs_dir() -> Path | None:
-    """The logs folder of the running local stack (``resumable dev up``), if any."""
+def local_logs_dir(engine: Engine) -> Path | None:
+    """The function logs of the local stack (``resumable dev up``) ``engine`` talks to;
+    ``None`` for any other deployment."""
     try:
-        state = devstack.read_state()
+        state = devstack.read_state() or {}
     except ValueError:
         return None
-    logs = (state or {}).get("logs")
-    return Path(str(logs)) if logs else None
+    env = dict(state.get("env") or {})
+    logs = state.get("logs")
+    if not logs or env.get("RESUMABLE_PROJECT") != engine.settings.project:
+        return None
+    return Path(str(logs))
 
 
 def served_pipelines(engine: Engine) -> list[str]:

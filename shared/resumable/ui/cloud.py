@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from . import _data, logs
@@ -37,15 +38,18 @@ class CloudRuns:
     kind = "serverless"
     can_start = True
 
-    def __init__(self, engine: _data.Engine) -> None:
+    def __init__(self, engine: _data.Engine, *, logs_dir: Path | None = None) -> None:
+        """``logs_dir``: the local stack's function logs, where tracebacks are found."""
         self.engine = engine
+        self.logs_dir = logs_dir
         self.description = _data.describe_deployment(engine)
         self._pipelines: list[str] | None = None
         self._lock = threading.Lock()
 
     @classmethod
     def from_env(cls) -> CloudRuns:
-        return cls(_data.open_engine())
+        engine = _data.open_engine()
+        return cls(engine, logs_dir=_data.local_logs_dir(engine))
 
     # -- the runs page ----------------------------------------------------------------------
 
@@ -144,7 +148,7 @@ class CloudRuns:
         return dict(counts)
 
     def traceback(self, key: RunKey, step: str) -> str | None:
-        return logs.find_traceback(key.run_id, step, logs_dir=_data.local_logs_dir())
+        return logs.find_traceback(key.run_id, step, logs_dir=self.logs_dir)
 
     # -- the checkpoint browser ---------------------------------------------------------------
 
