@@ -60,9 +60,6 @@ __all__ = [
     "validate_id",
 ]
 
-_EXPIRE_AT = "expire_at"  # storage bookkeeping on finished run documents, not state
-
-
 # -- the serverless deployment ------------------------------------------------------------
 
 
@@ -116,13 +113,32 @@ def _firestore_collection(engine: Engine) -> Any:
     return getattr(engine.runs, "collection", None)
 
 
-def _from_document(document: dict[str, Any]) -> RunState:
-    document.pop(_EXPIRE_AT, None)
-    return RunState.model_validate(document)
+# What the runs page shows of a run document: read by projection, so that a page of runs
+# costs neither the documents' other fields nor their validation.
+SUMMARY_FIELDS = (
+    "run_id",
+    "pipeline",
+    "tenant_id",
+    "status",
+    "created_at",
+    "finished_at",
+    "error",
+    "cancel_requested",
+    "steps",
+)
+
+RunSummary = dict[str, Any]
+"""The :data:`SUMMARY_FIELDS` of a run document; ``steps`` maps each step to a dict
+with at least its ``status``."""
 
 
-def encode_cursor(state: RunState) -> str:
-    raw = json.dumps([state.created_at, document_id(state.tenant_id, state.pipeline, state.run_id)])
+def _summary(document: Mapping[str, Any]) -> RunSummary:
+    return {name: document.get(name) for name in SUMMARY_FIELDS}
+
+
+def encode_cursor(summary: RunSummary) -> str:
+    doc_id = document_id(summary["tenant_id"], summary["pipeline"], summary["run_id"])
+    raw = json.dumps([summary["created_at"], doc_id])
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
@@ -135,7 +151,10 @@ def decode_cursor(cursor: str) -> tuple[float, str] | None:
         return None
 
 
-SEARCH_SCAN = 200  # run documents read for one search, at most
+SEARCH_SCAN = 200  # run documents read for a search with other filters, at most
+
+# Shared by the queries of one page, which run side by side.
+_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ui-query")
 
 
 def query_runs(
@@ -146,8 +165,8 @@ def query_runs(
     search: str | None,
     cursor: str | None,
     limit: int,
-) -> tuple[list[RunState], str | None]:
-    """One page of run documents, newest first, and the cursor of the next page.
+) -> tuple[list[RunSummary], str | None]:
+    """One page of runs, newest first, and the cursor of the next page.
 
     A search matches run ids that start with ``search`` (ordered by run id, one page).
     On Firestore, a pipeline filter needs the composite indexes of
@@ -160,14 +179,15 @@ def query_runs(
 
     if search:
         query = (
-            collection.where(filter=FieldFilter("run_id", ">=", search))
+            collection.select(SUMMARY_FIELDS)
+            .where(filter=FieldFilter("run_id", ">=", search))
             .where(filter=FieldFilter("run_id", "<", search + "\uf8ff"))
             .order_by("run_id")
-            .limit(SEARCH_SCAN)
+            .limit(SEARCH_SCAN if pipeline or status else limit)
         )
-        found = [_from_document(s.to_dict()) for s in query.stream()]
+        found = [_summary(s.to_dict()) for s in query.stream()]
         return [s for s in found if _matches(s, pipeline, status)][:limit], None
-    query = collection
+    query = collection.select(SUMMARY_FIELDS)
     if status:
         query = query.where(filter=FieldFilter("status", "==", status))
     if pipeline:
@@ -179,14 +199,20 @@ def query_runs(
         query = query.start_after(
             {"created_at": after[0], "__name__": collection.document(after[1])}
         )
-    states = [_from_document(s.to_dict()) for s in query.limit(limit + 1).stream()]
-    more = len(states) > limit
-    states = states[:limit]
-    return states, encode_cursor(states[-1]) if more and states else None
+    found = [_summary(s.to_dict()) for s in query.limit(limit + 1).stream()]
+    page = found[:limit]
+    return page, encode_cursor(page[-1]) if len(found) > limit and page else None
 
 
-def _matches(state: RunState, pipeline: str | None, status: str | None) -> bool:
-    return (not pipeline or state.pipeline == pipeline) and (not status or state.status == status)
+def _matches(summary: RunSummary, pipeline: str | None, status: str | None) -> bool:
+    return (not pipeline or summary["pipeline"] == pipeline) and (
+        not status or summary["status"] == status
+    )
+
+
+def _all_in_memory(engine: Engine) -> list[RunSummary]:
+    """Every run of a store other than Firestore (unit tests), newest first."""
+    return [_summary(s.model_dump()) for s in engine.runs.query(limit=1_000_000)]
 
 
 def _query_in_memory(
@@ -196,20 +222,24 @@ def _query_in_memory(
     search: str | None,
     cursor: str | None,
     limit: int,
-) -> tuple[list[RunState], str | None]:
-    """The same over any run-state store, by reading every document (unit tests)."""
-    states = [s for s in engine.runs.query(limit=1_000_000) if _matches(s, pipeline, status)]
+) -> tuple[list[RunSummary], str | None]:
+    runs = [s for s in _all_in_memory(engine) if _matches(s, pipeline, status)]
     if search:
-        found = sorted((s for s in states if s.run_id.startswith(search)), key=lambda s: s.run_id)
+        found = sorted((s for s in runs if s["run_id"].startswith(search)), key=_run_id)
         return found[:limit], None
     after = decode_cursor(cursor) if cursor else None
     if after is not None:
-        states = [
-            s
-            for s in states
-            if (s.created_at, document_id(s.tenant_id, s.pipeline, s.run_id)) < after
-        ]
-    return states[:limit], encode_cursor(states[limit - 1]) if len(states) > limit else None
+        runs = [s for s in runs if _position(s) < after]
+    return runs[:limit], encode_cursor(runs[limit - 1]) if len(runs) > limit else None
+
+
+def _run_id(summary: RunSummary) -> str:
+    return str(summary["run_id"])
+
+
+def _position(summary: RunSummary) -> tuple[float, str]:
+    doc_id = document_id(summary["tenant_id"], summary["pipeline"], summary["run_id"])
+    return float(summary["created_at"]), doc_id
 
 
 def count_runs(
@@ -219,8 +249,8 @@ def count_runs(
     side by side."""
     collection = _firestore_collection(engine)
     if collection is None:
-        states = [s for s in engine.runs.query(limit=1_000_000) if _matches(s, pipeline, None)]
-        return {word: sum(1 for s in states if s.status == word) for word in statuses}
+        runs = [s for s in _all_in_memory(engine) if _matches(s, pipeline, None)]
+        return {word: sum(1 for s in runs if s["status"] == word) for word in statuses}
     from google.cloud.firestore_v1.base_query import FieldFilter
 
     def count(word: str) -> int:
@@ -229,8 +259,25 @@ def count_runs(
             query = query.where(filter=FieldFilter("pipeline", "==", pipeline))
         return int(query.count(alias="n").get()[0][0].value)
 
-    with ThreadPoolExecutor(max_workers=len(statuses)) as pool:
-        return dict(zip(statuses, pool.map(count, statuses), strict=True))
+    return dict(zip(statuses, _POOL.map(count, statuses), strict=True))
+
+
+def page_of_runs(
+    engine: Engine,
+    statuses: tuple[str, ...],
+    *,
+    pipeline: str | None,
+    status: str | None,
+    search: str | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[RunSummary], str | None, dict[str, int]]:
+    """:func:`query_runs` and :func:`count_runs` at once: a page costs the slower one."""
+    counted = _POOL.submit(count_runs, engine, statuses, pipeline=pipeline)
+    runs, next_cursor = query_runs(
+        engine, pipeline=pipeline, status=status, search=search, cursor=cursor, limit=limit
+    )
+    return runs, next_cursor, counted.result()
 
 
 def attempt_objects(engine: Engine, state: RunState) -> list[str]:

@@ -60,16 +60,16 @@ class CloudRuns:
             return list(self._pipelines)
 
     def list_runs(self, wanted: RunFilter, *, cursor: str | None, limit: int) -> RunList:
-        states, next_cursor = _data.query_runs(
+        summaries, next_cursor, counts = _data.page_of_runs(
             self.engine,
+            RUN_STATUSES,
             pipeline=wanted.pipeline,
             status=wanted.status,
             search=wanted.search,
             cursor=cursor,
             limit=limit,
         )
-        counts = _data.count_runs(self.engine, RUN_STATUSES, pipeline=wanted.pipeline)
-        rows = [_row(s) for s in states]
+        rows = [_row(s) for s in summaries]
         names = sorted(set(self.pipelines()) | {r.key.pipeline for r in rows})
         return RunList(rows=rows, counts=counts, pipelines=names, next_cursor=next_cursor)
 
@@ -215,16 +215,17 @@ def _order(state: _data.RunState, spec: Any) -> list[str]:
     return known + [n for n in state.steps if n not in known]
 
 
-def _row(state: _data.RunState) -> RunRow:
+def _row(summary: _data.RunSummary) -> RunRow:
+    steps = dict(summary.get("steps") or {})
     return RunRow(
-        key=RunKey(state.tenant_id, state.pipeline, state.run_id),
-        status=state.status,
-        created_at=state.created_at,
-        finished_at=state.finished_at,
-        steps_completed=sum(1 for r in state.steps.values() if r.status == "completed"),
-        steps_total=len(state.steps),
-        error=state.error,
-        cancel_requested=state.cancel_requested,
+        key=RunKey(summary["tenant_id"] or "default", summary["pipeline"], summary["run_id"]),
+        status=str(summary["status"]),
+        created_at=summary.get("created_at"),
+        finished_at=summary.get("finished_at"),
+        steps_completed=sum(1 for r in steps.values() if (r or {}).get("status") == "completed"),
+        steps_total=len(steps),
+        error=summary.get("error"),
+        cancel_requested=bool(summary.get("cancel_requested")),
     )
 
 
