@@ -14,7 +14,8 @@ step, so one deployment serves every test: ``{"workdir": DIR, "faults": {"render
   releases when it wants; two minutes at most);
 - ``fail_first``: raise a non-retryable error the first time (``DIR/failed-{step}``
   remembers it), succeed afterwards — a failure a resume fixes;
-- ``fail``: always raise a non-retryable error.
+- ``fail``: always raise a non-retryable error;
+- ``sleep``: take this many seconds.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def _faults(context: dict[str, Any], step: str) -> tuple[dict[str, Any], Path | 
 
 def _obey(context: dict[str, Any], step: str) -> None:
     faults, workdir = _faults(context, step)
+    time.sleep(float(faults.get("sleep", 0)))
     if faults.get("gate") and workdir is not None:
         deadline = time.monotonic() + GATE_SECONDS
         while not (workdir / f"open-{step}").exists() and time.monotonic() < deadline:
