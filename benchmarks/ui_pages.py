@@ -135,7 +135,7 @@ def summary(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     return {
         "median_ms": statistics.median(ordered),
-        "p95_ms": ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))],
+        "p95_ms": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
         "max_ms": ordered[-1],
     }
 
@@ -230,7 +230,6 @@ def seed_serverless(engine: Engine, runs: int, real: int) -> list[str]:
 
 def bench_serverless(args: argparse.Namespace) -> dict[str, Any]:
     from emulators.launcher import LocalCloud
-
     from resumable.firestore_state import FirestoreRunStateStore, make_firestore_client
     from resumable.storage import open_store
     from resumable.storage.gcs import make_storage_client
