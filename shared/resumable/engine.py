@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import naming
+from . import naming, tracing
 from .config import Settings
 from .messages import BadMessageError, StepMessage, encode
 from .pipeline import Pipeline
@@ -133,7 +133,8 @@ class Engine:
                 generation=state.generation,
             )
             topic = naming.step_topic(self.settings.topic_prefix, state.pipeline, step)
-            self.publisher.publish(topic, encode(message), {"run_id": state.run_id, "step": step})
+            attributes = tracing.inject(state, {"run_id": state.run_id, "step": step})
+            self.publisher.publish(topic, encode(message), attributes)
             published.append(step)
         return published
 

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from . import current_step, deltas, transitions
+from . import current_step, deltas, tracing, transitions
 from .definition import StepSpec, step_updates
 from .engine import Engine, log_fields
 from .errors import CheckpointError, EncodingError, StepError, is_retryable
@@ -129,6 +129,7 @@ class StepAttempt:
         if claim.kind is not ClaimKind.CLAIMED:
             return Outcome.done(f"{claim.kind}: {claim.reason}")
         self.attempt = claim.attempt
+        tracing.annotate(attempt=self.attempt)
         logger.info(f"step {self.step.name} claimed", extra=self._fields())
         with Lease(self) as lease:
             return self._attempt(lease)
@@ -163,6 +164,7 @@ class StepAttempt:
         self.publish(list(commit.publish))
         return Outcome.done(f"committed; published {list(commit.publish)}")
 
+    @tracing.stage("claim")
     def claim(self) -> transitions.Claim:
         engine = self.engine
         state, claim = self._mutate(
@@ -179,6 +181,7 @@ class StepAttempt:
         self.state = state
         return claim
 
+    @tracing.stage("load")
     def load(self) -> None:
         """Read the step's input: as encoded entries (what the output is diffed against)
         and decoded. One :class:`RunFiles` serves the whole delivery: its blob store
@@ -192,6 +195,7 @@ class StepAttempt:
             deltas.apply(entries, self.files.read_manifest(progress))
         self.context = self.files.decode(entries)
 
+    @tracing.stage("run")
     def run(self, lease: Lease) -> Any:
         function = self.step.function
         with current_step.bound(self.save_progress):
@@ -225,6 +229,7 @@ class StepAttempt:
             return False
         return recorded
 
+    @tracing.stage("write")
     def write(self, result: Any) -> tuple[str, int, list[str]]:
         self.context.update(step_updates(self.step.name, result))
         return self._files.write_step_output(
@@ -235,6 +240,7 @@ class StepAttempt:
             context=self.context,
         )
 
+    @tracing.stage("commit")
     def commit(self, manifest: str, size: int, keys: list[str]) -> transitions.Commit:
         state, commit = self._mutate(
             lambda s: transitions.commit(
@@ -252,6 +258,7 @@ class StepAttempt:
         self.state = state
         return commit
 
+    @tracing.stage("publish")
     def publish(self, steps: list[str]) -> None:
         self.engine.publish_steps(self._state, steps)
 
