@@ -38,6 +38,7 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 UI_PIPELINES = ["tests.ui.pipelines:gallery"]
+TRACES_ENV = "RESUMABLE_TRACES"
 
 
 def chromium_path() -> str | None:
@@ -139,6 +140,8 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> 
 @pytest.fixture(scope="session")
 def ui_stack(local_cloud: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     home = tmp_path_factory.mktemp("ui-stack")
+    traces = home / "traces"  # every function process writes its spans here
+    traces.mkdir()
     stack = DevStack(
         UI_PIPELINES,
         home=home,
@@ -154,6 +157,7 @@ def ui_stack(local_cloud: object, tmp_path_factory: pytest.TempPathFactory) -> I
             max_delivery_attempts=5,
             retry_later_allowance=1,
         ),
+        extra_env={TRACES_ENV: f"file:{traces}"},
     )
     saved = dict(os.environ)
     try:

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .. import devstack, naming
+from .. import devstack, naming, tracing
 from ..checkpoint import LATEST, CheckpointStore, run_prefix
 from ..cli_cloud import NotConfiguredError, engine_from_env
 from ..control import RunControlError, cancel_run, resume_run
@@ -86,6 +86,19 @@ def local_logs_dir(engine: Engine) -> Path | None:
     if not logs or env.get("RESUMABLE_PROJECT") != engine.settings.project:
         return None
     return Path(str(logs))
+
+
+def trace_of(engine: Engine, state: RunState) -> tuple[str, str | None]:
+    """The run's trace id (the same in every process: ``resumable.tracing``) and its
+    Cloud Trace page (``None`` on the local emulators, whose traces go elsewhere)."""
+    trace_id = tracing.trace_hex(state.tenant_id, state.pipeline, state.run_id)
+    if os.environ.get("FIRESTORE_EMULATOR_HOST"):
+        return trace_id, None
+    project = engine.settings.project
+    return (
+        trace_id,
+        f"https://console.cloud.google.com/traces/list?project={project}&tid={trace_id}",
+    )
 
 
 def served_pipelines(engine: Engine) -> list[str]:

@@ -81,6 +81,7 @@ class CloudRuns:
             return None
         spec = _data.served_spec(self.engine, state.pipeline)
         saves = self._progress_saves(state)
+        trace_id, trace_url = _data.trace_of(self.engine, state)
         steps = []
         for name in _order(state, spec):
             record = state.steps[name]
@@ -126,7 +127,8 @@ class CloudRuns:
             revision=f"{state.revision}-{state.updated_at}",
             graph_known=spec is not None,
             run_folder=self.engine.files(state).run_folder,
-            trace_url=None,
+            trace_id=trace_id,
+            trace_url=trace_url,
             log_filter=logs.cloud_logging_filter(state.run_id),
             notes=notes,
             can_cancel=not state.finished,

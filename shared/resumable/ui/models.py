@@ -119,6 +119,7 @@ class RunView:
     revision: str = ""  # changes whenever anything shown changes
     graph_known: bool = True  # the pipeline's code was loadable: edges are real
     run_folder: str = ""
+    trace_id: str | None = None  # the run's OpenTelemetry trace (serverless runs)
     trace_url: str | None = None
     log_filter: str | None = None
     notes: list[str] = field(default_factory=list)
