@@ -36,7 +36,7 @@ def test_without_a_deployment_it_says_what_is_missing(
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("RESUMABLE_DEV_HOME", str(tmp_path))
     result = CliRunner().invoke(app, ["ui"])
-    assert result.exit_code == 2 and "RESUMABLE_PROJECT" in result.output
+    assert result.exit_code == 2 and "missing setting" in result.output
 
 
 def test_loopback_names() -> None:

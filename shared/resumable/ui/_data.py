@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from google.api_core.exceptions import GoogleAPIError
+
 from .. import devstack, naming, tracing
 from ..checkpoint import LATEST, CheckpointStore, run_prefix
 from ..cli_cloud import NotConfiguredError, engine_from_env
@@ -43,6 +45,7 @@ __all__ = [
     "Delta",
     "Engine",
     "Entry",
+    "GoogleAPIError",
     "InvalidIdError",
     "Manifest",
     "NotConfiguredError",

@@ -129,6 +129,10 @@ def create_app(source: RunSource, *, guard: Guard | None = None) -> Starlette:
                 return problem(request, f"the checkpoint cannot be read: {exc}", 500)
             except _data.ResumableError as exc:
                 return problem(request, str(exc), 500)
+            except _data.GoogleAPIError as exc:
+                return problem(
+                    request, f"the cloud service failed: {type(exc).__name__}: {exc}", 502
+                )
 
         return wrapped
 
@@ -209,7 +213,12 @@ def create_app(source: RunSource, *, guard: Guard | None = None) -> Starlette:
             waited = time.monotonic()
             yield "retry: 2000\n\n"
             while not await request.is_disconnected():
-                view = await run_in_threadpool(source.run, key)
+                try:
+                    view = await run_in_threadpool(source.run, key)
+                except Exception as exc:  # a blip of the services: the next poll may do
+                    yield f": {type(exc).__name__}\n\n"
+                    await asyncio.sleep(LIVE_REFRESH_SECONDS)
+                    continue
                 if view is None and time.monotonic() - waited > WAIT_FOR_RUN_SECONDS:
                     yield "event: end\ndata: gone\n\n"
                     return
