@@ -8,8 +8,8 @@ Two stores, each with ``--runs`` runs (default 1,000):
   ids, statuses, pipelines and creation times (what the pages read is the same).
 - **in-process**: real ``Pipeline.run`` checkpoints in a local folder.
 
-Each page is served by the real app under uvicorn on 127.0.0.1 and fetched over HTTP
-(time to the last byte, after two warm-up fetches); with Chromium installed, the runs and
+Each page is served by ``resumable ui`` (its own process, on 127.0.0.1) and fetched over
+HTTP (time to the last byte, after two warm-up fetches); with Chromium installed, the runs and
 run pages are also loaded in a headless browser (navigation start to the load event,
 stylesheet and script included). Prints medians and p95 against the 200 ms target.
 
@@ -26,7 +26,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -46,9 +45,6 @@ from resumable.engine import Engine, PipelineRegistry  # noqa: E402
 from resumable.messages import StartMessage, parse_step  # noqa: E402
 from resumable.publisher import MemoryPublisher  # noqa: E402
 from resumable.storage import LocalStore  # noqa: E402
-from resumable.ui.app import create_app  # noqa: E402
-from resumable.ui.cloud import CloudRuns  # noqa: E402
-from resumable.ui.folder import FolderRuns  # noqa: E402
 from resumable.worker import handle_step  # noqa: E402
 
 TARGET_MS = 200.0
@@ -101,25 +97,37 @@ def graph() -> Pipeline:
 
 
 class Server:
-    def __init__(self, app: Any) -> None:
-        import socket
+    """``resumable ui`` in a process of its own, as a user runs it."""
 
-        import uvicorn
+    def __init__(self, *options: str, env: dict[str, str] | None = None) -> None:
+        import socket
+        import subprocess
 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.02)
+        command = [sys.executable, "-m", "resumable.cli", "ui", "--port", str(self.port)]
+        self.process = subprocess.Popen(
+            [*command, *options],
+            env={**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(self.url + "/healthz", timeout=1).read()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("resumable ui did not start") from None
+                time.sleep(0.1)
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.process.terminate()
+        self.process.wait(timeout=20)
 
 
 def fetch_ms(url: str) -> float:
@@ -250,7 +258,13 @@ def bench_serverless(args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         real = seed_serverless(engine, args.runs, real=8)
         note(f"serverless: {args.runs} runs seeded in {time.perf_counter() - started:.1f}s")
-        server = Server(create_app(CloudRuns(engine)))
+        server = Server(
+            env={
+                "RESUMABLE_PROJECT": project,
+                "RESUMABLE_STORAGE": settings.storage,
+                "RESUMABLE_PIPELINES": f"{Path(__file__).resolve()}:graph",
+            }
+        )
         try:
             first = urllib.request.urlopen(server.url + "/").read().decode()
             cursor = first.split('rel="next"')[0].rsplit('href="', 1)[1].split('"')[0]
@@ -289,8 +303,7 @@ def bench_folder(args: argparse.Namespace) -> dict[str, Any]:
             params = {"n": i, **({"fail": "render"} if i % 7 == 3 else {})}
             pipeline(storage=store, run_id=f"run-{i:04d}").run(params)
         note(f"in-process: {args.runs} runs checkpointed in {time.perf_counter() - started:.1f}s")
-        source = FolderRuns(str(root), [f"{Path(__file__).resolve()}:graph"])
-        server = Server(create_app(source))
+        server = Server("--storage", str(root), "--pipeline", f"{Path(__file__).resolve()}:graph")
         try:
             cold = fetch_ms(server.url + "/")  # builds the index: every manifest read once
             run = "/runs/default/gallery/run-0001"
