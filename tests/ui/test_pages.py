@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
+from resumable import tracing
 from resumable.ui.app import create_app
 from resumable.ui.cloud import CloudRuns
 from resumable.ui.folder import FolderRuns
@@ -115,6 +116,7 @@ def test_run_page_shows_the_graph_the_failed_step_and_its_error(
     assert "render: the frame is corrupt (first try)" in page
     assert 'labels.run_id="run-1" AND labels.step="render"' in html.unescape(page)
     assert 'id="resume-run"' in page and 'id="cancel-run"' not in page
+    assert tracing.trace_hex("default", "gallery", "run-1") in page  # the run's trace
 
 
 def test_checkpoint_browser_shows_dtypes_shapes_and_serves_image_thumbnails(
