@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo demo-inprocess test lint typecheck unit fuzz sim sim-mutations soak bench bench-serverless bench-emulators clean emulators emulators-cycles
+.PHONY: chromium setup demo demo-inprocess test lint typecheck unit fuzz sim sim-mutations soak bench bench-serverless bench-emulators clean emulators emulators-cycles
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy shared/resumable emulators
 
+# The UI's browser tests (tests/ui) drive Debian's chromium: as root (CI) this installs it;
+# elsewhere it says how, and those tests skip saying why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the UI's browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null \
+	      || echo "note: chromium could not be installed: the UI's browser tests will skip"; \
+	  else \
+	    echo "note: chromium is not installed (as root: make chromium): the UI's browser tests will skip"; \
+	  fi; }
+
 # pytest starts the local cloud (emulators/) once for the tests that need it and stops it at
 # the end, also when tests fail or the run is interrupted (Ctrl-C, SIGTERM). It runs under
 # coverage (pyproject.toml: branch, subprocesses measured); the per-module table is printed
@@ -40,7 +52,7 @@ typecheck: $(STAMP)
 COVERAGE_FILE ?= $(CURDIR)/.coverage
 export COVERAGE_FILE
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/ruff check .
 	$(BIN)/mypy shared/resumable emulators
 	$(BIN)/lint-imports

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from resumable import Pipeline
+from resumable.checkpoint._summary import summarize
 from resumable.cli._app import parse_params
-from resumable.cli._summary import summarize
 from resumable.definition._loader import load_pipeline
 from resumable.errors import PipelineLoadError
 

@@ -215,6 +215,9 @@ NOT_USER_ERRORS = {
     "resumable.checkpoint._decoder._SourceFailure",
     # The runner's signal that a step yielded to a stop request, caught in the runner.
     "resumable.local._calls.StepStopped",
+    # The web UI's refusal of a request (bad Host, cross-site POST): an HTTP answer, not
+    # an error of the library.
+    "resumable.ui._security.RequestRefused",
 }
 
 

@@ -32,8 +32,8 @@ from typer.core import TyperGroup
 
 from resumable._defaults import DEFAULT_TENANT
 from resumable._log import configure_logging, logger
+from resumable.checkpoint._summary import summarize
 from resumable.cli._progress import Progress, open_progress, summary_lines
-from resumable.cli._summary import summarize
 from resumable.definition._loader import load_pipeline
 from resumable.errors import ResumableError
 from resumable.local._pipeline import Pipeline

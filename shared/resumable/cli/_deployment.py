@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 from collections.abc import Iterator
 from typing import Annotated, Any, NoReturn, TextIO
@@ -32,7 +31,8 @@ from rich.console import Console
 
 from resumable._ids import validate_id
 from resumable.definition._spec import PipelineSpec
-from resumable.dev import _stack as devstack
+from resumable.dev._discovery import engine_from_env as engine_from_env
+from resumable.dev._discovery import local_stack_env as local_stack_env
 from resumable.errors import (
     BadMessageError,
     CheckpointError,
@@ -46,49 +46,10 @@ from resumable.errors import (
 from resumable.serverless._control import get_run
 from resumable.serverless._engine import Engine
 from resumable.serverless._run_state import RunState
-from resumable.serverless._settings import Settings
 from resumable.status import EXIT_FAILED, EXIT_USAGE
 
-# -- where the deployment is -----------------------------------------------------------
-
-
-def local_stack_env() -> dict[str, str] | None:
-    """The client settings of the running local stack, or ``None`` when there is none
-    (no state file, or its supervisor process is gone)."""
-    try:
-        state = devstack.read_state()
-    except ValueError:
-        return None  # being written: the stack is still starting
-    if state is None:
-        return None
-    pid = int(state.get("supervisor_pid") or 0)
-    if pid <= 0 or not devstack.process_alive(pid):
-        print(
-            f"note: ignoring {devstack.state_path()}: the local stack that wrote it (pid "
-            f"{pid}) is gone; `resumable dev down` removes it",
-            file=sys.stderr,
-        )
-        return None
-    return {str(k): str(v) for k, v in dict(state.get("env") or {}).items()}
-
-
-def engine_from_env() -> Engine:
-    """The services of the deployment the environment names (or of the local stack).
-
-    Raises :class:`NotConfiguredError` saying which variable is missing.
-    """
-    if not (os.environ.get("RESUMABLE_PROJECT") or os.environ.get("RESUMABLE_STORAGE")):
-        stack_env = local_stack_env()
-        if stack_env:
-            os.environ.update(stack_env)
-    try:
-        settings = Settings.from_env().require()
-    except RuntimeError as exc:
-        raise NotConfiguredError(
-            f"{exc}; or start a local stack with `resumable dev up --detach`"
-        ) from None
-    return Engine.from_settings(settings)
-
+# Every command gets its services from engine_from_env, through this module (tests replace
+# it here); it lives in the dev layer, beside the stack it finds, for the web UI to use too.
 
 # -- shared helpers ----------------------------------------------------------------------
 

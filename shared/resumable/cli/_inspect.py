@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 
 from resumable._defaults import DEFAULT_TENANT
+from resumable.checkpoint._summary import summarize
 from resumable.cli import _deployment as cli_cloud
 from resumable.cli._app import Commands
 from resumable.cli._deployment import (
@@ -30,7 +31,6 @@ from resumable.cli._deployment import (
     reported_errors,
 )
 from resumable.cli._progress import format_size
-from resumable.cli._summary import summarize
 from resumable.cli._views import step_order
 from resumable.definition._spec import PipelineSpec
 from resumable.errors import RunControlError
@@ -42,7 +42,7 @@ from resumable.status import EXIT_FAILED, StepStatus
 
 def value_summary(value: Any) -> dict[str, Any]:
     """``{"type": "ndarray", "dtype": ..., "shape": [...]}`` for an array, else the
-    value's type and its JSON summary (see :mod:`resumable.cli._summary`)."""
+    value's type and its JSON summary (see :mod:`resumable.checkpoint._summary`)."""
     summary = summarize(value)
     if isinstance(summary, dict) and summary.get("type") == "ndarray":
         return summary

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from resumable import tracing
 from resumable.definition._loader import PipelineLike as Pipeline
 from resumable.errors import BadMessageError
 from resumable.serverless import _naming as naming
@@ -138,7 +139,8 @@ class Engine:
                 generation=state.generation,
             )
             topic = naming.step_topic(self.settings.topic_prefix, state.pipeline, step)
-            self.publisher.publish(topic, encode(message), {"run_id": state.run_id, "step": step})
+            attributes = tracing.inject(state, {"run_id": state.run_id, "step": step})
+            self.publisher.publish(topic, encode(message), attributes)
             published.append(step)
         return published
 

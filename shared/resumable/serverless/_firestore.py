@@ -28,6 +28,9 @@ COMPOSITE_INDEXES: tuple[tuple[tuple[str, str], ...], ...] = (
     (("status", "ASCENDING"), ("created_at", "ASCENDING")),
     # finished_before(): finished runs whose checkpoints are still stored, oldest first.
     (("files_deleted", "ASCENDING"), ("finished_at", "ASCENDING")),
+    # `resumable ui`'s pipeline filter: a pipeline's newest runs, with or without a status.
+    (("pipeline", "ASCENDING"), ("created_at", "DESCENDING")),
+    (("pipeline", "ASCENDING"), ("status", "ASCENDING"), ("created_at", "DESCENDING")),
 )
 """Composite indexes of the run collection, as ``(field, "ASCENDING" | "DESCENDING")``."""
 

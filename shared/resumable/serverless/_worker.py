@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from resumable import tracing
 from resumable._log import logger
 from resumable.checkpoint import _deltas as deltas
 from resumable.checkpoint._segments import Entry
@@ -144,6 +145,7 @@ class StepAttempt:
         if claim.kind is not ClaimKind.CLAIMED:
             return Outcome.done(f"{claim.kind}: {claim.reason}")
         self.attempt = claim.attempt
+        tracing.annotate(attempt=self.attempt)
         logger.info(f"step {self.step.name} claimed", extra=self._fields())
         with self.lease() as lease:
             return self._attempt(lease)
@@ -192,6 +194,7 @@ class StepAttempt:
         self.publish(list(commit.publish))
         return Outcome.done(f"committed; published {list(commit.publish)}")
 
+    @tracing.stage("claim")
     def claim(self) -> transitions.Claim:
         engine = self.engine
         now = engine.runtime.now()
@@ -212,6 +215,7 @@ class StepAttempt:
         self.deadline = now + limit - engine.settings.deadline_margin_seconds
         return claim
 
+    @tracing.stage("load")
     def load(self) -> None:
         """Read the step's input: as encoded entries (what the output is diffed against)
         and decoded. One :class:`RunFiles` serves the whole delivery: its blob store
@@ -225,6 +229,7 @@ class StepAttempt:
             deltas.apply(entries, self.files.read_manifest(progress))
         self.context = self.files.decode(entries)
 
+    @tracing.stage("run")
     def run(self, lease: Lease) -> Any:
         function = self.step.function
         kwargs = current_step.step_kwargs(function, lease.should_stop, self.time_left)
@@ -288,6 +293,7 @@ class StepAttempt:
             logger.info(f"step {self.step.name} continues in a new delivery", extra=self._fields())
         return Outcome.done(f"step {verdict}")
 
+    @tracing.stage("write")
     def write(self, result: Any) -> tuple[str, int, list[str]]:
         self.context.update(step_updates(self.step.name, result))
         return self._files.write_step_output(
@@ -298,6 +304,7 @@ class StepAttempt:
             context=self.context,
         )
 
+    @tracing.stage("commit")
     def commit(self, manifest: str, size: int, keys: list[str]) -> transitions.Commit:
         state, commit = self._mutate(
             lambda s: transitions.commit(
@@ -315,6 +322,7 @@ class StepAttempt:
         self.state = state
         return commit
 
+    @tracing.stage("publish")
     def publish(self, steps: list[str]) -> None:
         self.engine.publish_steps(self._state, steps)
 

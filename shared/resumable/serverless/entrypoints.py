@@ -20,6 +20,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 from werkzeug.exceptions import ServiceUnavailable
 
+from resumable import tracing
 from resumable._defaults import DEFAULT_TENANT
 from resumable._log import configure_cloud_logging, logger
 from resumable.errors import BadMessageError, ContentionError, RunDocumentError
@@ -54,6 +55,7 @@ def engine() -> Engine:
         if _engine is None:
             configure_cloud_logging()
             _engine = Engine.from_settings(Settings.from_env())
+            tracing.configure(_engine.settings.project)
         return _engine
 
 
@@ -80,7 +82,9 @@ def start_run(event: CloudEvent) -> None:
     try:
         payload = pubsub_payload(event.get_data())
         message = parse_start(payload.data)
-        started = start_run_now(engine(), message, message_id=payload.message_id)
+        run_engine = engine()  # before the span: the first call sets tracing up
+        with tracing.run_span("start run", tracing.started_run(message, payload.message_id)):
+            started = start_run_now(run_engine, message, message_id=payload.message_id)
     except BadMessageError as exc:
         logger.error(f"bad start message, acked: {exc.reason}", extra={"run_id": exc.run_id})
         if exc.run_id and exc.pipeline:
@@ -100,7 +104,11 @@ def run_step(event: CloudEvent) -> None:
     decoded = _step_message(event, "bad step message, acked")
     if decoded is None:
         return
-    outcome = handle_step(engine(), decoded[0])
+    message, attributes = decoded
+    step_engine = engine()  # before the span: the first call sets tracing up
+    with tracing.run_span(f"step {message.step}", message, attributes, step=message.step) as span:
+        outcome = handle_step(step_engine, message)
+        span.set(generation=message.generation, outcome=outcome.reason, acked=outcome.ack)
     if not outcome.ack:
         raise ServiceUnavailable(description=f"retry later: {outcome.reason}")
 

@@ -1,0 +1,118 @@
+"""``resumable ui``: where it listens, what it refuses, and that the installed command
+serves its pages and assets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from resumable.cli._app import app
+from resumable.cli._ui import is_loopback
+from resumable.ui._graph import layers, render_svg
+from resumable.ui._models import StepView
+from resumable.ui._security import Guard, RequestRefused, host_name
+from tests.ui.conftest import free_port
+from tests.ui.pipelines import build
+
+
+def test_a_non_loopback_host_needs_allow_remote() -> None:
+    result = CliRunner().invoke(app, ["ui", "--host", "0.0.0.0", "--storage", "/nonexistent"])
+    assert result.exit_code == 2
+    assert "no authentication" in result.output and "--allow-remote" in result.output
+
+
+def test_without_a_deployment_it_says_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("RESUMABLE_PROJECT", "RESUMABLE_STORAGE", "GOOGLE_CLOUD_PROJECT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RESUMABLE_DEV_HOME", str(tmp_path))
+    result = CliRunner().invoke(app, ["ui"])
+    assert result.exit_code == 2 and "missing setting" in result.output
+
+
+def test_loopback_names() -> None:
+    assert all(is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "10.0.0.1", "example.com", "::"))
+
+
+def test_the_command_serves_pages_and_packaged_assets_on_loopback(tmp_path: Path) -> None:
+    build(storage=str(tmp_path), run_id="cli-1").run({"workdir": str(tmp_path)})
+    port = free_port()
+    command = [sys.executable, "-m", "resumable.cli", "ui", "--port", str(port)]
+    command += ["--storage", str(tmp_path)]
+    server = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                page = urllib.request.urlopen(base + "/", timeout=2).read().decode()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        assert 'data-run="cli-1"' in page
+        for asset in ("/static/ui.css", "/static/ui.js", "/static/favicon.svg"):
+            assert urllib.request.urlopen(base + asset, timeout=2).status == 200
+        request = urllib.request.Request(base + "/", headers={"Host": "rebind.example"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=2)
+        assert refused.value.code == 421
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=20)[0].decode()
+    assert f"resumable ui on http://127.0.0.1:{port}/" in output
+
+
+def test_the_guard_accepts_only_same_origin_posts_with_a_signed_token() -> None:
+    guard = Guard(["127.0.0.1"])
+    token = guard.new_token()
+    good = {
+        "host": "127.0.0.1:8787",
+        "origin": "http://127.0.0.1:8787",
+        "referer": None,
+        "fetch_site": "same-origin",
+        "cookie": token,
+        "token": token,
+    }
+    guard.check_post(**good)
+    for change in (
+        {"origin": "http://127.0.0.1:9999"},
+        {"origin": None, "referer": "http://other:8787/x"},
+        {"fetch_site": "same-site"},
+        {"token": guard.new_token()},
+        {"cookie": None},
+        {"host": "evil.example:8787", "origin": "http://evil.example:8787"},
+    ):
+        with pytest.raises(RequestRefused):
+            guard.check_post(**{**good, **change})
+    assert host_name("[::1]:8787") == "[::1]" and host_name("Localhost:1") == "localhost"
+
+
+def test_the_graph_lays_steps_out_in_layers_of_their_dependencies() -> None:
+    steps = [
+        StepView("a", "completed", []),
+        StepView("b", "completed", ["a"]),
+        StepView("c", "running", ["a"]),
+        StepView("d", "not_started", ["b", "c"]),
+        StepView("e", "not_started", []),
+    ]
+    assert layers(steps) == [["a", "e"], ["b", "c"], ["d"]]
+    svg = render_svg(steps)
+    assert svg.count('class="edge') == 4 and 'class="node status-running" data-step="c"' in svg
+    assert "data-from" not in render_svg(steps, edges=False)
