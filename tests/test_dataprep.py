@@ -40,6 +40,7 @@ from examples.dataprep.video import (
 )
 from resumable.definition._loader import load_pipeline
 from resumable.storage import open_store
+from tests.serverless_fakes import drain, make_engine, start, state_of
 
 ROOT = Path(__file__).resolve().parent.parent
 FRAMES = 36
@@ -247,6 +248,24 @@ def test_a_clip_without_moving_objects_gives_an_empty_dataset_and_a_warning(
     manifest = read_dataset(tmp_path / "out", GUID, decode=True)[MANIFEST]
     assert manifest["files"] == [] and manifest["warnings"] == [warning]
     assert any(r.levelname == "WARNING" and warning in r.getMessage() for r in caplog.records)
+
+
+def test_an_empty_dataset_warns_the_same_way_in_a_serverless_run(tmp_path: Path) -> None:
+    """On the serverless engine (in-memory services), the warning reaches the final context
+    and the manifest, identical to the in-process run's."""
+    video = make_test_clip(tmp_path / "blank.mp4", 12, (160, 120), objects=0)
+    local = _run(tmp_path / "store", _context(video, tmp_path / "local"))["context"]
+
+    pipeline = dataprep.build("memory://unused", cleanup_on_success=False)
+    engine = make_engine(pipeline)
+    start(engine, dataprep.PIPELINE_NAME, _context(video, tmp_path / "served"))
+    drain(engine)
+    state = state_of(engine, dataprep.PIPELINE_NAME)
+    assert state.status == "completed", state.error
+    final = engine.files(state).final_context(state, pipeline.spec)
+
+    assert final["dataset_warnings"] == local["dataset_warnings"] != []
+    assert read_dataset(tmp_path / "served", GUID) == read_dataset(tmp_path / "local", GUID)
 
 
 def test_tracks_too_short_or_too_few_are_warned_about(
