@@ -59,22 +59,6 @@ def _video_guid(context: Mapping[str, Any]) -> str:
         raise NonRetryableError(str(exc)) from None
 
 
-def _crop_stats(context: Mapping[str, Any]) -> dict[str, int]:
-    """The ``crop`` step's statistics; rebuilt from the context for a checkpoint saved
-    before the step returned them."""
-    stats = context.get("crop_stats")
-    if stats is not None:
-        return dict(stats)
-    kept = context["crop_meta"]
-    return {
-        "frames": len(context["frames_data"]),
-        "detections": sum(len(b) for b in context["detection_boxes"]),
-        "tracks": len(kept),
-        "tracks_kept": len(kept),
-        "longest_track": max((len(r) for r in kept.values()), default=0),
-    }
-
-
 class DataPrepPipeline(Pipeline):
     """Turns a video into a dataset of background-free object crops, split by track.
 
@@ -257,7 +241,16 @@ class DataPrepPipeline(Pipeline):
         counts = {
             name: sum(1 for f in files if f.record["split"] == name) for name in ("train", "val")
         }
-        warnings = dataset_warnings(_crop_stats(context), len(files), params)
+        stats = context.get("crop_stats")
+        if stats is None:  # a checkpoint saved before the crop step returned its statistics
+            stats = track_crops(
+                context["frames_data"],
+                context["frame_meta"],
+                context["detection_boxes"],
+                context["detection_scores"],
+                params,
+            )[2]
+        warnings = dataset_warnings(stats, len(files), params)
         manifest = {
             "video_guid": guid,
             "video": context.get("video_info"),

@@ -151,9 +151,9 @@ def pick_codec(preferred: Sequence[str] = PREFERRED_CODECS) -> str:
 # same scene at every size: (RGB color, width, height, start x, start y, speed x, speed y),
 # widths and x in fractions of the frame's width, heights and y of its height, speeds per
 # frame. Each moves about a seventh of its own width per frame, so its boxes overlap from
-# frame to frame (IoU 0.75; still 0.4 at frame_stride=3) and, over 24 frames or 8 frames
-# taken every 3rd, no pixel is covered in half of the frames (the median is the
-# background). None bounces off an edge in the first 24 frames.
+# frame to frame (IoU about 0.75; about 0.4 at frame_stride=3) and, in clips of 16 frames
+# or more, or 8 frames taken every 3rd, no pixel is covered in half of the frames (so the
+# median frame is the background). None bounces off an edge in the first 24 frames.
 SPRITES: tuple[tuple[tuple[int, int, int], float, float, float, float, float, float], ...] = (
     ((230, 40, 40), 0.10, 0.12, 0.05, 0.10, 0.015, 0.0),
     ((40, 200, 60), 0.08, 0.16, 0.80, 0.42, -0.0115, 0.0),
