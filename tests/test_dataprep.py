@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from examples.dataprep import clip as per_clip
 from examples.dataprep import pipeline as dataprep
 from examples.dataprep import vision
 from examples.dataprep.dataset import (
@@ -30,9 +31,16 @@ from examples.dataprep.dataset import (
     encode_png,
     read_dataset,
 )
-from examples.dataprep.video import DecodedFrame, iter_frames, make_test_clip, probe
+from examples.dataprep.video import (
+    DecodedFrame,
+    iter_frames,
+    make_test_clip,
+    probe,
+    sprite_boxes,
+)
 from resumable.definition._loader import load_pipeline
 from resumable.storage import open_store
+from tests.serverless_fakes import drain, make_engine, start, state_of
 
 ROOT = Path(__file__).resolve().parent.parent
 FRAMES = 36
@@ -131,6 +139,7 @@ def test_every_moving_rectangle_becomes_a_track_of_background_free_crops(
         assert list(image.shape) == record["shape"]
     assert manifest["splits"]["train"]["tracks"] == train
     assert manifest["splits"]["val"]["files"] == len(val) * FRAMES
+    assert manifest["warnings"] == context["dataset_warnings"] == []
 
 
 def test_the_same_video_gives_the_same_dataset_byte_for_byte(
@@ -193,6 +202,122 @@ def test_the_pipeline_loads_by_reference(tmp_path: Path) -> None:
         assert pipeline.run_id == "run-1" and pipeline.storage.url == tmp_path.as_uri()
         assert list(pipeline.spec.order) == STEPS
         assert all(s.description and s.timeout and s.memory for s in pipeline.spec.steps.values())
+
+
+# -- frame sizes and empty results ------------------------------------------------------
+
+# 24 frames, every 3rd kept: 8 frames to process, and the rectangles move as far between
+# them as they do over 3 frames (IoU tracking must still follow them).
+SIZE_FRAMES, SIZE_STRIDE = 24, 3
+
+
+@pytest.mark.parametrize(
+    "size", [(320, 240), (640, 360), (1280, 720), (1920, 1080)], ids=lambda s: f"{s[0]}x{s[1]}"
+)
+def test_the_three_rectangles_are_found_and_tracked_at_every_frame_size(
+    size: tuple[int, int], tmp_path: Path
+) -> None:
+    video = make_test_clip(tmp_path / "clip.mp4", SIZE_FRAMES, size)
+    result = _run(tmp_path / "store", _context(video, frame_stride=SIZE_STRIDE))
+    context = result["context"]
+
+    kept = SIZE_FRAMES // SIZE_STRIDE
+    assert len(context["frames_data"]) == kept
+    for meta, boxes in zip(context["frame_meta"], context["detection_boxes"], strict=True):
+        truth = [box for _, box in sprite_boxes(meta["index"], size)]
+        assert len(truth) == len(boxes) == 3, (meta, boxes)
+        overlap = vision.iou_matrix(np.array(truth), boxes)
+        assert (overlap.max(axis=1) > 0.8).all(), (meta, boxes, truth)  # each one found
+    assert sorted(context["track_labels"].values()) == ["blue", "green", "red"]
+    assert all(len(crops) == kept for crops in context["crops_in_memory"].values())
+    train, val = context["train_ids"], context["val_ids"]
+    assert context["dataset"]["file_count"] == kept * (3 * len(train) + len(val)) > 0
+    assert context["dataset_warnings"] == []
+
+
+def test_a_clip_without_moving_objects_gives_an_empty_dataset_and_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    video = make_test_clip(tmp_path / "blank.mp4", 12, (160, 120), objects=0)
+    result = _run(tmp_path / "store", _context(video, tmp_path / "out"))
+
+    context = result["context"]
+    assert context["dataset"]["file_count"] == 0
+    (warning,) = context["dataset_warnings"]
+    assert warning.startswith("the dataset is empty: no moving object detected in 12 frames")
+    manifest = read_dataset(tmp_path / "out", GUID, decode=True)[MANIFEST]
+    assert manifest["files"] == [] and manifest["warnings"] == [warning]
+    assert any(r.levelname == "WARNING" and warning in r.getMessage() for r in caplog.records)
+
+
+def test_an_empty_dataset_warns_the_same_way_in_a_serverless_run(tmp_path: Path) -> None:
+    """On the serverless engine (in-memory services), the warning reaches the final context
+    and the manifest, identical to the in-process run's."""
+    video = make_test_clip(tmp_path / "blank.mp4", 12, (160, 120), objects=0)
+    local = _run(tmp_path / "store", _context(video, tmp_path / "local"))["context"]
+
+    pipeline = dataprep.build("memory://unused", cleanup_on_success=False)
+    engine = make_engine(pipeline)
+    start(engine, dataprep.PIPELINE_NAME, _context(video, tmp_path / "served"))
+    drain(engine)
+    state = state_of(engine, dataprep.PIPELINE_NAME)
+    assert state.status == "completed", state.error
+    final = engine.files(state).final_context(state, pipeline.spec)
+
+    assert final["dataset_warnings"] == local["dataset_warnings"] != []
+    assert read_dataset(tmp_path / "served", GUID) == read_dataset(tmp_path / "local", GUID)
+
+
+def test_tracks_too_short_or_too_few_are_warned_about(
+    reference: tuple[dict[str, Any], Path, dict[str, bytes]],
+) -> None:
+    context = reference[0]["context"]
+    strict = per_clip.Params(min_track_length=FRAMES + 1)
+    crops, _, stats = per_clip.track_crops(
+        context["frames_data"],
+        context["frame_meta"],
+        context["detection_boxes"],
+        context["detection_scores"],
+        strict,
+    )
+    assert crops == {}
+    assert stats == {
+        "frames": FRAMES,
+        "detections": 3 * FRAMES,
+        "tracks": 3,
+        "tracks_kept": 0,
+        "longest_track": FRAMES,
+    }
+    (warning,) = per_clip.dataset_warnings(stats, 0, strict)
+    assert "dataset is empty" in warning and f"min_track_length={FRAMES + 1}" in warning
+    assert f"the longest: {FRAMES}" in warning
+
+    one = {"frames": 4, "detections": 4, "tracks": 1, "tracks_kept": 1, "longest_track": 4}
+    assert per_clip.dataset_warnings(one, 12, per_clip.Params()) == [
+        "only one track was found: the validation split is empty"
+    ]
+    assert per_clip.dataset_warnings(context["crop_stats"], 5, per_clip.Params()) == []
+
+
+def test_process_clip_gives_what_the_steps_give(
+    clip: Path, reference: tuple[dict[str, Any], Path, dict[str, bytes]]
+) -> None:
+    steps = reference[0]["context"]
+    alone = per_clip.process_clip(clip)
+
+    for key, value in alone.items():
+        expected = steps[key]
+        if key in ("frames_data", "detection_boxes", "detection_scores"):
+            assert all(np.array_equal(a, b) for a, b in zip(value, expected, strict=True)), key
+        elif key == "background":
+            assert np.array_equal(value, expected)
+        elif key.endswith("crops_in_memory"):
+            assert value.keys() == expected.keys(), key
+            for track, images in value.items():
+                pairs = zip(images, expected[track], strict=True)
+                assert all(np.array_equal(a, b) for a, b in pairs), (key, track)
+        else:
+            assert value == expected, key
 
 
 # -- interruptions ------------------------------------------------------------------------

@@ -5,8 +5,17 @@ split → dataset on storage. See README.md; load it as
 ``examples.dataprep.pipeline:build``.
 """
 
+from .clip import Params, process_clip
 from .dataset import read_dataset
 from .pipeline import DEFAULT_PARAMS, DataPrepPipeline, build
 from .video import make_test_clip
 
-__all__ = ["DEFAULT_PARAMS", "DataPrepPipeline", "build", "make_test_clip", "read_dataset"]
+__all__ = [
+    "DEFAULT_PARAMS",
+    "DataPrepPipeline",
+    "Params",
+    "build",
+    "make_test_clip",
+    "process_clip",
+    "read_dataset",
+]

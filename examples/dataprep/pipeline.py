@@ -15,77 +15,38 @@ pipeline's storage) and the parameters in :data:`DEFAULT_PARAMS`.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
 from typing import Any
-
-import numpy as np
 
 from resumable import NonRetryableError, Pipeline, validate_id
 from resumable.errors import InvalidIdError
 from resumable.storage import ObjectStore, open_store
 
 from . import dataset, vision
+from .clip import (
+    DEFAULT_PARAMS,
+    Params,
+    augment_crops,
+    clean_crops,
+    dataset_warnings,
+    detect_frames,
+    kept_frames,
+    split_tracks,
+    track_crops,
+)
 from .video import iter_frames, local_video, probe
+
+__all__ = ["DEFAULT_PARAMS", "PIPELINE_NAME", "DataPrepPipeline", "Params", "build"]
 
 PIPELINE_NAME = "dataprep"
 
+# A child of the library's logger: the CLI and the functions show its warnings with theirs.
+logger = logging.getLogger("resumable.examples.dataprep")
+
 SaveProgress = Callable[..., bool]
 Context = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Params:
-    """The tunable parameters, read from the context (defaults below)."""
-
-    frame_stride: int = 1  # keep every n-th decoded frame
-    max_frames: int | None = None  # stop after keeping this many frames
-    progress_every: int = 8  # extract_frames checkpoints after this many kept frames
-    seed: int = 0  # augmentation and split
-    diff_threshold: int = 30  # foreground: channel difference to the background above this
-    min_area: int = 40  # smallest detection, in pixels
-    iou_threshold: float = 0.3  # tracking: least overlap to continue a track
-    max_gap: int = 2  # tracking: frames a track may go unseen
-    crop_padding: int = 2  # pixels added around each box
-    min_track_length: int = 3  # shorter tracks are dropped as noise
-    augmentations: int = 2  # augmented copies per training crop
-    val_fraction: float = 0.25  # share of tracks in the validation split
-    image_format: str = "png"  # "png" or "npy"
-
-    @classmethod
-    def from_context(cls, context: Mapping[str, Any]) -> Params:
-        values = {f.name: context[f.name] for f in fields(cls) if context.get(f.name) is not None}
-        try:
-            params = cls(**values)
-            params.validate()
-        except (TypeError, ValueError) as exc:
-            raise NonRetryableError(f"invalid parameter: {exc}") from None
-        return params
-
-    def validate(self) -> None:
-        for name in ("frame_stride", "progress_every", "min_area", "min_track_length"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        for name in ("seed", "diff_threshold", "max_gap", "crop_padding", "augmentations"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        if self.max_frames is not None and (
-            not isinstance(self.max_frames, int) or self.max_frames < 1
-        ):
-            raise ValueError(f"max_frames must be an integer >= 1, got {self.max_frames!r}")
-        if not 0 <= self.iou_threshold <= 1 or not 0 <= self.val_fraction < 1:
-            raise ValueError("iou_threshold must be in [0, 1] and val_fraction in [0, 1)")
-        if self.image_format not in dataset.IMAGE_FORMATS:
-            raise ValueError(f"image_format must be one of {dataset.IMAGE_FORMATS}")
-
-    def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-DEFAULT_PARAMS: dict[str, Any] = Params().as_dict()
 
 
 def _video_guid(context: Mapping[str, Any]) -> str:
@@ -96,10 +57,6 @@ def _video_guid(context: Mapping[str, Any]) -> str:
         return validate_id(str(guid), "video_guid")
     except InvalidIdError as exc:
         raise NonRetryableError(str(exc)) from None
-
-
-def _track_name(number: int) -> str:
-    return f"track_{number:03d}"
 
 
 class DataPrepPipeline(Pipeline):
@@ -213,19 +170,14 @@ class DataPrepPipeline(Pipeline):
         start = int(context.get("frames_next_index") or 0)
         limit = params.max_frames or math.inf
         next_index = start
-        if len(frames) < limit:
-            for frame in iter_frames(path, start=start, stride=params.frame_stride):
-                frames.append(frame.image)
-                meta.append({"index": frame.index, "pts": frame.pts, "time": frame.time})
-                next_index = frame.index + 1
-                if len(frames) >= limit:
-                    break
-                if len(frames) % params.progress_every == 0:
-                    context.update(
-                        frames_data=frames, frame_meta=meta, frames_next_index=next_index
-                    )
-                    save_progress(context)
-                    frames, meta = list(frames), list(meta)  # the saved lists stay as saved
+        for frame in kept_frames(path, params, start=start, kept=len(frames), decode=iter_frames):
+            frames.append(frame.image)
+            meta.append({"index": frame.index, "pts": frame.pts, "time": frame.time})
+            next_index = frame.index + 1
+            if len(frames) < limit and len(frames) % params.progress_every == 0:
+                context.update(frames_data=frames, frame_meta=meta, frames_next_index=next_index)
+                save_progress(context)
+                frames, meta = list(frames), list(meta)  # the saved lists stay as saved
         if not frames:
             raise NonRetryableError(f"no frames decoded from {video_path!r}")
         return {
@@ -238,88 +190,46 @@ class DataPrepPipeline(Pipeline):
     def detect(self, context: Context) -> Context:
         """``background`` (median frame) and per-frame ``detection_boxes`` / ``_scores``."""
         params = Params.from_context(context)
-        frames = context["frames_data"]
-        background = vision.median_background(frames)
-        boxes, scores = [], []
-        for frame in frames:
-            b, s = vision.detect_objects(
-                frame, background, threshold=params.diff_threshold, min_area=params.min_area
-            )
-            boxes.append(b)
-            scores.append(s)
+        background, boxes, scores = detect_frames(context["frames_data"], params)
         return {"background": background, "detection_boxes": boxes, "detection_scores": scores}
 
     def crop(self, context: Context) -> Context:
-        """``crops_in_memory`` (track → crops) and ``crop_meta`` (track → frame, box, score)."""
+        """``crops_in_memory`` (track → crops), ``crop_meta`` (track → frame, box, score)
+        and ``crop_stats`` (frames, detections, tracks found and kept, longest track)."""
         params = Params.from_context(context)
-        frames, meta = context["frames_data"], context["frame_meta"]
-        boxes, scores = context["detection_boxes"], context["detection_scores"]
-        ids = vision.track_ids(boxes, iou_threshold=params.iou_threshold, max_gap=params.max_gap)
-        crops: dict[str, list[vision.Image]] = {}
-        crop_meta: dict[str, list[dict[str, Any]]] = {}
-        for position, frame in enumerate(frames):
-            for j, number in enumerate(ids[position]):
-                box = vision.crop_box(boxes[position][j], frame.shape, params.crop_padding)
-                track = _track_name(number)
-                crops.setdefault(track, []).append(vision.crop(frame, box))
-                crop_meta.setdefault(track, []).append(
-                    {
-                        "frame": meta[position]["index"],
-                        "box": list(box),
-                        "score": round(float(scores[position][j]), 4),
-                    }
-                )
-        keep = sorted(t for t in crops if len(crops[t]) >= params.min_track_length)
-        return {
-            "crops_in_memory": {t: crops[t] for t in keep},
-            "crop_meta": {t: crop_meta[t] for t in keep},
-        }
+        crops, records, stats = track_crops(
+            context["frames_data"],
+            context["frame_meta"],
+            context["detection_boxes"],
+            context["detection_scores"],
+            params,
+        )
+        return {"crops_in_memory": crops, "crop_meta": records, "crop_stats": stats}
 
     def remove_background(self, context: Context) -> Context:
         """``modified_crops_in_memory``: crops with background pixels zeroed; ``track_labels``."""
         params = Params.from_context(context)
-        background = context["background"]
-        modified: dict[str, list[vision.Image]] = {}
-        labels: dict[str, str] = {}
-        for track, crops in context["crops_in_memory"].items():
-            out = []
-            for image, info in zip(crops, context["crop_meta"][track], strict=True):
-                behind = vision.crop(background, tuple(info["box"]))
-                out.append(vision.remove_background(image, behind, params.diff_threshold))
-            modified[track] = out
-            labels[track] = vision.majority([vision.color_label(image) for image in out])
+        modified, labels = clean_crops(
+            context["crops_in_memory"], context["crop_meta"], context["background"], params
+        )
         return {"modified_crops_in_memory": modified, "track_labels": labels}
 
     def augment(self, context: Context) -> Context:
         """``augmented_crops_in_memory``: ``augmentations`` seeded variants of each crop."""
         params = Params.from_context(context)
-        augmented: dict[str, list[vision.Image]] = {}
-        augment_meta: dict[str, list[dict[str, Any]]] = {}
-        for track, crops in context["modified_crops_in_memory"].items():
-            rng = vision.track_rng(params.seed, track)
-            images, records = [], []
-            for source, image in enumerate(crops):
-                for variant in range(params.augmentations):
-                    out, record = vision.augment(image, rng)
-                    images.append(out)
-                    records.append({"source": source, "variant": variant, **record})
-            augmented[track], augment_meta[track] = images, records
-        return {"augmented_crops_in_memory": augmented, "augment_meta": augment_meta}
+        augmented, records = augment_crops(context["modified_crops_in_memory"], params)
+        return {"augmented_crops_in_memory": augmented, "augment_meta": records}
 
     def split(self, context: Context) -> Context:
         """``train_ids`` / ``val_ids``: disjoint, sorted track ids, drawn by ``seed``."""
         params = Params.from_context(context)
-        tracks = sorted(context["modified_crops_in_memory"])
-        order = np.random.default_rng(params.seed).permutation(len(tracks))
-        n_val = 0
-        if len(tracks) >= 2:
-            n_val = min(len(tracks) - 1, max(1, round(len(tracks) * params.val_fraction)))
-        val = sorted(tracks[int(i)] for i in order[:n_val])
-        train = sorted(t for t in tracks if t not in val)
+        train, val = split_tracks(list(context["modified_crops_in_memory"]), params)
         return {"train_ids": train, "val_ids": val}
 
     def write_dataset(self, context: Context) -> Context:
-        """Write the dataset; returns ``dataset``: its URL, manifest name and file count."""
+        """Write the dataset; returns ``dataset`` (its URL, manifest name and file counts)
+        and ``dataset_warnings`` (also in the manifest, and logged): an empty dataset is
+        never silent."""
         params = Params.from_context(context)
         guid = _video_guid(context)
         output = context.get("output")
@@ -331,6 +241,16 @@ class DataPrepPipeline(Pipeline):
         counts = {
             name: sum(1 for f in files if f.record["split"] == name) for name in ("train", "val")
         }
+        stats = context.get("crop_stats")
+        if stats is None:  # a checkpoint saved before the crop step returned its statistics
+            stats = track_crops(
+                context["frames_data"],
+                context["frame_meta"],
+                context["detection_boxes"],
+                context["detection_scores"],
+                params,
+            )[2]
+        warnings = dataset_warnings(stats, len(files), params)
         manifest = {
             "video_guid": guid,
             "video": context.get("video_info"),
@@ -341,8 +261,11 @@ class DataPrepPipeline(Pipeline):
                 "train": {"tracks": list(context["train_ids"]), "files": counts["train"]},
                 "val": {"tracks": list(context["val_ids"]), "files": counts["val"]},
             },
+            "warnings": warnings,
         }
         written = dataset.write_dataset(store, guid, files, manifest, params.image_format)
+        for warning in warnings:
+            logger.warning("dataset %s: %s", guid, warning)
         return {
             "dataset": {
                 "url": written.url,
@@ -350,7 +273,8 @@ class DataPrepPipeline(Pipeline):
                 "file_count": written.files,
                 "train_files": counts["train"],
                 "val_files": counts["val"],
-            }
+            },
+            "dataset_warnings": warnings,
         }
 
     @staticmethod

@@ -147,21 +147,50 @@ def pick_codec(preferred: Sequence[str] = PREFERRED_CODECS) -> str:
     raise RuntimeError(f"none of the video encoders {list(preferred)} is available in PyAV")
 
 
-# Colored rectangles of the test clip: (RGB color, width, height, start x, y, speed x, speed y)
-_SPRITES: tuple[tuple[tuple[int, int, int], int, int, float, float, float, float], ...] = (
-    ((230, 40, 40), 26, 20, 0.05, 0.10, 0.022, 0.0),
-    ((40, 200, 60), 20, 24, 0.80, 0.42, -0.018, 0.0),
-    ((50, 80, 235), 30, 18, 0.25, 0.76, 0.015, 0.0),
+# The test clip's colored rectangles, in fractions of the frame so that the clip is the
+# same scene at every size: (RGB color, width, height, start x, start y, speed x, speed y),
+# widths and x in fractions of the frame's width, heights and y of its height, speeds per
+# frame. Each moves about a seventh of its own width per frame, so its boxes overlap from
+# frame to frame (IoU about 0.75; about 0.4 at frame_stride=3) and, in clips of 16 frames
+# or more, or 8 frames taken every 3rd, no pixel is covered in half of the frames (so the
+# median frame is the background). None bounces off an edge in the first 24 frames.
+SPRITES: tuple[tuple[tuple[int, int, int], float, float, float, float, float, float], ...] = (
+    ((230, 40, 40), 0.10, 0.12, 0.05, 0.10, 0.015, 0.0),
+    ((40, 200, 60), 0.08, 0.16, 0.80, 0.42, -0.0115, 0.0),
+    ((50, 80, 235), 0.12, 0.10, 0.25, 0.76, 0.017, 0.0),
 )
 
 
-def synth_frames(frames: int, size: tuple[int, int], seed: int = 0) -> Iterator[NDArray[np.uint8]]:
-    """A deterministic clip: colored rectangles moving over a static textured background.
+def sprite_boxes(
+    t: int, size: tuple[int, int], objects: int = len(SPRITES)
+) -> list[tuple[tuple[int, int, int], tuple[int, int, int, int]]]:
+    """The first ``objects`` rectangles of frame ``t``: (color, box ``x0 y0 x1 y1``) each.
 
-    The rectangles move in separate horizontal lanes so that they never overlap, and
-    bounce off the frame's edges. ``size`` is (width, height).
+    This is the ground truth of :func:`synth_frames`: the rectangles move in separate
+    horizontal lanes, never overlap, and bounce off the frame's edges, so they are always
+    entirely visible. ``size`` is (width, height).
     """
     width, height = size
+    out = []
+    for color, fw, fh, x0, y0, vx, vy in SPRITES[:objects]:
+        w, h = max(1, round(fw * width)), max(1, round(fh * height))
+        left = round(_bounce(x0 + vx * t, 1.0 - w / width) * width)
+        top = round(_bounce(y0 + vy * t, 1.0 - h / height) * height)
+        out.append((color, (left, top, left + w, top + h)))
+    return out
+
+
+def synth_frames(
+    frames: int, size: tuple[int, int], seed: int = 0, objects: int = len(SPRITES)
+) -> Iterator[NDArray[np.uint8]]:
+    """A deterministic clip: colored rectangles moving over a static textured background.
+
+    ``objects`` (0 to 3) rectangles, placed by :func:`sprite_boxes`; with 0 the clip is
+    the background alone. ``size`` is (width, height).
+    """
+    width, height = size
+    if not 0 <= objects <= len(SPRITES):
+        raise ValueError(f"objects must be in [0, {len(SPRITES)}], got {objects}")
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     # Smooth gradients plus a mild fixed grain: textured but easy to model by a median.
@@ -177,11 +206,8 @@ def synth_frames(frames: int, size: tuple[int, int], seed: int = 0) -> Iterator[
     background = np.clip(base, 0, 255).astype(np.uint8)
     for t in range(frames):
         image = background.copy()
-        for color, w, h, x0, y0, vx, vy in _SPRITES:
-            x = _bounce(x0 + vx * t, 1.0 - w / width) * width
-            y = _bounce(y0 + vy * t, 1.0 - h / height) * height
-            left, top = round(x), round(y)
-            image[top : top + h, left : left + w] = color
+        for color, (x0, y0, x1, y1) in sprite_boxes(t, size, objects):
+            image[y0:y1, x0:x1] = color
         yield image
 
 
@@ -199,9 +225,12 @@ def make_test_clip(
     *,
     fps: int = 12,
     seed: int = 0,
+    objects: int = len(SPRITES),
     codec: str | None = None,
 ) -> Path:
     """Encode the deterministic synthetic clip (see :func:`synth_frames`) to ``path``.
+
+    ``objects`` is how many of the three rectangles it shows (0: the background alone).
 
     The codec defaults to the first of ``libx264`` / ``mpeg4`` this PyAV build offers,
     at high quality so that detection sees clean edges. Encoding is single-threaded, so
@@ -224,7 +253,7 @@ def make_test_clip(
         else:
             stream.bit_rate = 4_000_000
             stream.options = {"qscale": "2"}
-        for image in synth_frames(frames, size, seed):
+        for image in synth_frames(frames, size, seed, objects):
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))

@@ -12,6 +12,7 @@ Every function is deterministic: the same inputs give the same bytes.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,8 +54,12 @@ def median_background(frames: Sequence[Image], max_samples: int = 64) -> Image:
 
 def difference(image: Image, background: Image) -> NDArray[np.int16]:
     """Per pixel, the largest absolute channel difference to the background (0..255)."""
-    delta = np.abs(image.astype(np.int16) - background.astype(np.int16))
-    return delta.max(axis=-1) if delta.ndim == 3 else delta
+    # max - min is |a - b| without leaving uint8; the channel maximum is taken channel by
+    # channel, which is many times faster than a reduction over the short last axis.
+    delta = np.maximum(image, background) - np.minimum(image, background)
+    if delta.ndim == 3:
+        delta = functools.reduce(np.maximum, [delta[..., c] for c in range(delta.shape[-1])])
+    return delta.astype(np.int16)
 
 
 def _shifted_views(mask: Mask) -> list[Mask]:

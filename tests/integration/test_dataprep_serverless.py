@@ -61,3 +61,5 @@ def test_dataprep_run_event_driven_writes_the_same_dataset_as_in_process(
     for name, data in expected.items():
         assert served[name] == data, f"{name} differs"
     assert len(served) - 1 == result["context"]["dataset"]["file_count"]
+    manifest = read_dataset(serverless_out, guid, decode=True)[MANIFEST]
+    assert manifest["warnings"] == result["context"]["dataset_warnings"] == []
