@@ -135,6 +135,7 @@ def _soak(
             "STORAGE_EMULATOR_HOST": proxy.url,  # the functions' storage goes through faults
             "SOAK_ITEM_SECONDS": str(config.item_seconds),
             "SOAK_LOG_DIR": str(logs),
+            "SOAK_GATE": str(workdir / "hold"),
         },
     )
     ledger = Ledger()
@@ -143,7 +144,9 @@ def _soak(
         stack.up()
         say(f"stack up: {len(stack.functions)} function processes; starting {config.runs} runs")
         engine = Engine.from_settings(Settings.from_env())  # the soak's own view: no faults
-        killer = _play(config, stack, engine, plans, ledger, proxy, report, say)
+        gate = workdir / "hold"
+        gate.touch()  # runs hold in ``scan`` until the killer is done (see pipeline.py)
+        killer = _play(config, stack, engine, plans, ledger, proxy, report, say, gate)
         report.verdict = check_runs(
             engine,
             plans,
@@ -178,9 +181,12 @@ def _play(
     proxy: FaultProxy,
     report: Report,
     say: Any,
+    gate: Path,
 ) -> Killer:
     """The chaos, until the users played every operation and the killer is done (or
-    nothing is left to kill); then every run gets ``end_timeout_seconds`` to end."""
+    nothing is left to kill); then every run gets ``end_timeout_seconds`` to end. The
+    ``gate`` keeps every run from ending until the killer is done, so that a slow machine
+    gets its kills too."""
     observer = Observer(engine, [p.run_id for p in plans]).start()
     users = Users(
         engine, ledger, plans, project=PROJECT, prefix=stack.prefix,
@@ -199,6 +205,8 @@ def _play(
         last = 0.0
         while time.monotonic() < deadline:
             unfinished = observer.unfinished()
+            if killer.kills >= config.kills or not killer.is_alive():
+                gate.unlink(missing_ok=True)
             if users.done() and not (killer.kills < config.kills and unfinished):
                 break
             if time.monotonic() - last >= 10:
@@ -209,6 +217,7 @@ def _play(
                 )
             observer.wait(2.0)
         killer.stop()
+        gate.unlink(missing_ok=True)
         report.chaos_seconds = time.monotonic() - began
         settled = time.monotonic()
         while observer.unfinished() and time.monotonic() < settled + config.end_timeout_seconds:
@@ -216,6 +225,7 @@ def _play(
         report.settle_seconds = time.monotonic() - settled
     finally:
         killer.stop()
+        gate.unlink(missing_ok=True)
         users.stop()
         observer.stop()
     if killer.kills < config.kills:

@@ -55,6 +55,9 @@ class Killer:
     def kills(self) -> int:
         return len(self.ledger.kills)
 
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
     def start(self) -> Killer:
         self._thread.start()
         return self

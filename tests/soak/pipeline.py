@@ -12,8 +12,11 @@ resumes ends with the context of an uninterrupted in-process run (:func:`referen
 The function processes pause ``$SOAK_ITEM_SECONDS`` per frame of ``scan`` (and once in
 the other steps) so that kills land mid-step; the pause is read from the environment, not
 the params, so that the in-process reference runs at full speed with the same params.
-``$SOAK_LOG_DIR`` (when set) receives one line per step execution: which run, step and
-frame it started from, so the soak can count resumptions from saved progress.
+``$SOAK_GATE`` (when set) names a file: while it exists, ``scan`` holds before returning,
+so that no run can end before the killer has made its kills however slow the machine is
+(the soak removes it once the killer is done). ``$SOAK_LOG_DIR`` (when set) receives
+one line per step execution: which run, step and frame it started from, so the soak can
+count resumptions from saved progress.
 """
 
 from __future__ import annotations
@@ -67,7 +70,17 @@ def scan(context: dict[str, Any], save_progress: Any, should_stop: Any) -> dict[
         digest = hashlib.sha256(frames[item].tobytes()).hexdigest()[:8]
         sums.append(int(digest, 16))
         save_progress({"scan_done": item + 1, "scan_sums": sums})
+    _hold(should_stop)
     return {"scan_total": sum(sums)}
+
+
+def _hold(should_stop: Any) -> None:
+    """Wait while the soak's gate file exists (see the module's docstring)."""
+    gate = os.environ.get("SOAK_GATE")
+    while gate and Path(gate).exists():
+        if should_stop():
+            raise RetryableError("scan: stopped while the soak held it")
+        time.sleep(0.1)
 
 
 def histogram(context: dict[str, Any]) -> dict[str, Any]:

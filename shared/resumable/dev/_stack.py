@@ -58,6 +58,9 @@ class DevStack:
     _owns_cloud: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
+    # Held while a dead server is restarted and recorded: ``down`` takes it after setting
+    # ``_stop``, so that no restart starts a server (or records one) once it stopped them.
+    _restarting: threading.Lock = field(default_factory=threading.Lock)
 
     # -- up -----------------------------------------------------------------------------
 
@@ -212,8 +215,13 @@ class DevStack:
             while not self._stop.wait(0.2):
                 for process in self.functions.values():
                     try:
-                        if process.ensure_running():
-                            self._record_functions()
+                        with self._restarting:
+                            if self._stop.is_set():
+                                return
+                            restarted = process.ensure_running()
+                            if restarted:
+                                self._record_functions()
+                        if restarted:
                             process.wait_ready()
                     except Exception:
                         logger.exception(f"restarting {process.spec.name} failed")
@@ -289,6 +297,8 @@ class DevStack:
 
     def down(self) -> None:
         self._stop.set()
+        with self._restarting:
+            pass  # a restart under way has recorded its server: it is stopped below
         for thread in self._threads:
             thread.join(timeout=5)
         # In parallel: each server takes about half a second to wind down.
