@@ -59,6 +59,10 @@ class StepState(BaseModel):
     checkpoint_bytes: int | None = None
     output_keys: list[str] = Field(default_factory=list)
     error: str | None = None
+    # Map steps: the map being run (its items live in documents of their own) and its
+    # item counts ("total", "completed", "failed") when the driver last looked.
+    map_id: str | None = None
+    items: dict[str, int] | None = None
 
 
 class RunState(BaseModel):

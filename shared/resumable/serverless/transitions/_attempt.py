@@ -187,6 +187,7 @@ def commit(
     size: int,
     keys: list[str],
     now: float,
+    items: dict[str, int] | None = None,
 ) -> Decision[Commit]:
     """Mark the step completed with its output manifest, queue its ready successors, and
     finish the run when every step completed. Refused unless we own the attempt."""
@@ -208,6 +209,8 @@ def commit(
     record.finished_at = now
     record.commits += 1
     record.progress_manifest = None
+    if items is not None:
+        record.items = dict(items)  # a map step's final counts
     clear_lease(record)
     if all_completed(new):
         finish(new, RunStatus.COMPLETED, now)
@@ -286,5 +289,37 @@ def continue_step(
     record.status = StepStatus.QUEUED
     record.queued_at = now
     record.continuations += 1
+    record.attempt_base += 1
+    return Decision(Verdict.CONTINUED, new)
+
+
+def wait_for_items(
+    state: RunState,
+    step: str,
+    *,
+    owner: str,
+    attempt: int,
+    now: float,
+    map_id: str,
+    items: dict[str, int],
+) -> Decision[Verdict]:
+    """A map step's driver dispatched its items and some are unfinished: the step waits
+    ``queued`` (no attempt counted; the worker finishing the last item publishes its
+    message, the watchdog re-publishes it after its grace as a safety net)."""
+    record = state.steps[step]
+    if not owns(record, owner, attempt):
+        return Decision(Verdict.STALE)
+    new = copy_state(state)
+    record = new.steps[step]
+    clear_lease(record)
+    record.map_id = map_id
+    record.items = dict(items)
+    if new.cancel_requested:
+        record.status = StepStatus.CANCELLED
+        record.finished_at = now
+        apply_cancel(new, now)
+        return Decision(Verdict.CANCELLED, new)
+    record.status = StepStatus.QUEUED
+    record.queued_at = now
     record.attempt_base += 1
     return Decision(Verdict.CONTINUED, new)
