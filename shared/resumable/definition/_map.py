@@ -148,11 +148,11 @@ def map_output(
     failures = [{"index": i, "item": items[i], "error": failed[i]} for i in sorted(failed)]
     allowed = spec.tolerance(len(items))
     if len(failures) > allowed:
-        shown = ", ".join(f"#{f['index']} ({f['error']})" for f in failures[:5])
+        shown = ", ".join(f"#{f['index']} ({f['error']})" for f in failures[:10])
         raise NonRetryableError(
             f"map step {step!r}: {len(failures)} of {len(items)} items failed, more than "
             f"the {allowed} tolerated: {shown}"
-            + (" ..." if len(failures) > 5 else "")
+            + (" ..." if len(failures) > 10 else "")
             + "; fix the cause and resume the run: only the failed items run again"
         )
     if spec.output == "count":

@@ -146,6 +146,17 @@ class FirestoreMapStore:
         found = [(int(s.id), ItemState.model_validate(s.to_dict())) for s in query.stream()]
         return sorted(found, key=lambda pair: pair[0])
 
+    def count_status(self, run: str, map_id: str, status: str) -> int:
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = (
+            self._map(run, map_id)
+            .collection("items")
+            .where(filter=FieldFilter("status", "==", status))
+        )
+        result = query.count().get()  # an aggregation: no item document is read
+        return int(result[0][0].value)
+
     def create_marker(self, run: str, map_id: str, marker: str) -> bool:
         try:
             self._map(run, map_id).collection("joins").document(marker).create({})

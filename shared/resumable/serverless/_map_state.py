@@ -140,6 +140,10 @@ class MapStore(Protocol):
         """Up to ``limit`` failed items, in item order (for ``status``)."""
         ...
 
+    def count_status(self, run: str, map_id: str, status: str) -> int:
+        """How many items have ``status`` (for ``status``: those running)."""
+        ...
+
     def create_marker(self, run: str, map_id: str, marker: str) -> bool:
         """Create the marker; ``False`` if it exists."""
         ...
@@ -257,6 +261,9 @@ class MemoryMapStore:
     def failed_items(self, run: str, map_id: str, limit: int) -> list[tuple[int, ItemState]]:
         failed = [(i, s) for i, s in self.items(run, map_id) if s.status == ItemStatus.FAILED]
         return failed[:limit]
+
+    def count_status(self, run: str, map_id: str, status: str) -> int:
+        return sum(1 for _i, s in self.items(run, map_id) if s.status == status)
 
     def create_marker(self, run: str, map_id: str, marker: str) -> bool:
         self._io("create", f"{run}/maps/{map_id}/joins/{marker}")
