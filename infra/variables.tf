@@ -155,6 +155,7 @@ variable "control_functions" {
     memory          = string
     cpu             = optional(string)
     concurrency     = number
+    max_instances   = optional(number)
     dead_letter     = bool
     # Deliveries before dead-lettering, from the step's retries; null without dead-lettering.
     max_delivery_attempts = optional(number)
@@ -175,7 +176,9 @@ variable "pipelines" {
       memory          = string
       cpu             = optional(string)
       concurrency     = number
-      dead_letter     = bool
+      # A map step's items at once (one per instance); null: var.max_instances.
+      max_instances = optional(number)
+      dead_letter   = bool
       # Deliveries before dead-lettering, from the step's retries.
       max_delivery_attempts = optional(number)
       environment           = map(string)

@@ -553,3 +553,20 @@ def test_the_repositorys_functions_main_is_the_bundles() -> None:
     from resumable.serverless.entrypoints import MAIN_PY
 
     assert (Path(__file__).parents[1] / "functions" / "main.py").read_text() == MAIN_PY
+
+
+def test_a_map_steps_concurrency_is_its_instances_one_item_each() -> None:
+    mapped = build_plan(
+        ["tests.support.serverless_pipelines:mapped"], project=PROJECT, region=REGION
+    )
+    steps = tfvars(mapped, source_dir="../build/functions")["pipelines"]["mapped"]["steps"]
+    assert (steps["objects"]["concurrency"], steps["objects"]["max_instances"]) == (1, 20)
+    assert steps["summary"]["max_instances"] is None  # the deployment's max_instances
+    deploys = {
+        args[3]: args
+        for args in commands(actions(mapped, source="build/functions"), "functions", "deploy")
+    }
+    objects = next(a for name, a in deploys.items() if name.endswith("mapped-objects"))
+    assert (flag(objects, "concurrency"), flag(objects, "max-instances")) == ("1", "20")
+    summary = next(a for name, a in deploys.items() if name.endswith("mapped-summary"))
+    assert flag(summary, "max-instances") == str(mapped.max_instances)

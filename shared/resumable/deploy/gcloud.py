@@ -207,7 +207,7 @@ def _function(b: _Builder, spec: FunctionSpec) -> None:
         f"--memory={spec.memory}",
         f"--timeout={spec.timeout_seconds}s",
         f"--concurrency={spec.concurrency}",
-        f"--max-instances={plan.max_instances}",
+        f"--max-instances={spec.max_instances or plan.max_instances}",
         f"--set-env-vars={_env_vars(env)}",
     ]
     if plan.build_service_account_path:

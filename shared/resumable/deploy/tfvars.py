@@ -28,6 +28,7 @@ def function_vars(plan: DeploymentPlan, spec: FunctionSpec) -> dict[str, Any]:
         "memory": spec.memory,
         "cpu": cpu(spec),
         "concurrency": spec.concurrency,
+        "max_instances": spec.max_instances,
         "dead_letter": spec.dead_letter,
         "max_delivery_attempts": plan.delivery_attempts(spec),
         "environment": dict(spec.env),

@@ -74,6 +74,9 @@ class FunctionSpec:
     timeout_seconds: int = 540
     memory: str = "512Mi"
     concurrency: int = 1
+    # Instances at most (None: the deployment's): a map step's ``concurrency``, one item
+    # per instance, so that its items run that many at once.
+    max_instances: int | None = None
     dead_letter: bool = True
     # Attempts the worker allows the step (transitions.max_attempts); None for the
     # control functions.
@@ -155,7 +158,8 @@ def build_topology(pipelines: Iterable[Pipeline], prefix: str = DEFAULT_PREFIX) 
                     step=step,
                     timeout_seconds=delivery_seconds(definition),
                     memory=_memory(definition.memory),
-                    concurrency=definition.concurrency or 1,
+                    concurrency=(definition.concurrency or 1) if definition.map is None else 1,
+                    max_instances=definition.concurrency if definition.map is not None else None,
                     max_attempts=max_attempts(definition),
                 )
             )
