@@ -73,6 +73,7 @@ class ItemState(BaseModel):
     lease_expires: float | None = None
     result: str | None = None  # the result, an encoded entry as JSON
     error: str | None = None
+    started_at: float | None = None  # of the latest claim
     finished_at: float | None = None
 
 

@@ -84,6 +84,7 @@ def claim_item(
             attempt=1,
             lease_owner=owner,
             lease_expires=now + lease_seconds,
+            started_at=now,
         )
         return ItemDecision(ItemVerdict.CLAIMED, new, attempt=1)
     if item.status in (ItemStatus.COMPLETED, ItemStatus.FAILED):
@@ -108,6 +109,7 @@ def claim_item(
     new.generation = max(new.generation, generation)
     new.lease_owner = owner
     new.lease_expires = now + lease_seconds
+    new.started_at = now
     return ItemDecision(ItemVerdict.CLAIMED, new, attempt=new.attempt)
 
 
