@@ -79,6 +79,18 @@ variable "ttl_field" {
   type        = string
 }
 
+variable "map_items_collection" {
+  description = "The collection group of map steps' item documents (sub-collections of run documents)."
+  type        = string
+  default     = "resumable_map_items"
+}
+
+variable "unindexed_item_fields" {
+  description = "Item document fields no query uses: their single-field indexes are turned off."
+  type        = list(string)
+  default     = []
+}
+
 variable "firestore_indexes" {
   description = "Composite indexes the CLI's queries need, each a list of fields."
   type = list(list(object({

@@ -570,3 +570,16 @@ def test_a_map_steps_concurrency_is_its_instances_one_item_each() -> None:
     assert (flag(objects, "concurrency"), flag(objects, "max-instances")) == ("1", "20")
     summary = next(a for name, a in deploys.items() if name.endswith("mapped-summary"))
     assert flag(summary, "max-instances") == str(mapped.max_instances)
+
+
+def test_gcloud_turns_off_the_indexes_of_item_fields_no_query_uses(plan: DeploymentPlan) -> None:
+    updates = [
+        args
+        for args in commands(actions(plan, source="build/functions"), "firestore", "indexes")
+        if "--collection-group=resumable_map_items" in args
+    ]
+    fields = {args[args.index("update") + 1] for args in updates}
+    assert fields == set(plan.unindexed_item_fields)
+    assert "status" not in fields  # status and the UI query it
+    assert all("--disable-indexes" in args for args in updates)
+    assert set(tfvars(plan, source_dir="x")["unindexed_item_fields"]) == fields

@@ -59,6 +59,8 @@ def tfvars(plan: DeploymentPlan, *, source_dir: str) -> dict[str, Any]:
         "database": plan.database,
         "collection": plan.collection,
         "ttl_field": plan.ttl_field,
+        "map_items_collection": plan.map_items_collection,
+        "unindexed_item_fields": list(plan.unindexed_item_fields),
         "firestore_indexes": [
             [{"field_path": path, "order": order} for path, order in index]
             for index in plan.indexes
