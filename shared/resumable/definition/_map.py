@@ -142,17 +142,20 @@ def map_output(
     items: Sequence[Any],
     results: Mapping[int, Any],
     failed: Mapping[int, str],
+    failed_total: int | None = None,
 ) -> dict[str, Any]:
     """The output of map step ``step`` once every item finished (both engines): raises
-    :class:`NonRetryableError` listing the failures when more failed than tolerated."""
+    :class:`NonRetryableError` listing the failures when more failed than tolerated.
+    ``failed_total``: how many failed, when ``failed`` holds only some of them."""
     failures = [{"index": i, "item": items[i], "error": failed[i]} for i in sorted(failed)]
     allowed = spec.tolerance(len(items))
-    if len(failures) > allowed:
+    total_failed = len(failures) if failed_total is None else failed_total
+    if total_failed > allowed:
         shown = ", ".join(f"#{f['index']} ({f['error']})" for f in failures[:10])
         raise NonRetryableError(
-            f"map step {step!r}: {len(failures)} of {len(items)} items failed, more than "
+            f"map step {step!r}: {total_failed} of {len(items)} items failed, more than "
             f"the {allowed} tolerated: {shown}"
-            + (" ..." if len(failures) > 10 else "")
+            + (" ..." if total_failed > 10 else "")
             + "; fix the cause and resume the run: only the failed items run again"
         )
     if spec.output == "count":

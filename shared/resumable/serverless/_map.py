@@ -35,6 +35,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -74,8 +75,10 @@ from resumable.serverless.transitions._item import (
 )
 from resumable.status import StepStatus
 
-DISPATCH_BATCH = 500  # item messages per publish batch (and per move of the cursor)
-MAX_SHARDS = 100
+# Item messages published per move of the dispatch cursor: the map document takes one
+# write per batch, well under Firestore's sustained one write per second per document.
+DISPATCH_BATCH = 5000
+MAX_SHARDS = 1000
 _CAS_TRIES = 20
 
 
@@ -90,8 +93,9 @@ def map_id_of(spec: PipelineSpec, step: str, before: Mapping[str, Entry], commit
 
 
 def shards_for(step: StepSpec) -> int:
-    """Counter shards: one per item running at once (bounded), so that no counter takes
-    more than its share of the finishing items' writes."""
+    """Counter shards: one per item running at once (bounded), so that a shard takes one
+    write per item duration at most — under a write per second for items of a second or
+    more."""
     return max(1, min(MAX_SHARDS, step.concurrency or 1))
 
 
@@ -266,18 +270,37 @@ class MapDriver:
         raise ContentionError(f"map {self.map_id} kept changing ({_CAS_TRIES} tries)")
 
     def _join(self, current: MapState) -> dict[str, Any]:
-        """Every item finished: the step's output, or a failure listing the failed items."""
+        """Every item finished: the step's output, or a failure listing the failed items.
+        Counting maps read only the failed items; gathering ones read every result."""
         assert self.step.map is not None
         items: list[Any] = []
         for page in current.pages:
             items += self.files.read_items_page(page)
-        results: dict[int, Any] = {}
-        failed: dict[int, str] = {}
-        for index, item in self.engine.maps.items(self.doc_id, self.map_id):
+        maps = self.engine.maps
+        if self.step.map.output == "count":
+            counts = maps.counts(self.doc_id, self.map_id, current.shards)
+            limit = min(self.step.map.tolerance(current.total), counts.failed) + 10
+            failed = {
+                index: item.error or "failed"
+                for index, item in maps.failed_items(self.doc_id, self.map_id, limit)
+            }
+            done = dict.fromkeys(range(counts.completed))  # only their number counts
+            return map_output(
+                self.step.map, self.step.name, items, done, failed, failed_total=counts.failed
+            )
+        encoded: dict[int, str] = {}
+        failed = {}
+        for index, item in maps.items(self.doc_id, self.map_id):
             if item.status == ItemStatus.COMPLETED and item.result is not None:
-                results[index] = self.files.decode_result(item.result, f"item {index}")
+                encoded[index] = item.result
             elif item.status == ItemStatus.FAILED:
                 failed[index] = item.error or "failed"
+        with ThreadPoolExecutor(16, thread_name_prefix="resumable-join") as pool:
+            decoded = pool.map(
+                lambda pair: (pair[0], self.files.decode_result(pair[1], f"item {pair[0]}")),
+                encoded.items(),
+            )
+            results = dict(decoded)
         return map_output(self.step.map, self.step.name, items, results, failed)
 
 
