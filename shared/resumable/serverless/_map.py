@@ -79,6 +79,7 @@ from resumable.status import StepStatus
 # write per batch, well under Firestore's sustained one write per second per document.
 DISPATCH_BATCH = 5000
 MAX_SHARDS = 1000
+GATHER_LIMIT = 100_000  # items whose results a join can gather within one delivery
 _CAS_TRIES = 20
 
 
