@@ -3,6 +3,7 @@ record a failure."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -275,22 +276,11 @@ def continue_step(
 ) -> Decision[Verdict]:
     """The attempt saved progress and asked to be continued by a new delivery: the step
     is queued again, and the next claim counts no attempt (it is not a retry)."""
-    record = state.steps[step]
-    if not owns(record, owner, attempt):
-        return Decision(Verdict.STALE)
-    new = copy_state(state)
-    record = new.steps[step]
-    clear_lease(record)
-    if new.cancel_requested:
-        record.status = StepStatus.CANCELLED
-        record.finished_at = now
-        apply_cancel(new, now)
-        return Decision(Verdict.CANCELLED, new)
-    record.status = StepStatus.QUEUED
-    record.queued_at = now
-    record.continuations += 1
-    record.attempt_base += 1
-    return Decision(Verdict.CONTINUED, new)
+
+    def continued(record: StepState) -> None:
+        record.continuations += 1
+
+    return _queue_without_attempt(state, step, owner, attempt, now, continued)
 
 
 def wait_for_items(
@@ -306,19 +296,42 @@ def wait_for_items(
     """A map step's driver dispatched its items and some are unfinished: the step waits
     ``queued`` (no attempt counted; the worker finishing the last item publishes its
     message, the watchdog re-publishes it after its grace as a safety net)."""
-    record = state.steps[step]
-    if not owns(record, owner, attempt):
+
+    def waiting(record: StepState) -> None:
+        record.map_id = map_id
+        record.items = dict(items)
+
+    # Recorded even when a cancel stops the step: status shows the map's items after.
+    return _queue_without_attempt(state, step, owner, attempt, now, waiting, always=True)
+
+
+def _queue_without_attempt(
+    state: RunState,
+    step: str,
+    owner: str,
+    attempt: int,
+    now: float,
+    note: Callable[[StepState], None],
+    *,
+    always: bool = False,
+) -> Decision[Verdict]:
+    """The owner of ``attempt`` hands the step back, queued, without counting the attempt
+    (``note`` records why on the step); cancelled instead if a cancel was requested
+    (``always``: noted then too)."""
+    if not owns(state.steps[step], owner, attempt):
         return Decision(Verdict.STALE)
     new = copy_state(state)
     record = new.steps[step]
     clear_lease(record)
-    record.map_id = map_id
-    record.items = dict(items)
+    if always:
+        note(record)
     if new.cancel_requested:
         record.status = StepStatus.CANCELLED
         record.finished_at = now
         apply_cancel(new, now)
         return Decision(Verdict.CANCELLED, new)
+    if not always:
+        note(record)
     record.status = StepStatus.QUEUED
     record.queued_at = now
     record.attempt_base += 1
