@@ -439,3 +439,20 @@ def test_item_documents_live_outside_the_run_document() -> None:
     items = list(engine.maps.items(doc_id, map_id))
     assert len(items) == ITEMS and all(i.status == ItemStatus.COMPLETED for _, i in items)
     assert len(orjson.dumps(state.model_dump())) < 4000  # none of the 40 items in it
+
+
+def test_resume_from_the_map_step_runs_every_item_again_with_a_new_map() -> None:
+    calls: Counter[int] = Counter()
+    engine = make_engine(pipeline(calls))
+    start(engine, "mapped", {})
+    drain(engine, limit=1000)
+    first = state_of(engine, "mapped")
+    assert first.status == "completed"
+    calls.clear()
+    resume_run(engine, first, from_step="square")
+    drain(engine, limit=1000)
+    state = state_of(engine, "mapped")
+    assert state.status == "completed"
+    assert calls == Counter(range(ITEMS))  # a roll-back re-runs the step: all its items
+    assert state.steps["square"].map_id != first.steps["square"].map_id
+    assert final(engine)["square"] == expected_squares()

@@ -63,7 +63,7 @@ from resumable.serverless._map_state import (
 )
 from resumable.serverless._messages import StepMessage
 from resumable.serverless._run_files import RunFiles
-from resumable.serverless._run_state import RunState
+from resumable.serverless._run_state import RunState, StepState
 from resumable.serverless.transitions._item import (
     ItemDecision,
     ItemVerdict,
@@ -83,12 +83,13 @@ GATHER_LIMIT = 100_000  # items whose results a join can gather within one deliv
 _CAS_TRIES = 20
 
 
-def map_id_of(spec: PipelineSpec, step: str, before: Mapping[str, Entry], commits: int) -> str:
+def map_id_of(spec: PipelineSpec, step: str, before: Mapping[str, Entry], record: StepState) -> str:
     """The map's name: the step's definition and input, and how many times the step
-    committed before — a resumed run whose map step failed finds its map again (and
-    redrives it); ``resume --from-step`` after a commit, or a changed input, starts a new
-    one."""
-    digest = hashlib.sha256(f"{spec.step_fingerprints[step]}:{commits}".encode())
+    committed and was rolled back before — a resumed run whose map step failed finds its
+    map again (and redrives it); ``resume --from-step`` or a changed input starts a new
+    one, whose items all run."""
+    rounds = f"{spec.step_fingerprints[step]}:{record.commits}:{record.rollbacks}"
+    digest = hashlib.sha256(rounds.encode())
     digest.update(orjson.dumps(dict(before), option=orjson.OPT_SORT_KEYS))
     return f"{step[:40]}-{digest.hexdigest()[:24]}"
 
@@ -161,7 +162,7 @@ class MapDriver:
         self.context = context
         self.time_left = time_left
         self.doc_id = doc_id
-        self.map_id = map_id_of(spec, step.name, before, state.steps[step.name].commits)
+        self.map_id = map_id_of(spec, step.name, before, state.steps[step.name])
         self.generation = state.generation
 
     def drive(self) -> dict[str, Any] | Waiting:

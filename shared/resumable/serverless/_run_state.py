@@ -63,6 +63,7 @@ class StepState(BaseModel):
     # item counts ("total", "completed", "failed") when the driver last looked.
     map_id: str | None = None
     items: dict[str, int] | None = None
+    rollbacks: int = 0  # times resume --from-step rolled the step back
 
 
 class RunState(BaseModel):

@@ -95,6 +95,9 @@ def resume(
         record = new.steps[name]
         if name in reset or record.status != StepStatus.COMPLETED:
             if name in reset:
+                record.rollbacks += 1  # a map step starts a new map: every item runs again
+                record.map_id = None
+                record.items = None
                 record.manifest = None
                 record.progress_manifest = None
                 record.output_keys = []
