@@ -456,3 +456,57 @@ def test_resume_from_the_map_step_runs_every_item_again_with_a_new_map() -> None
     assert calls == Counter(range(ITEMS))  # a roll-back re-runs the step: all its items
     assert state.steps["square"].map_id != first.steps["square"].map_id
     assert final(engine)["square"] == expected_squares()
+
+
+def test_a_map_over_no_items_completes_with_empty_results() -> None:
+    engine = make_engine(
+        Pipeline(
+            "empty",
+            {
+                "make": lambda c: {"xs": []},
+                "each": {"function": lambda item, c: item, "dependencies": ["make"], "map": "xs"},
+            },
+            storage="memory://unused",
+            cleanup_on_success=False,
+        )
+    )
+    start(engine, "empty", {})
+    drain(engine, limit=10)
+    state = state_of(engine, "empty")
+    assert state.status == "completed"
+    context = engine.files(state).final_context(state, engine.registry.get("empty").spec)
+    assert context["each"] == [] and context["each_failed"] == []
+
+
+def test_an_item_returning_continue_fails_with_a_clear_error_and_no_retry() -> None:
+    from resumable import Continue
+
+    calls: Counter[int] = Counter()
+
+    def item(x: int, context: Any) -> Any:
+        calls[x] += 1
+        return Continue() if x == 1 else x
+
+    engine = make_engine(
+        Pipeline(
+            "cont",
+            {
+                "make": lambda c: {"xs": [0, 1, 2]},
+                "each": {
+                    "function": item,
+                    "dependencies": ["make"],
+                    "map": "xs",
+                    "retries": 3,
+                    "tolerated_failures": 1,
+                },
+            },
+            storage="memory://unused",
+            cleanup_on_success=False,
+        )
+    )
+    start(engine, "cont", {})
+    drain(engine, limit=50)
+    state = state_of(engine, "cont")
+    assert state.status == "completed" and calls[1] == 1
+    context = engine.files(state).final_context(state, engine.registry.get("cont").spec)
+    assert "cannot return Continue()" in context["each_failed"][0]["error"]

@@ -29,6 +29,11 @@ from typing import Any, Literal
 from resumable.errors import NonRetryableError, PipelineDefinitionError
 
 MapOutput = Literal["results", "count"]
+
+CONTINUE_IN_ITEM = (
+    "a map item cannot return Continue(): its progress is its result (split long items "
+    "into more items, or raise the step's timeout)"
+)
 _GLOB = "*?["
 
 

@@ -17,10 +17,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from types import MappingProxyType
 from typing import Any
 
-from resumable.definition._map import list_items, map_output
+from resumable.definition._map import CONTINUE_IN_ITEM, list_items, map_output
 from resumable.definition._spec import StepSpec
 from resumable.definition._step_api import Continue, step_kwargs
-from resumable.errors import is_retryable
+from resumable.errors import NonRetryableError, is_retryable
 
 # Finished items are checkpointed together: at most this long apart, or after this many
 # (each checkpoint writes a manifest; an item finished since the last one runs again after
@@ -120,6 +120,8 @@ class MapRun:
             tries += 1
             try:
                 result = self.spec.function(item, view, **self.kwargs)
+                if isinstance(result, Continue):
+                    raise NonRetryableError(CONTINUE_IN_ITEM)
             except Exception as exc:
                 if is_retryable(exc) and tries <= self.spec.retries:
                     if self.wait_stop(self.retry_delay(tries)):

@@ -44,13 +44,14 @@ import orjson
 
 from resumable._log import logger
 from resumable.checkpoint._segments import Entry
-from resumable.definition._map import list_items, map_output
+from resumable.definition._map import CONTINUE_IN_ITEM, list_items, map_output
 from resumable.definition._spec import PipelineSpec, StepSpec, delivery_seconds
-from resumable.definition._step_api import step_kwargs
+from resumable.definition._step_api import Continue, step_kwargs
 from resumable.errors import (
     BadMessageError,
     ContentionError,
     EncodingError,
+    NonRetryableError,
     RunNotFoundError,
     is_retryable,
 )
@@ -422,8 +423,10 @@ class ItemAttempt:
         retryable = False
         try:
             value = self.step.function(item, context, **kwargs)
+            if isinstance(value, Continue):
+                raise NonRetryableError(CONTINUE_IN_ITEM)
             result = files.encode_result(value)
-        except EncodingError as exc:  # the item's result cannot be stored exactly: final
+        except (EncodingError, NonRetryableError) as exc:  # no retry can fix these
             error = f"{type(exc).__name__}: {exc}"
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
