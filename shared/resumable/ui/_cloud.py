@@ -108,6 +108,7 @@ class CloudRuns:
                     traceback=extra.get("traceback"),
                     has_output=bool(record.manifest) and not state.files_deleted,
                     items=items.get(name),
+                    spans=[(h.started_at, h.ended_at, h.outcome or "") for h in record.history],
                 )
             )
         notes = []

@@ -14,12 +14,14 @@ from resumable.serverless.transitions._rules import (
     apply_cancel,
     bounded,
     clear_lease,
+    close_span,
     copy_state,
     dependencies_done,
     fail_step,
     finish,
     lease_live,
     max_attempts,
+    open_span,
     owns,
     queue,
     ready_steps,
@@ -101,6 +103,7 @@ def claim(
             "over: save progress with save_progress() and return resumable.Continue() when "
             "should_stop() turns true, or raise the step's timeout"
         )
+        close_span(record, min(record.lease_expires or now, now), "killed at its time limit")
         fail_step(new, step, reason, now)
         return Decision(Claim(ClaimKind.TIMED_OUT, reason=reason), new)
     used = record.attempt - record.attempt_base
@@ -113,6 +116,7 @@ def claim(
         fail_step(new, step, reason, now)
         return Decision(Claim(ClaimKind.EXHAUSTED, reason=reason), new)
     record.attempt += 1
+    open_span(record, now)
     record.status = StepStatus.RUNNING
     record.lease_owner = owner
     record.lease_expires = now + lease_seconds
@@ -209,6 +213,7 @@ def commit(
     record.output_keys = list(keys)
     record.finished_at = now
     record.commits += 1
+    close_span(record, now, "committed")
     record.progress_manifest = None
     if items is not None:
         record.items = dict(items)  # a map step's final counts
@@ -257,14 +262,17 @@ def record_failure(
     if counts:
         record.failures += 1
     if new.cancel_requested:
+        close_span(record, now, "cancelled")
         record.status = StepStatus.CANCELLED
         record.finished_at = now
         clear_lease(record)
         apply_cancel(new, now)
         return Decision(Verdict.CANCELLED, new)
     if not retryable or record.failures > step.retries:
+        close_span(record, now, "failed")
         fail_step(new, step.name, f"step {step.name} failed: {error}", now)
         return Decision(Verdict.FAILED, new)
+    close_span(record, now, "raised: retried" if counts else "storage error: released")
     record.status = StepStatus.QUEUED
     record.queued_at = now
     clear_lease(record)
@@ -280,7 +288,7 @@ def continue_step(
     def continued(record: StepState) -> None:
         record.continuations += 1
 
-    return _queue_without_attempt(state, step, owner, attempt, now, continued)
+    return _queue_without_attempt(state, step, owner, attempt, now, continued, "continued")
 
 
 def wait_for_items(
@@ -302,7 +310,9 @@ def wait_for_items(
         record.items = dict(items)
 
     # Recorded even when a cancel stops the step: status shows the map's items after.
-    return _queue_without_attempt(state, step, owner, attempt, now, waiting, always=True)
+    return _queue_without_attempt(
+        state, step, owner, attempt, now, waiting, "waiting for items", always=True
+    )
 
 
 def _queue_without_attempt(
@@ -312,6 +322,7 @@ def _queue_without_attempt(
     attempt: int,
     now: float,
     note: Callable[[StepState], None],
+    outcome: str,
     *,
     always: bool = False,
 ) -> Decision[Verdict]:
@@ -326,12 +337,14 @@ def _queue_without_attempt(
     if always:
         note(record)
     if new.cancel_requested:
+        close_span(record, now, "cancelled")
         record.status = StepStatus.CANCELLED
         record.finished_at = now
         apply_cancel(new, now)
         return Decision(Verdict.CANCELLED, new)
     if not always:
         note(record)
+    close_span(record, now, outcome)
     record.status = StepStatus.QUEUED
     record.queued_at = now
     record.attempt_base += 1

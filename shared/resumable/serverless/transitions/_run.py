@@ -12,6 +12,7 @@ from resumable.serverless.transitions._rules import (
     apply_cancel,
     bounded,
     clear_lease,
+    close_span,
     copy_state,
     fail_step,
     finish,
@@ -198,6 +199,7 @@ def repair(state: RunState, *, spec: PipelineSpec, now: float, grace: float) -> 
             # a lost message). The expired lease stays on record, so that the next claim
             # can tell an attempt killed at its time limit from one that crashed.
             record = new.steps[name]
+            close_span(record, min(record.lease_expires or now, now), "lost its lease")
             record.status = StepStatus.QUEUED
             record.lease_owner = None
             record.queued_at = now
