@@ -494,7 +494,7 @@ def _compare(workdir: Path, params: dict[str, Any]) -> None:
 
 def _folder_map(stack: DevStack, engine: Engine, workdir: Path) -> None:
     from examples.dataprep import folder
-    from resumable.serverless._map import item_summaries
+    from resumable.serverless._map_status import item_summaries
     from resumable.storage import open_store
 
     heading("7. A map over a folder of clips; the instance of one item killed")

@@ -23,7 +23,7 @@ from resumable.cli import app
 from resumable.dev._stack import DevStack
 from resumable.serverless._control import resume_run
 from resumable.serverless._engine import Engine
-from resumable.serverless._map import item_summaries
+from resumable.serverless._map_status import item_summaries
 from tests.support.serverless_pipelines import MAP_BUCKET, MAP_PREFIX
 
 from .test_serverless_faults import finished, publish_start, wait_file, wait_for

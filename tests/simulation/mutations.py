@@ -175,10 +175,10 @@ def new_version_keeps_old_progress() -> contextlib.AbstractContextManager[None]:
 def unfenced_item_finish() -> contextlib.AbstractContextManager[None]:
     """A map item's result is recorded whoever finishes it (no owner/attempt fence): a
     stale item worker counts its item twice, and the join comes before every item did."""
-    from resumable.serverless import _map
+    from resumable.serverless import _map_items
     from resumable.serverless._map_state import ItemStatus
 
-    original = _map.finish_item
+    original = _map_items.finish_item
 
     def finish(item: Any, **kw: Any) -> Any:
         if item is not None:
@@ -186,7 +186,7 @@ def unfenced_item_finish() -> contextlib.AbstractContextManager[None]:
             kw = {**kw, "owner": item.lease_owner, "attempt": item.attempt}
         return original(item, **kw)
 
-    return patched(_map, "finish_item", finish)
+    return patched(_map_items, "finish_item", finish)
 
 
 def redrive_keeps_failed_count() -> contextlib.AbstractContextManager[None]:

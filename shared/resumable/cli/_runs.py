@@ -35,7 +35,7 @@ from resumable.errors import PipelineLoadError, RunControlError
 from resumable.serverless import _naming as naming
 from resumable.serverless._control import cancel_run, describe, resume_run
 from resumable.serverless._engine import Engine
-from resumable.serverless._map import item_summaries
+from resumable.serverless._map_status import item_summaries
 from resumable.serverless._messages import StartMessage, encode
 from resumable.serverless._run_state import RunState
 from resumable.status import EXIT_USAGE, RunStatus, StepStatus

@@ -20,7 +20,7 @@ from resumable._defaults import DEFAULT_TENANT
 from resumable.cli._progress import format_size
 from resumable.definition._spec import PipelineSpec
 from resumable.serverless._control import describe
-from resumable.serverless._map import ItemSummary
+from resumable.serverless._map_status import ItemSummary
 from resumable.serverless._run_state import RunState, StepState
 from resumable.status import RunStatus, StepStatus
 

@@ -28,7 +28,7 @@ from resumable.cli._views import RunChanges, describe_run, run_view, step_order
 from resumable.errors import RunControlError
 from resumable.serverless._control import get_run
 from resumable.serverless._engine import Engine
-from resumable.serverless._map import ItemSummary, item_summaries
+from resumable.serverless._map_status import ItemSummary, item_summaries
 from resumable.serverless._run_state import RunState
 from resumable.status import EXIT_CANCELLED, exit_code
 

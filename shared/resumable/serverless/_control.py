@@ -20,7 +20,7 @@ from resumable._log import logger
 from resumable.errors import BadMessageError, RunControlError, RunNotFoundError
 from resumable.serverless import transitions
 from resumable.serverless._engine import Engine, log_fields
-from resumable.serverless._map import record_item_dead_letter
+from resumable.serverless._map_items import record_item_dead_letter
 from resumable.serverless._messages import StartMessage, StepMessage
 from resumable.serverless._run_files import RunFiles
 from resumable.serverless._run_state import RunState, StepState

@@ -53,7 +53,8 @@ from resumable.errors import (
 from resumable.serverless import transitions
 from resumable.serverless._engine import Engine, log_fields
 from resumable.serverless._lease import Lease
-from resumable.serverless._map import MapDriver, Waiting, handle_item
+from resumable.serverless._map import MapDriver, Waiting
+from resumable.serverless._map_items import handle_item
 from resumable.serverless._messages import StepMessage
 from resumable.serverless._run_files import RunFiles
 from resumable.serverless._run_state import Decision, RunState

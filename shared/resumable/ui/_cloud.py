@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from resumable.serverless._map import item_summaries
+from resumable.serverless._map_status import item_summaries
 from resumable.ui import _data
 from resumable.ui import _logs as logs
 from resumable.ui._models import (
