@@ -23,6 +23,7 @@ from resumable.serverless._control import describe
 from resumable.serverless._map_status import ItemSummary
 from resumable.serverless._run_state import RunState, StepState
 from resumable.status import RunStatus, StepStatus
+from resumable.ui._formatting import clock
 
 STATUS_LOOK: Mapping[str, tuple[str, str]] = {
     StepStatus.NOT_STARTED: ("· not_started", "dim"),
@@ -72,16 +73,6 @@ def items_cell(summary: ItemSummary | None) -> str:
 def status_look(status: str) -> Text:
     label, style = STATUS_LOOK.get(status, (status, ""))
     return Text(label, style=style)
-
-
-def clock(t: float | None) -> str:
-    """``HH:MM:SS`` in local time (with the date when it is not today); ``""`` for none."""
-    if t is None:
-        return ""
-    local = time.localtime(t)
-    if time.strftime("%Y-%m-%d", local) == time.strftime("%Y-%m-%d"):
-        return time.strftime("%H:%M:%S", local)
-    return time.strftime("%Y-%m-%d %H:%M:%S", local)
 
 
 def took(start: float | None, end: float | None, now: float | None = None) -> str:
