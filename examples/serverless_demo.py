@@ -516,11 +516,16 @@ def _folder_map(stack: DevStack, engine: Engine, workdir: Path) -> None:
     killed = False
     last = ""
     state = None
+    attempts: dict[int, int] = {}  # item -> claims, read while the run's documents exist
     while time.monotonic() < deadline:
         state = engine.runs.get(doc_id)
         if state is None:
             time.sleep(POLL_SECONDS)
             continue
+        map_id = state.steps[MAP_STEP].map_id
+        if map_id and not state.finished:
+            seen = {i: item.attempt for i, item in engine.maps.items(doc_id, map_id)}
+            attempts = seen if len(seen) >= len(attempts) else attempts
         items = item_summaries(engine, state).get(MAP_STEP)
         if items is not None:
             line = f"items: {items.completed}/{items.total} completed, {items.running} running"
@@ -542,15 +547,13 @@ def _folder_map(stack: DevStack, engine: Engine, workdir: Path) -> None:
         raise DemoFailed(f"the folder run ended {state.status!r}: {state.error}")
     if not killed:
         raise DemoFailed("the map finished before its last item could be killed")
-    map_id = state.steps[MAP_STEP].map_id or ""
-    attempts = {i: item.attempt for i, item in engine.maps.items(doc_id, map_id)}
+    # The run's checkpoints and item documents are deleted once it completed (the folder
+    # pipeline's cleanup_on_success): the claims were read while it ran, the datasets stay.
     print(f"  claims per item: {attempts}   (clip-long ran twice, the others once)")
-    spec = engine.registry.get(folder.PIPELINE_NAME).spec
-    final = engine.files(state).final_context(state, spec)
-    print(
-        f"  summary: {final['summary']['datasets']} datasets, {final['summary']['files']} files "
-        f"in {params['output']}/datasets/"
-    )
+    manifests = [n for n in bucket.list("demo-folder-out/datasets/") if n.endswith(MANIFEST)]
+    print(f"  datasets: {len(manifests)} in {params['output']}/datasets/ (one per clip)")
+    if len(manifests) != len(FOLDER_CLIPS):
+        raise DemoFailed(f"expected {len(FOLDER_CLIPS)} datasets, found {len(manifests)}")
     if attempts != {0: 1, 1: 1, 2: 1, 3: 2}:
         raise DemoFailed(f"expected only clip-long to run again, got claims {attempts}")
 

@@ -19,10 +19,13 @@ def leftovers(
     ports: Iterable[int],
     emulator_groups: Mapping[str, int],
     registry_kinds: Iterable[str],
+    home: Path,
 ) -> list[str]:
     """What is still alive: a process in one of the function servers' or emulators'
     process groups, a functions-framework server on one of the stack's ports, or a
-    record of this process in the emulators registry of one of ``registry_kinds``."""
+    record of this process in the emulators registry of one of ``registry_kinds`` — for
+    function servers, those of a stack under ``home`` only (a test session may run another
+    stack of its own meanwhile)."""
     found = []
     for pgid in sorted(set(function_groups)):
         for member in group_members(pgid):
@@ -41,6 +44,12 @@ def leftovers(
             found.append(f"a function server on the stack's port: pid {info.pid}")
     kinds = set(registry_kinds)
     for record in Registry().records():
-        if record.owner_pid == os.getpid() and record.info.get("kind") in kinds:
-            found.append(f"emulators registry still lists {record.run_id}")
+        kind = record.info.get("kind")
+        if record.owner_pid != os.getpid() or kind not in kinds:
+            continue
+        if kind == REGISTRY_FUNCTIONS and not str(record.info.get("home", "")).startswith(
+            str(home)
+        ):
+            continue
+        found.append(f"emulators registry still lists {record.run_id}")
     return sorted(set(found))
