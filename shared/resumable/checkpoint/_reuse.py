@@ -1,0 +1,221 @@
+"""Reusing a value's entry while the value provably still holds what was encoded.
+
+A checkpoint encodes every key of the context, so that a value a step changed in place
+without returning it is still saved. Most values did not change: re-encoding them walks
+every array, builds nodes and segment layouts and fingerprints whole segments, only to find
+the entry the last checkpoint already had.
+
+A *witness* of a value is a flat list describing what its encoding depends on: for every
+container its kind and length, for every immutable leaf (``str``, ``int``, ``float``,
+``bytes``, ``datetime``, a numpy scalar...) the leaf object's identity, and for every numpy
+array its identity, geometry (shape, strides, dtype, writeable flag) and an XXH3
+fingerprint of its content. The objects are held by the cache, so an identity cannot be
+reused by another object while its witness is kept. Equal witnesses mean equal encodings,
+so the cached entry is reused. What cannot be witnessed cheaply and exactly (values of a
+registered codec, subclasses, arrays of dtypes without a plain byte view) is never reused:
+it is encoded again every time, as before.
+
+The witness never trusts that an array was left alone: a writeable array's bytes are
+fingerprinted every time (an in-place change through any view, ``np.copyto`` or a writeable
+flag flipped back is seen). Only an array that cannot change at all is not read again: one
+that is not writeable and whose memory belongs to an immutable ``bytes`` object.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Collection
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import xxhash
+
+from resumable.checkpoint._codec import PATH_CLASSES
+from resumable.checkpoint._dtypes import numpy_or_none
+from resumable.checkpoint._segments import Entry
+
+# Markers open a container in a witness; object identities (addresses) are never this small.
+_LIST, _DICT, _TUPLE, _SET, _ARRAY, _BYTEARRAY = 1, 2, 3, 4, 5, 6
+
+_IMMUTABLE: frozenset[type] = frozenset(
+    {
+        str,
+        int,
+        float,
+        bool,
+        type(None),
+        bytes,
+        complex,
+        dt.datetime,
+        dt.date,
+        dt.time,
+        dt.timedelta,
+        uuid.UUID,
+        Decimal,
+        *PATH_CLASSES,
+    }
+)
+
+
+class _NotWitnessable(Exception):
+    pass
+
+
+@dataclass
+class _Witness:
+    facts: list[Any]  # what the encoding depends on (identities, lengths, fingerprints)
+    keep: list[Any]  # the objects whose identities it holds, kept alive with it
+
+
+Witness = _Witness | None
+
+
+@dataclass
+class _Cached:
+    witness: list[Any]
+    keep: list[Any]  # the objects whose identities the witness holds
+    entry: Entry
+    large_binary: int
+
+
+class EntryCache:
+    """The last entry encoded for each key of one context, with its witness.
+
+    Not thread-safe: one context, encoded by one thread at a time (the run's lock).
+    """
+
+    def __init__(self) -> None:
+        self._cached: dict[str, _Cached] = {}
+        self._np = numpy_or_none()
+        self.reused = 0  # entries reused so far (for benchmarks and tests)
+
+    def lookup(self, key: str, value: Any, large_binary: int) -> tuple[Entry | None, Witness]:
+        """The cached entry of ``key`` if ``value`` still holds what that entry encodes;
+        else ``None`` and the value's witness, for :meth:`store` once it is encoded and its
+        blobs are stored."""
+        witness = self._witness(value)
+        cached = self._cached.get(key)
+        if witness is None:
+            self._cached.pop(key, None)
+        elif (
+            cached is not None
+            and cached.large_binary == large_binary
+            and cached.witness == witness.facts
+        ):
+            self.reused += 1
+            return cached.entry, None
+        return None, witness
+
+    def store(self, key: str, witness: Witness, entry: Entry, large_binary: int) -> None:
+        if witness is not None:
+            self._cached[key] = _Cached(witness.facts, witness.keep, entry, large_binary)
+
+    def retain(self, keys: Collection[str]) -> None:
+        """Forget keys not in ``keys``: the context no longer holds their values."""
+        for key in [k for k in self._cached if k not in keys]:
+            del self._cached[key]
+
+    def _witness(self, value: Any) -> Witness:
+        facts: list[Any] = []
+        keep: list[Any] = []
+        try:
+            self._walk(value, facts, keep)
+        except (_NotWitnessable, RecursionError):
+            return None
+        return _Witness(facts, keep)
+
+    def _walk(self, value: Any, out: list[Any], keep: list[Any]) -> None:
+        cls = type(value)
+        if cls in _IMMUTABLE:
+            out.append(id(value))
+            keep.append(value)
+            return
+        walk = self._walk
+        if cls is dict:
+            out.append(_DICT)
+            out.append(len(value))
+            for k, v in value.items():
+                walk(k, out, keep)
+                walk(v, out, keep)
+            return
+        if cls is list or cls is tuple:
+            out.append(_LIST if cls is list else _TUPLE)
+            out.append(len(value))
+            for item in value:
+                walk(item, out, keep)
+            return
+        if cls is bytearray:
+            out.append(_BYTEARRAY)
+            out.append(len(value))
+            out.append(xxhash.xxh3_128_digest(value))
+            return
+        if cls is set or cls is frozenset:
+            out.append(_SET)
+            out.append(cls is set)
+            out.append(len(value))
+            for item in value:
+                walk(item, out, keep)
+            return
+        np = self._np
+        if np is not None:
+            if cls is np.ndarray:
+                self._array(value, out, keep)
+                return
+            if isinstance(value, np.generic) and cls.__module__ == "numpy":
+                out.append(id(value))
+                keep.append(value)
+                return
+        raise _NotWitnessable
+
+    def _array(self, array: Any, out: list[Any], keep: list[Any]) -> None:
+        np = self._np
+        flags = array.flags
+        writeable = flags.writeable
+        out.append(_ARRAY)
+        out.append(id(array))
+        keep.append(array)
+        # The dtype by identity: equal dtypes may still be stored differently.
+        out.append((array.shape, array.strides, id(array.dtype), writeable))
+        keep.append(array.dtype)
+        if not array.size or (not writeable and _immutable_memory(array, np)):
+            return
+        if flags.c_contiguous:
+            out.append(_digest(array, np))
+        elif flags.f_contiguous:
+            out.append(_digest(array.T, np))
+        else:
+            # A flipped, transposed or strided view. It lies in the memory of its base, at
+            # an offset fixed for this pair of objects (neither's data can be rebound):
+            # when the base is not much larger, its bytes are the fingerprint, not a copy.
+            base = array.base
+            if (
+                type(base) is np.ndarray
+                and base.flags.c_contiguous
+                and base.nbytes <= 2 * array.nbytes
+            ):
+                out.append(id(base))
+                keep.append(base)
+                out.append(_digest(base, np))
+            else:
+                out.append(_digest(np.ascontiguousarray(array), np))
+
+
+def _immutable_memory(array: Any, np: Any) -> bool:
+    """Whether nothing can change the array's bytes: read-only (numpy refuses to make it
+    writeable again) over the memory of a ``bytes`` object."""
+    base = array.base
+    while type(base) is np.ndarray:
+        base = base.base
+    if type(base) is memoryview:
+        base = base.obj
+    return type(base) is bytes
+
+
+def _digest(data: Any, np: Any) -> bytes:
+    try:
+        view = memoryview(data).cast("B")
+    except (TypeError, ValueError):  # dtypes without a buffer format (datetime64...)
+        view = memoryview(data.reshape(-1).view(np.uint8))
+    return xxhash.xxh3_128_digest(view)
