@@ -24,8 +24,10 @@ that is not writeable and whose memory belongs to an immutable ``bytes`` object.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import uuid
 from collections.abc import Collection
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -65,11 +67,20 @@ class _NotWitnessable(Exception):
 
 @dataclass
 class _Witness:
-    facts: list[Any]  # what the encoding depends on (identities, lengths, fingerprints)
+    facts: list[Any]  # what the encoding depends on: identities, lengths, geometry, digest
     keep: list[Any]  # the objects whose identities it holds, kept alive with it
 
 
 Witness = _Witness | None
+
+
+@dataclass
+class Started:
+    """A value walked, the fingerprint of its bytes under way."""
+
+    facts: list[Any]
+    keep: list[Any]
+    digest: Future[bytes] | None
 
 
 @dataclass
@@ -80,33 +91,73 @@ class _Cached:
     large_binary: int
 
 
+_HASHER: ThreadPoolExecutor | None = None
+_HASHER_LOCK = threading.Lock()
+
+
+def _hasher() -> ThreadPoolExecutor:
+    """The thread that fingerprints values' bytes while the caller walks the next value
+    (XXH3 releases the GIL: the walk and the hashing run on two cores)."""
+    global _HASHER
+    with _HASHER_LOCK:
+        if _HASHER is None:
+            _HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resumable-witness")
+        return _HASHER
+
+
 class EntryCache:
     """The last entry encoded for each key of one context, with its witness.
 
     Not thread-safe: one context, encoded by one thread at a time (the run's lock).
+    ``background=False`` fingerprints on the caller's thread (the simulation schedules
+    every thread itself).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, background: bool = True) -> None:
         self._cached: dict[str, _Cached] = {}
         self._np = numpy_or_none()
+        self._background = background
         self.reused = 0  # entries reused so far (for benchmarks and tests)
 
-    def lookup(self, key: str, value: Any, large_binary: int) -> tuple[Entry | None, Witness]:
-        """The cached entry of ``key`` if ``value`` still holds what that entry encodes;
-        else ``None`` and the value's witness, for :meth:`store` once it is encoded and its
-        blobs are stored."""
-        witness = self._witness(value)
-        cached = self._cached.get(key)
-        if witness is None:
+    def start(self, value: Any) -> Started | None:
+        """Walk ``value`` and start fingerprinting its bytes; ``None`` if it cannot be
+        witnessed (it is then always encoded)."""
+        facts: list[Any] = []
+        keep: list[Any] = []
+        views: list[memoryview] = []
+        try:
+            self._walk(value, facts, keep, views)
+        except (_NotWitnessable, RecursionError):
+            return None
+        if not views:
+            return Started(facts, keep, None)
+        if self._background:
+            return Started(facts, keep, _hasher().submit(_digest, views))
+        done: Future[bytes] = Future()
+        done.set_result(_digest(views))
+        return Started(facts, keep, done)
+
+    def finish(
+        self, key: str, started: Started | None, large_binary: int
+    ) -> tuple[Entry | None, Witness]:
+        """The cached entry of ``key`` if the value ``started`` walked still holds what that
+        entry encodes; else ``None`` and the value's witness, for :meth:`store` once the
+        value is encoded and its blobs are stored."""
+        if started is None:
             self._cached.pop(key, None)
-        elif (
-            cached is not None
-            and cached.large_binary == large_binary
-            and cached.witness == witness.facts
-        ):
+            return None, None
+        facts = started.facts
+        if started.digest is not None:
+            facts.append(started.digest.result())
+        cached = self._cached.get(key)
+        if cached is not None and cached.large_binary == large_binary and cached.witness == facts:
             self.reused += 1
             return cached.entry, None
-        return None, witness
+        return None, _Witness(facts, started.keep)
+
+    def lookup(self, key: str, value: Any, large_binary: int) -> tuple[Entry | None, Witness]:
+        """:meth:`start` and :meth:`finish` at once."""
+        return self.finish(key, self.start(value), large_binary)
 
     def store(self, key: str, witness: Witness, entry: Entry, large_binary: int) -> None:
         if witness is not None:
@@ -117,16 +168,7 @@ class EntryCache:
         for key in [k for k in self._cached if k not in keys]:
             del self._cached[key]
 
-    def _witness(self, value: Any) -> Witness:
-        facts: list[Any] = []
-        keep: list[Any] = []
-        try:
-            self._walk(value, facts, keep)
-        except (_NotWitnessable, RecursionError):
-            return None
-        return _Witness(facts, keep)
-
-    def _walk(self, value: Any, out: list[Any], keep: list[Any]) -> None:
+    def _walk(self, value: Any, out: list[Any], keep: list[Any], views: list[memoryview]) -> None:
         cls = type(value)
         if cls in _IMMUTABLE:
             out.append(id(value))
@@ -137,31 +179,31 @@ class EntryCache:
             out.append(_DICT)
             out.append(len(value))
             for k, v in value.items():
-                walk(k, out, keep)
-                walk(v, out, keep)
+                walk(k, out, keep, views)
+                walk(v, out, keep, views)
             return
         if cls is list or cls is tuple:
             out.append(_LIST if cls is list else _TUPLE)
             out.append(len(value))
             for item in value:
-                walk(item, out, keep)
+                walk(item, out, keep, views)
             return
         if cls is bytearray:
             out.append(_BYTEARRAY)
             out.append(len(value))
-            out.append(xxhash.xxh3_128_digest(value))
+            views.append(memoryview(bytes(value)))  # a copy: a view would block resizing
             return
         if cls is set or cls is frozenset:
             out.append(_SET)
             out.append(cls is set)
             out.append(len(value))
             for item in value:
-                walk(item, out, keep)
+                walk(item, out, keep, views)
             return
         np = self._np
         if np is not None:
             if cls is np.ndarray:
-                self._array(value, out, keep)
+                self._array(value, out, keep, views)
                 return
             if isinstance(value, np.generic) and cls.__module__ == "numpy":
                 out.append(id(value))
@@ -169,7 +211,7 @@ class EntryCache:
                 return
         raise _NotWitnessable
 
-    def _array(self, array: Any, out: list[Any], keep: list[Any]) -> None:
+    def _array(self, array: Any, out: list[Any], keep: list[Any], views: list[memoryview]) -> None:
         np = self._np
         flags = array.flags
         writeable = flags.writeable
@@ -182,9 +224,9 @@ class EntryCache:
         if not array.size or (not writeable and _immutable_memory(array, np)):
             return
         if flags.c_contiguous:
-            out.append(_digest(array, np))
+            views.append(_bytes_of(array, np))
         elif flags.f_contiguous:
-            out.append(_digest(array.T, np))
+            views.append(_bytes_of(array.T, np))
         else:
             # A flipped, transposed or strided view. It lies in the memory of its base, at
             # an offset fixed for this pair of objects (neither's data can be rebound):
@@ -197,9 +239,9 @@ class EntryCache:
             ):
                 out.append(id(base))
                 keep.append(base)
-                out.append(_digest(base, np))
+                views.append(_bytes_of(base, np))
             else:
-                out.append(_digest(np.ascontiguousarray(array), np))
+                views.append(_bytes_of(np.ascontiguousarray(array), np))
 
 
 def _immutable_memory(array: Any, np: Any) -> bool:
@@ -213,9 +255,19 @@ def _immutable_memory(array: Any, np: Any) -> bool:
     return type(base) is bytes
 
 
-def _digest(data: Any, np: Any) -> bytes:
+def _bytes_of(data: Any, np: Any) -> memoryview:
     try:
-        view = memoryview(data).cast("B")
+        return memoryview(data).cast("B")
     except (TypeError, ValueError):  # dtypes without a buffer format (datetime64...)
-        view = memoryview(data.reshape(-1).view(np.uint8))
-    return xxhash.xxh3_128_digest(view)
+        return memoryview(data.reshape(-1).view(np.uint8))
+
+
+def _digest(views: list[memoryview]) -> bytes:
+    """One XXH3 of the views' bytes in order (their lengths are in the witness)."""
+    hasher = xxhash.xxh3_128()
+    for view in views:
+        hasher.update(view)
+    digest = hasher.digest()
+    for view in views:
+        view.release()  # no export outlives the checkpoint (it would block a resize)
+    return digest

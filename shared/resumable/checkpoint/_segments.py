@@ -96,13 +96,16 @@ def _encode_into(
     cache: EntryCache | None,
     learned: list[tuple[str, Witness]],
 ) -> None:
-    for key, value in context.items():
+    for key in context:
         if type(key) is not str:
             raise EncodingError(
                 f"<key {key!r}>", type(key).__name__, "context keys must be strings"
             )
+    # Every value is walked first, its bytes fingerprinted in the background meanwhile.
+    started = {k: cache.start(v) for k, v in context.items()} if cache is not None else {}
+    for key, value in context.items():
         if cache is not None:
-            reused, witness = cache.lookup(key, value, encoder.large_binary)
+            reused, witness = cache.finish(key, started.pop(key), encoder.large_binary)
             if reused is not None:
                 entries[key] = reused
                 continue

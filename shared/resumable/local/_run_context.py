@@ -63,7 +63,7 @@ class RunContext:
         self.degraded = False
         # Entries of values that still hold what they held when encoded: a checkpoint
         # re-encodes only what changed, in place or not (exact without trusting steps).
-        self.entry_cache = EntryCache()
+        self.entry_cache = EntryCache(background=getattr(blobs.store, "background_io", True))
 
     # -- building ---------------------------------------------------------------------------
 
