@@ -211,3 +211,28 @@ def test_a_step_that_changes_an_input_array_in_place_has_the_change_checkpointed
     assert loaded is not None
     assert (loaded.context["frames"][1] == 3).all()
     assert loaded.context["flipped"][0][0, -1, 0] == 77
+
+
+def test_after_a_resume_decoded_values_are_reused_and_a_change_in_place_still_seen() -> None:
+    attempts = []
+
+    def fill(context: dict[str, Any]) -> dict[str, Any]:
+        return {"frames": _frames(), "other": np.arange(20_000)}
+
+    def touch(context: dict[str, Any]) -> dict[str, Any]:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("crash")
+        context["frames"][3][0, 0, 0] = 201  # a decoded array, changed in place
+        return {"done": True}
+
+    store = MemoryStore()
+    steps = {"fill": fill, "touch": touch}
+    first = Pipeline("p", steps, storage=store, run_guid="r", cleanup_on_success=False).run()
+    assert first["status"] == "error"
+    resumed = Pipeline("p", steps, storage=store, run_guid="r", cleanup_on_success=False)
+    assert resumed.run(resume_from_checkpoint=True)["status"] == "completed"
+    loaded = Pipeline("p", steps, storage=store, run_guid="r").load_checkpoint()
+    assert loaded is not None
+    assert loaded.context["frames"][3][0, 0, 0] == 201
+    np.testing.assert_array_equal(loaded.context["other"], np.arange(20_000))

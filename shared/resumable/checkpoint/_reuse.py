@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
@@ -158,6 +158,19 @@ class EntryCache:
     def lookup(self, key: str, value: Any, large_binary: int) -> tuple[Entry | None, Witness]:
         """:meth:`start` and :meth:`finish` at once."""
         return self.finish(key, self.start(value), large_binary)
+
+    def learn(
+        self, values: Mapping[str, Any], entries: Mapping[str, Entry], large_binary: int
+    ) -> None:
+        """Values just decoded from ``entries``: the first checkpoint after a resume then
+        reuses their entries instead of encoding the whole context again."""
+        started = {k: self.start(v) for k, v in values.items()}
+        for key, walked in started.items():
+            if walked is None:
+                continue
+            if walked.digest is not None:
+                walked.facts.append(walked.digest.result())
+            self._cached[key] = _Cached(walked.facts, walked.keep, entries[key], large_binary)
 
     def store(self, key: str, witness: Witness, entry: Entry, large_binary: int) -> None:
         if witness is not None:

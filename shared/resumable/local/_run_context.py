@@ -30,6 +30,7 @@ from typing import Any
 
 from resumable.checkpoint import _deltas as deltas
 from resumable.checkpoint._blobs import BlobStore
+from resumable.checkpoint._codec import LARGE_BINARY
 from resumable.checkpoint._deltas import Delta
 from resumable.checkpoint._reuse import EntryCache
 from resumable.checkpoint._segments import Entry, decode_context, encode_context
@@ -154,7 +155,9 @@ class RunContext:
             self.live_entries.pop(key, None)
         missing = {k: e for k, e in entries.items() if self.live_entries.get(k) != e}
         if missing:
-            self.live.update(decode_context(missing, self.blobs))
+            decoded = decode_context(missing, self.blobs)
+            self.entry_cache.learn(decoded, missing, LARGE_BINARY)
+            self.live.update(decoded)
             self.live_entries.update(missing)
         if list(self.live) != list(entries):  # keep the committed order of keys
             self.live = {k: self.live[k] for k in entries}
