@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
@@ -59,10 +59,6 @@ _IMMUTABLE: frozenset[type] = frozenset(
         *PATH_CLASSES,
     }
 )
-
-
-class _NotWitnessable(Exception):
-    pass
 
 
 @dataclass
@@ -126,8 +122,10 @@ class EntryCache:
         keep: list[Any] = []
         views: list[memoryview] = []
         try:
-            self._walk(value, facts, keep, views)
-        except (_NotWitnessable, RecursionError):
+            witnessable = self._walk(value, facts, keep, views)
+        except RecursionError:
+            witnessable = False
+        if not witnessable:
             return None
         if not views:
             return Started(facts, keep, None)
@@ -181,48 +179,46 @@ class EntryCache:
         for key in [k for k in self._cached if k not in keys]:
             del self._cached[key]
 
-    def _walk(self, value: Any, out: list[Any], keep: list[Any], views: list[memoryview]) -> None:
+    def _walk(self, value: Any, out: list[Any], keep: list[Any], views: list[memoryview]) -> bool:
+        """Append ``value``'s witness; ``False`` if it cannot be witnessed."""
         cls = type(value)
         if cls in _IMMUTABLE:
             out.append(id(value))
             keep.append(value)
-            return
-        walk = self._walk
+            return True
         if cls is dict:
             out.append(_DICT)
             out.append(len(value))
-            for k, v in value.items():
-                walk(k, out, keep, views)
-                walk(v, out, keep, views)
-            return
+            return self._items([x for pair in value.items() for x in pair], out, keep, views)
         if cls is list or cls is tuple:
             out.append(_LIST if cls is list else _TUPLE)
             out.append(len(value))
-            for item in value:
-                walk(item, out, keep, views)
-            return
-        if cls is bytearray:
-            out.append(_BYTEARRAY)
-            out.append(len(value))
-            views.append(memoryview(bytes(value)))  # a copy: a view would block resizing
-            return
+            return self._items(value, out, keep, views)
         if cls is set or cls is frozenset:
             out.append(_SET)
             out.append(cls is set)
             out.append(len(value))
-            for item in value:
-                walk(item, out, keep, views)
-            return
+            return self._items(list(value), out, keep, views)
+        if cls is bytearray:
+            out.append(_BYTEARRAY)
+            out.append(len(value))
+            views.append(memoryview(bytes(value)))  # a copy: a view would block resizing
+            return True
         np = self._np
-        if np is not None:
-            if cls is np.ndarray:
-                self._array(value, out, keep, views)
-                return
-            if isinstance(value, np.generic) and cls.__module__ == "numpy":
-                out.append(id(value))
-                keep.append(value)
-                return
-        raise _NotWitnessable
+        if np is not None and cls is np.ndarray:
+            self._array(value, out, keep, views)
+            return True
+        if np is not None and isinstance(value, np.generic) and cls.__module__ == "numpy":
+            out.append(id(value))
+            keep.append(value)
+            return True
+        return False
+
+    def _items(
+        self, items: Sequence[Any], out: list[Any], keep: list[Any], views: list[memoryview]
+    ) -> bool:
+        walk = self._walk
+        return all(walk(item, out, keep, views) for item in items)
 
     def _array(self, array: Any, out: list[Any], keep: list[Any], views: list[memoryview]) -> None:
         np = self._np
