@@ -14,6 +14,9 @@ is logged with its reason and acked: no retry can fix it.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import threading
 
 import functions_framework
@@ -57,6 +60,47 @@ def engine() -> Engine:
             _engine = Engine.from_settings(Settings.from_env())
             tracing.configure(_engine.settings.project)
         return _engine
+
+
+def warm_up() -> None:
+    """Build the engine and get the instance ready to serve: the pipelines imported, a
+    connection open to each service (reads of objects that need not exist). Run in the
+    background once the server has forked its worker, so that a new instance's first
+    delivery finds it done instead of paying for it."""
+    try:
+        ready = engine()
+        ready.registry.all()
+        ready.store.exists("warm-up/none")
+        ready.runs.get(ready.doc_id("warm-up", "warm-up", "warm-up"))
+    except Exception as exc:  # the first request builds (or reports) what is missing
+        logger.warning(f"warm-up of this instance failed: {type(exc).__name__}: {exc}")
+
+
+def _warm_up_after_fork() -> None:
+    # Clients (gRPC channels, HTTP pools, threads) are built in the server's worker, never
+    # in its parent before the fork; nor in a process a step forks (its parent is not the
+    # server's).
+    if os.getppid() == _SERVER_PID:
+        threading.Thread(target=warm_up, name="resumable-warm-up", daemon=True).start()
+
+
+def _served() -> bool:
+    """Whether this process is a functions-framework server (not a test or a tool that
+    imported the module): it forks its worker, which then warms up."""
+    program = sys.argv[0] if sys.argv else ""
+    return os.environ.get("RESUMABLE_WARM_UP") == "1" or (
+        os.path.basename(program) == "functions-framework"
+        or program.endswith(os.path.join("functions_framework", "__main__.py"))
+    )
+
+
+_SERVER_PID = os.getpid()
+if _served() and hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_warm_up_after_fork)
+    with contextlib.suppress(ImportError):  # imports are fork-safe: done once, in the parent
+        import google.cloud.firestore
+        import google.cloud.pubsub_v1
+        import google.cloud.storage  # noqa: F401
 
 
 def set_engine(value: Engine | None) -> None:
