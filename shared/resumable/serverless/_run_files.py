@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from resumable.checkpoint import _deltas as deltas
 from resumable.checkpoint._blobs import BlobStore
+from resumable.checkpoint._lazy import LazyContext
 from resumable.checkpoint._manifest import integrity_of, now_iso
 from resumable.checkpoint._segments import Entry, decode_context, encode_context
 from resumable.checkpoint._store import run_prefix
@@ -143,7 +144,12 @@ class RunFiles:
         :class:`~resumable.errors.EncodingError` for a value that cannot be stored exactly.
         """
         uploaded_before = self.blobs.bytes_uploaded
-        after = encode_context(context, self.blobs)
+        if isinstance(context, LazyContext):  # values never read are unchanged: kept as is
+            kept = context.unread_entries()
+            fresh = encode_context(context.read_values(), self.blobs)
+            after = {k: kept[k] if k in kept else fresh[k] for k in context}
+        else:
+            after = encode_context(context, self.blobs)
         delta = deltas.diff(before, after)
         manifest = OutputManifest(
             kind="step_output",
@@ -227,6 +233,10 @@ class RunFiles:
 
     def decode(self, entries: Mapping[str, Entry]) -> dict[str, Any]:
         return decode_context(entries, self.blobs)
+
+    def decode_lazily(self, entries: Mapping[str, Entry]) -> LazyContext:
+        """A step's input: each value read from storage when the step first uses it."""
+        return LazyContext(entries, self.blobs)
 
     def context_at(self, state: RunState, spec: PipelineSpec, step: str) -> dict[str, Any]:
         """The context ``step`` starts from (for ``replay`` and ``checkpoint show``)."""
