@@ -101,6 +101,7 @@ def test_warm_up_builds_the_engine_and_writes_nothing(engine: Engine) -> None:
     entrypoints.warm_up()
     assert entrypoints.engine() is engine
     assert list(engine.store.list()) == []
+    assert engine.runs.get(engine.doc_id("warm-up", "warm-up", "warm-up")) is None
 
 
 WARM_CHILD = """

@@ -18,6 +18,7 @@ import contextlib
 import os
 import sys
 import threading
+from datetime import UTC, datetime
 
 import functions_framework
 from cloudevents.http import CloudEvent
@@ -26,11 +27,18 @@ from werkzeug.exceptions import ServiceUnavailable
 from resumable import tracing
 from resumable._defaults import DEFAULT_TENANT
 from resumable._log import configure_cloud_logging, logger
-from resumable.errors import BadMessageError, ContentionError, RunDocumentError
+from resumable.checkpoint._dtypes import numpy_or_none
+from resumable.errors import (
+    BadMessageError,
+    ContentionError,
+    PreconditionFailedError,
+    RunDocumentError,
+)
 from resumable.serverless._control import collect_garbage, record_dead_letter, watchdog_sweep
 from resumable.serverless._control import start_run as start_run_now
 from resumable.serverless._engine import Engine
 from resumable.serverless._messages import StepMessage, parse_start, parse_step, pubsub_payload
+from resumable.serverless._run_state import RunState
 from resumable.serverless._settings import Settings
 from resumable.serverless._worker import handle_step
 
@@ -64,16 +72,46 @@ def engine() -> Engine:
 
 def warm_up() -> None:
     """Build the engine and get the instance ready to serve: the pipelines imported, a
-    connection open to each service (reads of objects that need not exist). Run in the
+    connection open to each service (calls that change nothing). Run in the
     background once the server has forked its worker, so that a new instance's first
     delivery finds it done instead of paying for it."""
     try:
         ready = engine()
         ready.registry.all()
-        ready.store.exists("warm-up/none")
-        ready.runs.get(ready.doc_id("warm-up", "warm-up", "warm-up"))
+        numpy_or_none()  # the codec's (its import starts threads: after the fork)
+        # A write no object can satisfy (generation 1 of an object that does not exist)
+        # takes the whole upload path, a checkpoint write's first-use cost, and stores
+        # nothing.
+        with contextlib.suppress(PreconditionFailedError):
+            ready.store.write("warm-up/none", b"", if_generation_match=1)
+        _warm_run_documents(ready)
+        client = getattr(ready.publisher, "client", None)
+        if client is not None:  # any answer opens the channel: not found, not allowed...
+            with contextlib.suppress(Exception):
+                client.get_topic(topic=client.topic_path(ready.settings.project, "warm-up"))
     except Exception as exc:  # the first request builds (or reports) what is missing
         logger.warning(f"warm-up of this instance failed: {type(exc).__name__}: {exc}")
+
+
+def _warm_run_documents(ready: Engine) -> None:
+    """A read and a conditional write of a run document that does not exist: the claim's
+    and the commit's paths, refused, nothing written."""
+    doc_id = ready.doc_id("warm-up", "warm-up", "warm-up")
+    ready.runs.get(doc_id)
+    backend = getattr(ready.runs, "backend", None)
+    if backend is not None:
+        now = datetime.now(UTC)
+        probe = RunState(
+            run_id="warm-up",
+            pipeline="warm-up",
+            fingerprint="",
+            params_manifest="",
+            params_hash="",
+            created_at=now.timestamp(),
+            updated_at=now.timestamp(),
+            steps={},
+        )
+        backend.write_if(doc_id, probe, now)
 
 
 def _warm_up_after_fork() -> None:
