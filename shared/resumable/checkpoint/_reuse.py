@@ -120,7 +120,7 @@ class EntryCache:
         witnessed (it is then always encoded)."""
         facts: list[Any] = []
         keep: list[Any] = []
-        views: list[memoryview] = []
+        views: list[Any] = []
         try:
             witnessable = self._walk(value, facts, keep, views)
         except RecursionError:
@@ -179,7 +179,7 @@ class EntryCache:
         for key in [k for k in self._cached if k not in keys]:
             del self._cached[key]
 
-    def _walk(self, value: Any, out: list[Any], keep: list[Any], views: list[memoryview]) -> bool:
+    def _walk(self, value: Any, out: list[Any], keep: list[Any], views: list[Any]) -> bool:
         """Append ``value``'s witness; ``False`` if it cannot be witnessed."""
         cls = type(value)
         if cls in _IMMUTABLE:
@@ -202,7 +202,7 @@ class EntryCache:
         if cls is bytearray:
             out.append(_BYTEARRAY)
             out.append(len(value))
-            views.append(memoryview(bytes(value)))  # a copy: a view would block resizing
+            views.append(bytes(value))  # a copy: a view would block resizing it
             return True
         np = self._np
         if np is not None and cls is np.ndarray:
@@ -215,31 +215,35 @@ class EntryCache:
         return False
 
     def _items(
-        self, items: Sequence[Any], out: list[Any], keep: list[Any], views: list[memoryview]
+        self, items: Sequence[Any], out: list[Any], keep: list[Any], views: list[Any]
     ) -> bool:
-        walk = self._walk
-        return all(walk(item, out, keep, views) for item in items)
+        walk, array = self._walk, self._array
+        ndarray = self._np.ndarray if self._np is not None else None
+        for item in items:  # arrays straight to _array: most items of large values are
+            if type(item) is ndarray:
+                array(item, out, keep, views)
+            elif not walk(item, out, keep, views):
+                return False
+        return True
 
-    def _array(self, array: Any, out: list[Any], keep: list[Any], views: list[memoryview]) -> None:
-        np = self._np
+    def _array(self, array: Any, out: list[Any], keep: list[Any], views: list[Any]) -> None:
         flags = array.flags
         writeable = flags.writeable
-        out.append(_ARRAY)
-        out.append(id(array))
-        keep.append(array)
+        dtype = array.dtype
         # The dtype by identity: equal dtypes may still be stored differently.
-        out.append((array.shape, array.strides, id(array.dtype), writeable))
-        keep.append(array.dtype)
-        if not array.size or (not writeable and _immutable_memory(array, np)):
+        out += (_ARRAY, id(array), (array.shape, array.strides, id(dtype), writeable))
+        keep += (array, dtype)
+        if not array.size or (not writeable and _immutable_memory(array, self._np)):
             return
         if flags.c_contiguous:
-            views.append(_bytes_of(array, np))
+            views.append(array)  # XXH3 reads a C-contiguous array's buffer, any dtype
         elif flags.f_contiguous:
-            views.append(_bytes_of(array.T, np))
+            views.append(array.T)
         else:
             # A flipped, transposed or strided view. It lies in the memory of its base, at
             # an offset fixed for this pair of objects (neither's data can be rebound):
             # when the base is not much larger, its bytes are the fingerprint, not a copy.
+            np = self._np
             base = array.base
             if (
                 type(base) is np.ndarray
@@ -248,9 +252,9 @@ class EntryCache:
             ):
                 out.append(id(base))
                 keep.append(base)
-                views.append(_bytes_of(base, np))
+                views.append(base)
             else:
-                views.append(_bytes_of(np.ascontiguousarray(array), np))
+                views.append(np.ascontiguousarray(array))
 
 
 def _immutable_memory(array: Any, np: Any) -> bool:
@@ -264,19 +268,9 @@ def _immutable_memory(array: Any, np: Any) -> bool:
     return type(base) is bytes
 
 
-def _bytes_of(data: Any, np: Any) -> memoryview:
-    try:
-        return memoryview(data).cast("B")
-    except (TypeError, ValueError):  # dtypes without a buffer format (datetime64...)
-        return memoryview(data.reshape(-1).view(np.uint8))
-
-
-def _digest(views: list[memoryview]) -> bytes:
+def _digest(views: list[Any]) -> bytes:
     """One XXH3 of the views' bytes in order (their lengths are in the witness)."""
     hasher = xxhash.xxh3_128()
     for view in views:
         hasher.update(view)
-    digest = hasher.digest()
-    for view in views:
-        view.release()  # no export outlives the checkpoint (it would block a resize)
-    return digest
+    return hasher.digest()
