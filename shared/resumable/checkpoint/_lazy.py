@@ -9,7 +9,9 @@ of the context.
 
 It is a ``dict``: item access, ``get``, ``in``, iteration over keys, ``update``, ``del``,
 ``dict(context)``, ``{**context}``, ``copy.deepcopy`` and ``json.dumps`` behave as on the
-decoded dict. A value that cannot be read raises when it is read (a damaged one
+decoded dict. (A C extension that reads a dict's slots directly, such as ``orjson``, sees
+values not read yet as an unserializable placeholder and says so: give it
+``dict(context)``.) A value that cannot be read raises when it is read (a damaged one
 :class:`~resumable.errors.CorruptCheckpointError`) and is noted in ``read_failure``.
 """
 
