@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
@@ -77,6 +77,7 @@ class Started:
     facts: list[Any]
     keep: list[Any]
     digest: Future[bytes] | None
+    views: list[Any]  # what the digest reads (until it is computed)
 
 
 @dataclass
@@ -128,12 +129,21 @@ class EntryCache:
         if not witnessable:
             return None
         if not views:
-            return Started(facts, keep, None)
+            return Started(facts, keep, None, [])
         if self._background:
-            return Started(facts, keep, _hasher().submit(_digest, views))
-        done: Future[bytes] = Future()
-        done.set_result(_digest(views))
-        return Started(facts, keep, done)
+            return Started(facts, keep, _hasher().submit(_digest, views), views)
+        return Started(facts, keep, _done(_digest(views)), [])
+
+    @staticmethod
+    def help(started: Iterable[Started | None]) -> None:
+        """Fingerprint on this thread, from the last value back, what the hashing thread
+        has not begun (it works from the first value on): two cores hash one context."""
+        for walked in reversed(list(started)):
+            if walked is None or walked.digest is None or walked.digest.done():
+                continue
+            if not walked.digest.cancel():  # the hashing thread got this far
+                return
+            walked.digest = _done(_digest(walked.views))
 
     def finish(
         self, key: str, started: Started | None, large_binary: int
@@ -163,6 +173,7 @@ class EntryCache:
         """Values just decoded from ``entries``: the first checkpoint after a resume then
         reuses their entries instead of encoding the whole context again."""
         started = {k: self.start(v) for k, v in values.items()}
+        self.help(started.values())
         for key, walked in started.items():
             if walked is None:
                 continue
@@ -266,6 +277,12 @@ def _immutable_memory(array: Any, np: Any) -> bool:
     if type(base) is memoryview:
         base = base.obj
     return type(base) is bytes
+
+
+def _done(digest: bytes) -> Future[bytes]:
+    done: Future[bytes] = Future()
+    done.set_result(digest)
+    return done
 
 
 def _digest(views: list[Any]) -> bytes:

@@ -103,6 +103,8 @@ def _encode_into(
             )
     # Every value is walked first, its bytes fingerprinted in the background meanwhile.
     started = {k: cache.start(v) for k, v in context.items()} if cache is not None else {}
+    if cache is not None:
+        cache.help(started.values())
     for key, value in context.items():
         if cache is not None:
             reused, witness = cache.finish(key, started.pop(key), encoder.large_binary)
