@@ -22,8 +22,15 @@ step. Runs start as users start them: a start message published with the officia
   ``finished_at``), failures (runs not completed, or any step committed other than once),
   hop p50/p95.
 
+- **chain** and **W5** (``benchmarks/serverless_load.py``): a 50-step chain's load of
+  step 50 against step 2's, and a 1 GB context (``--w5-mb``) changing 5 % per step: bytes
+  read and written per step, and its cycle against the floor plus the transfer time of the
+  changed bytes.
+
 Figures are medians over repetitions (``--reps``, default 3; W3 N=50 runs once unless
-``--reps-50``). One warm-up run first starts every function's engine (reported as "cold").
+``--reps-50``). The first run is the cold run: each function's first delivery, ``--settle``
+seconds after the stack is up (the functions warm up in the background after their fork).
+Every target is printed as MET / NOT MET.
 With ``--profile`` the step functions are ``benchmarks/timed_functions.py``, which marks
 each stage of the step protocol, and a breakdown of the hop and of the step follows.
 """
