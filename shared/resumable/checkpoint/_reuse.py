@@ -12,8 +12,8 @@ array its identity, geometry (shape, strides, dtype, writeable flag) and an XXH3
 fingerprint of its content. The objects are held by the cache, so an identity cannot be
 reused by another object while its witness is kept. Equal witnesses mean equal encodings,
 so the cached entry is reused. What cannot be witnessed cheaply and exactly (values of a
-registered codec, subclasses, arrays of dtypes without a plain byte view) is never reused:
-it is encoded again every time, as before.
+registered codec, subclasses of the built-in types) is never reused: it is encoded again
+every time, as before.
 
 The witness never trusts that an array was left alone: a writeable array's bytes are
 fingerprinted every time (an in-place change through any view, ``np.copyto`` or a writeable
@@ -156,16 +156,16 @@ class EntryCache:
             return None, None
         facts = started.facts
         if started.digest is not None:
-            facts.append(started.digest.result())
+            try:
+                facts.append(started.digest.result())
+            except Exception:  # a buffer XXH3 cannot read: encoded, never reused
+                self._cached.pop(key, None)
+                return None, None
         cached = self._cached.get(key)
         if cached is not None and cached.large_binary == large_binary and cached.witness == facts:
             self.reused += 1
             return cached.entry, None
         return None, _Witness(facts, started.keep)
-
-    def lookup(self, key: str, value: Any, large_binary: int) -> tuple[Entry | None, Witness]:
-        """:meth:`start` and :meth:`finish` at once."""
-        return self.finish(key, self.start(value), large_binary)
 
     def learn(
         self, values: Mapping[str, Any], entries: Mapping[str, Entry], large_binary: int
@@ -175,11 +175,9 @@ class EntryCache:
         started = {k: self.start(v) for k, v in values.items()}
         self.help(started.values())
         for key, walked in started.items():
-            if walked is None:
-                continue
-            if walked.digest is not None:
-                walked.facts.append(walked.digest.result())
-            self._cached[key] = _Cached(walked.facts, walked.keep, entries[key], large_binary)
+            entry, witness = self.finish(key, walked, large_binary)
+            if entry is None and witness is not None:
+                self.store(key, witness, entries[key], large_binary)
 
     def store(self, key: str, witness: Witness, entry: Entry, large_binary: int) -> None:
         if witness is not None:
