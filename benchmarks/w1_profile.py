@@ -34,7 +34,9 @@ from w1_resumable import latest_checkpoint_files, make_pipeline
 from w1_workload import W1Config, initial_context, make_steps, run_steps
 
 import resumable.checkpoint._blobs as blobs_module
+import resumable.checkpoint._reuse as reuse_module
 import resumable.checkpoint._store as checkpoint_module
+import resumable.local._run_context as run_context_module
 import resumable.local._runner as runner_module
 import resumable.storage.local as local_module
 
@@ -43,8 +45,10 @@ CALLS: defaultdict[str, int] = defaultdict(int)
 
 # (owner, attribute, label), printed in this order; the indentation shows nesting.
 WRITE_TIMERS: list[tuple[Any, str, str]] = [
-    (checkpoint_module.CheckpointStore, "save", "CheckpointStore.save (11 checkpoints)"),
-    (checkpoint_module, "encode_context", "  segments.encode_context"),
+    (run_context_module.RunContext, "_encode", "RunContext._encode (a step's commit)"),
+    (reuse_module.EntryCache, "lookup", "  EntryCache.lookup (witnesses)"),
+    (blobs_module.BlobStore, "wait", "  BlobStore.wait (for background writes)"),
+    (checkpoint_module.CheckpointStore, "save_entries", "CheckpointStore.save_entries"),
     (blobs_module.BlobStore, "put", "    BlobStore.put"),
     (blobs_module, "fingerprint_of", "      fingerprint_of (xxh3)"),
     (blobs_module, "address_of", "      address_of (blake3)"),

@@ -4,7 +4,10 @@ exception would be a 500, and Pub/Sub would redeliver it forever)."""
 from __future__ import annotations
 
 import logging
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -92,3 +95,42 @@ def test_a_dead_letter_for_a_run_that_does_not_exist_is_acked(
         entrypoints.dead_letter(push_event(envelope(STEP)))
     assert "dead letter: no such run" in caplog.text
     assert engine.runs.query() == []
+
+
+def test_warm_up_builds_the_engine_and_writes_nothing(engine: Engine) -> None:
+    entrypoints.warm_up()
+    assert entrypoints.engine() is engine
+    assert list(engine.store.list()) == []
+    assert engine.runs.get(engine.doc_id("warm-up", "warm-up", "warm-up")) is None
+
+
+WARM_CHILD = """
+import os, sys, time
+from resumable.serverless import entrypoints
+built = []
+entrypoints.warm_up = lambda: built.append(os.getpid())
+pid = os.fork()  # as the server forks its worker
+if pid == 0:
+    deadline = time.monotonic() + 10
+    while not built and time.monotonic() < deadline:
+        time.sleep(0.01)
+    grandchild = os.fork()  # a process the step forks: no warm-up of its own
+    if grandchild == 0:
+        time.sleep(0.2)
+        os._exit(len(built) - 1)  # inherited the child's list: 1 entry, not 2
+    _, status = os.waitpid(grandchild, 0)
+    os._exit(0 if built == [os.getpid()] and os.waitstatus_to_exitcode(status) == 0 else 1)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status) or (3 if built else 0))
+"""
+
+
+def test_a_served_process_warms_up_in_the_forked_worker_only() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", WARM_CHILD],
+        env={**os.environ, "RESUMABLE_WARM_UP": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr

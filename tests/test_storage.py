@@ -194,3 +194,30 @@ def test_a_file_where_a_folder_belongs_means_no_object_and_no_write(tmp_path: Pa
         store.read("run/.checkpoint.json")
     with pytest.raises(StorageError, match=r"a file of .* is in its path"):
         store.write("run/.checkpoint.json", b"{}")
+
+
+def test_a_replacing_write_of_a_just_created_objects_bytes_links_it(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    manifest = b'{"sequence": 1}'
+    store.write("run/checkpoints/1.json", manifest, if_generation_match=0)
+    generation = store.write("run/latest.json", manifest, if_generation_match=None)
+    assert store.read_with_generation("run/latest.json") == (manifest, generation)
+    history, latest = tmp_path / "run/checkpoints/1.json", tmp_path / "run/latest.json"
+    assert os.path.samefile(history, latest)
+    assert store.stats.bytes_written == len(manifest)
+    # Replacing the latest object later leaves the created one as it was.
+    store.write("run/latest.json", b'{"sequence": 2}', if_generation_match=generation)
+    assert history.read_bytes() == manifest and latest.read_bytes() == b'{"sequence": 2}'
+    assert not os.path.samefile(history, latest)
+
+
+def test_other_bytes_are_written_not_linked(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.write("a", b"one", if_generation_match=0)
+    store.write("b", bytes(bytearray(b"one")))  # equal bytes, another object: compared
+    store.write("c", b"two")
+    assert os.path.samefile(tmp_path / "a", tmp_path / "b")
+    assert not os.path.samefile(tmp_path / "a", tmp_path / "c")
+    (tmp_path / "a").unlink()  # gone since: written, not linked
+    store.write("d", b"one")
+    assert (tmp_path / "d").read_bytes() == b"one"

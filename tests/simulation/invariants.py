@@ -169,6 +169,9 @@ def _check_provenance(world: World, run_id: str, pipeline: str, spec: Any) -> li
                     f"{read.name}, not {step}'s committed output"
                 )
         read_steps = {r.name[len(prefix + "steps/") :].split("/", 1)[0] for r in reads}
+        # A valid output manifest also lists the context its step left: reading it reads
+        # that step's ancestors' outputs (which a roll-back of theirs would have reset).
+        read_steps |= {a for s in read_steps if s in spec.steps for a in spec.ancestors(s)}
         missing = {a for a in ancestors if not (read_steps & {a})}
         if missing:
             problems.append(f"{run_id}: {commit.step} committed without reading {sorted(missing)}")

@@ -98,7 +98,7 @@ class Encoder:
 
     def __init__(self, sink: BlobSink, *, large_binary: int = LARGE_BINARY) -> None:
         self._sink = sink
-        self._large = large_binary
+        self.large_binary = large_binary
         self._np = numpy_or_none()
         self._depth = 0  # containers around the node being built
         handlers: dict[type, Callable[[Any, str, EncodedValue], Any]] = {
@@ -151,7 +151,7 @@ class Encoder:
         node: dict[str, Any] = {TAG: tag, **extra}
         if data.nbytes <= TINY_BINARY:
             node["b64"] = base64.b64encode(data).decode("ascii")
-        elif data.nbytes >= self._large:
+        elif data.nbytes >= self.large_binary:
             address = self._sink(data)
             node["blob"] = address
             node["n"] = data.nbytes  # so that the reader bounds what it decompresses

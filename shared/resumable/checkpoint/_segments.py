@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import struct
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 from pydantic import AfterValidator, ConfigDict, Field, with_config
@@ -23,6 +23,9 @@ from resumable.checkpoint._blobs import BlobStore
 from resumable.checkpoint._codec import LARGE_BINARY, EncodedValue, Encoder
 from resumable.checkpoint._decoder import Decoder
 from resumable.errors import CorruptCheckpointError, EncodingError
+
+if TYPE_CHECKING:
+    from resumable.checkpoint._reuse import EntryCache, Witness
 
 INLINE_LIMIT = 4 * 1024
 _SEGMENT_MAGIC = b"RSG1"
@@ -57,29 +60,58 @@ def _pad(n: int) -> int:
 
 
 def encode_context(
-    context: Mapping[str, Any], blobs: BlobStore, *, large_binary: int = LARGE_BINARY
+    context: Mapping[str, Any],
+    blobs: BlobStore,
+    *,
+    large_binary: int = LARGE_BINARY,
+    cache: EntryCache | None = None,
 ) -> dict[str, Entry]:
-    """Encode every key of ``context``; new blobs are written through ``blobs``."""
+    """Encode every key of ``context``; new blobs are written through ``blobs``.
+
+    With ``cache``, a value that provably still holds what it held when last encoded
+    keeps its entry (see ``_reuse``); the cache learns the new entries once their blobs
+    are stored.
+    """
     encoder = Encoder(lambda buffer: blobs.put([buffer]), large_binary=large_binary)
     entries: dict[str, Entry] = {}
+    learned: list[tuple[str, Witness]] = []
     try:
-        _encode_into(entries, context, encoder, blobs)
+        _encode_into(entries, context, encoder, blobs, cache, learned)
     except BaseException:
         with contextlib.suppress(Exception):
             blobs.wait()  # no write of ours outlives the call; the encoding error wins
         raise
     blobs.wait()  # every blob an entry names is stored before the entries are used
+    if cache is not None:
+        for key, witness in learned:
+            cache.store(key, witness, entries[key], large_binary)
     return entries
 
 
 def _encode_into(
-    entries: dict[str, Entry], context: Mapping[str, Any], encoder: Encoder, blobs: BlobStore
+    entries: dict[str, Entry],
+    context: Mapping[str, Any],
+    encoder: Encoder,
+    blobs: BlobStore,
+    cache: EntryCache | None,
+    learned: list[tuple[str, Witness]],
 ) -> None:
-    for key, value in context.items():
+    for key in context:
         if type(key) is not str:
             raise EncodingError(
                 f"<key {key!r}>", type(key).__name__, "context keys must be strings"
             )
+    # Every value is walked first, its bytes fingerprinted in the background meanwhile.
+    started = {k: cache.start(v) for k, v in context.items()} if cache is not None else {}
+    if cache is not None:
+        cache.help(started.values())
+    for key, value in context.items():
+        if cache is not None:
+            reused, witness = cache.finish(key, started.pop(key), encoder.large_binary)
+            if reused is not None:
+                entries[key] = reused
+                continue
+            learned.append((key, witness))
         encoded = encoder.encode(value, f"context[{key!r}]")
         entries[key] = _entry(encoded, blobs)
 

@@ -30,7 +30,9 @@ from typing import Any
 
 from resumable.checkpoint import _deltas as deltas
 from resumable.checkpoint._blobs import BlobStore
+from resumable.checkpoint._codec import LARGE_BINARY
 from resumable.checkpoint._deltas import Delta
+from resumable.checkpoint._reuse import EntryCache
 from resumable.checkpoint._segments import Entry, decode_context, encode_context
 from resumable.definition._spec import PipelineSpec
 from resumable.errors import OutputConflictError
@@ -60,6 +62,9 @@ class RunContext:
         self.live_entries: dict[str, Entry] = {}
         self.written_by: dict[str, str] = {}
         self.degraded = False
+        # Entries of values that still hold what they held when encoded: a checkpoint
+        # re-encodes only what changed, in place or not (exact without trusting steps).
+        self.entry_cache = EntryCache(background=getattr(blobs.store, "background_io", True))
 
     # -- building ---------------------------------------------------------------------------
 
@@ -98,7 +103,8 @@ class RunContext:
         delta of their own. Raises if they still cannot be encoded."""
         if not self.degraded:
             return
-        entries = encode_context(self.live, self.blobs)
+        entries = encode_context(self.live, self.blobs, cache=self.entry_cache)
+        self.entry_cache.retain(self.live)
         self.base = entries
         self.outputs = {step: Delta() for step in self.outputs}
         self.progress = {}
@@ -149,7 +155,9 @@ class RunContext:
             self.live_entries.pop(key, None)
         missing = {k: e for k, e in entries.items() if self.live_entries.get(k) != e}
         if missing:
-            self.live.update(decode_context(missing, self.blobs))
+            decoded = decode_context(missing, self.blobs)
+            self.entry_cache.learn(decoded, missing, LARGE_BINARY)
+            self.live.update(decoded)
             self.live_entries.update(missing)
         if list(self.live) != list(entries):  # keep the committed order of keys
             self.live = {k: self.live[k] for k in entries}
@@ -224,7 +232,9 @@ class RunContext:
     def _encode(self, attempt: StepInput, returned: Mapping[str, Any]) -> dict[str, Entry]:
         context = attempt.context
         if not self.trust_steps:
-            return encode_context(context, self.blobs)
+            encoded = encode_context(context, self.blobs, cache=self.entry_cache)
+            self.entry_cache.retain(context)
+            return encoded
         # Trusted: a value neither returned nor rebound since the attempt began keeps the
         # entry it had (a change made to it in place goes unseen, by the user's choice).
         snapshot = attempt.snapshot

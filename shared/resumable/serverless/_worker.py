@@ -171,14 +171,14 @@ class StepAttempt:
     def _attempt(self, lease: Lease) -> Outcome:
         try:
             self.load()
-        except (CheckpointError, StepError) as exc:  # damaged or conflicting input: final
-            return self.fail(f"cannot load the step's input: {exc}")
-        except Exception as exc:  # a storage hiccup: another attempt may well succeed
-            return self.release(exc)
+        except Exception as exc:
+            return self.unloadable(exc)
         try:
             result = self.drive_map() if self.step.map is not None else self.run(lease)
         except Exception as exc:
-            return self.record_error(exc)
+            return self.unread_input() or self.record_error(exc)
+        if (unread := self.unread_input()) is not None:
+            return unread
         if lease.lost:
             logger.warning("lease lost while running: output discarded", extra=self._fields())
             return Outcome.done("lease lost; output discarded")
@@ -235,7 +235,18 @@ class StepAttempt:
         progress = state.steps[self.step.name].progress_manifest
         if progress:
             deltas.apply(entries, self.files.read_manifest(progress))
-        self.context = self.files.decode(entries)
+        self.context = self.files.decode_lazily(entries)  # read as the step uses it
+
+    def unloadable(self, exc: Exception) -> Outcome:
+        if isinstance(exc, CheckpointError | StepError):  # damaged or conflicting input: final
+            return self.fail(f"cannot load the step's input: {exc}")
+        return self.release(exc)  # a storage hiccup: another attempt may well succeed
+
+    def unread_input(self) -> Outcome | None:
+        """The step's input is read as the step uses it: a value that could not be read is
+        a load failure, whatever the step made of it."""
+        failure = getattr(self.context, "read_failure", None)
+        return None if failure is None else self.unloadable(failure)
 
     @tracing.stage("map")
     def drive_map(self) -> dict[str, Any] | Waiting:

@@ -14,7 +14,11 @@ is logged with its reason and acked: no retry can fix it.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import threading
+from datetime import UTC, datetime
 
 import functions_framework
 from cloudevents.http import CloudEvent
@@ -23,11 +27,18 @@ from werkzeug.exceptions import ServiceUnavailable
 from resumable import tracing
 from resumable._defaults import DEFAULT_TENANT
 from resumable._log import configure_cloud_logging, logger
-from resumable.errors import BadMessageError, ContentionError, RunDocumentError
+from resumable.checkpoint._dtypes import numpy_or_none
+from resumable.errors import (
+    BadMessageError,
+    ContentionError,
+    PreconditionFailedError,
+    RunDocumentError,
+)
 from resumable.serverless._control import collect_garbage, record_dead_letter, watchdog_sweep
 from resumable.serverless._control import start_run as start_run_now
 from resumable.serverless._engine import Engine
 from resumable.serverless._messages import StepMessage, parse_start, parse_step, pubsub_payload
+from resumable.serverless._run_state import RunState
 from resumable.serverless._settings import Settings
 from resumable.serverless._worker import handle_step
 
@@ -57,6 +68,77 @@ def engine() -> Engine:
             _engine = Engine.from_settings(Settings.from_env())
             tracing.configure(_engine.settings.project)
         return _engine
+
+
+def warm_up() -> None:
+    """Build the engine and get the instance ready to serve: the pipelines imported, a
+    connection open to each service (calls that change nothing). Run in the
+    background once the server has forked its worker, so that a new instance's first
+    delivery finds it done instead of paying for it."""
+    try:
+        ready = engine()
+        ready.registry.all()
+        numpy_or_none()  # the codec's (its import starts threads: after the fork)
+        # A write no object can satisfy (generation 1 of an object that does not exist)
+        # takes the whole upload path, a checkpoint write's first-use cost, and stores
+        # nothing.
+        with contextlib.suppress(PreconditionFailedError):
+            ready.store.write("warm-up/none", b"", if_generation_match=1)
+        _warm_run_documents(ready)
+        client = getattr(ready.publisher, "client", None)
+        if client is not None:  # any answer opens the channel: not found, not allowed...
+            with contextlib.suppress(Exception):
+                client.get_topic(topic=client.topic_path(ready.settings.project, "warm-up"))
+    except Exception as exc:  # the first request builds (or reports) what is missing
+        logger.warning(f"warm-up of this instance failed: {type(exc).__name__}: {exc}")
+
+
+def _warm_run_documents(ready: Engine) -> None:
+    """A read and a conditional write of a run document that does not exist: the claim's
+    and the commit's paths, refused, nothing written."""
+    doc_id = ready.doc_id("warm-up", "warm-up", "warm-up")
+    ready.runs.get(doc_id)
+    backend = getattr(ready.runs, "backend", None)
+    if backend is not None:
+        now = datetime.now(UTC)
+        probe = RunState(
+            run_id="warm-up",
+            pipeline="warm-up",
+            fingerprint="",
+            params_manifest="",
+            params_hash="",
+            created_at=now.timestamp(),
+            updated_at=now.timestamp(),
+            steps={},
+        )
+        backend.write_if(doc_id, probe, now)
+
+
+def _warm_up_after_fork() -> None:
+    # Clients (gRPC channels, HTTP pools, threads) are built in the server's worker, never
+    # in its parent before the fork; nor in a process a step forks (its parent is not the
+    # server's).
+    if os.getppid() == _SERVER_PID:
+        threading.Thread(target=warm_up, name="resumable-warm-up", daemon=True).start()
+
+
+def _served() -> bool:
+    """Whether this process is a functions-framework server (not a test or a tool that
+    imported the module): it forks its worker, which then warms up."""
+    program = sys.argv[0] if sys.argv else ""
+    return os.environ.get("RESUMABLE_WARM_UP") == "1" or (
+        os.path.basename(program) == "functions-framework"
+        or program.endswith(os.path.join("functions_framework", "__main__.py"))
+    )
+
+
+_SERVER_PID = os.getpid()
+if _served() and hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_warm_up_after_fork)
+    with contextlib.suppress(ImportError):  # imports are fork-safe: done once, in the parent
+        import google.cloud.firestore
+        import google.cloud.pubsub_v1
+        import google.cloud.storage  # noqa: F401
 
 
 def set_engine(value: Engine | None) -> None:
