@@ -45,6 +45,7 @@ from resumable.errors import (
     CheckpointError,
     ContentionError,
     EncodingError,
+    NonRetryableError,
     RunDocumentError,
     RunNotFoundError,
     StepError,
@@ -173,10 +174,9 @@ class StepAttempt:
             self.load()
         except Exception as exc:
             return self.unloadable(exc)
-        try:
-            result = self.drive_map() if self.step.map is not None else self.run(lease)
-        except Exception as exc:
-            return self.unread_input() or self.record_error(exc)
+        result, ended = self._produce(lease)
+        if ended is not None:
+            return ended
         if (unread := self.unread_input()) is not None:
             return unread
         if lease.lost:
@@ -201,6 +201,21 @@ class StepAttempt:
             self.finish_run()
         self.publish(list(commit.publish))
         return Outcome.done(f"committed; published {list(commit.publish)}")
+
+    def _produce(self, lease: Lease) -> tuple[Any, Outcome | None]:
+        """The step's result — its function's, or for a map step its driver's — or the
+        outcome that ends the attempt without one."""
+        if self.step.map is not None:
+            try:
+                return self.drive_map(), None
+            except (NonRetryableError, CheckpointError) as exc:  # its items or their input
+                return None, self.record_error(exc)
+            except Exception as exc:  # the services failed around the driver, not the step
+                return None, self.release(exc)
+        try:
+            return self.run(lease), None
+        except Exception as exc:
+            return None, self.unread_input() or self.record_error(exc)
 
     @tracing.stage("claim")
     def claim(self) -> transitions.Claim:
