@@ -1,0 +1,133 @@
+"""The UI's small helpers: how times, sizes and durations read (ui._formatting), and
+where a failed step's traceback is found in the local stack's function logs (ui._logs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from resumable.ui import _formatting as fmt
+from resumable.ui import _logs
+
+
+def test_clock_shows_the_date_only_when_it_is_not_today() -> None:
+    assert fmt.clock(None) == ""
+    now = time.time()
+    assert fmt.clock(now) == time.strftime("%H:%M:%S", time.localtime(now))
+    long_ago = 86400 * 365.0  # 1971
+    assert fmt.clock(long_ago) == time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(long_ago))
+
+
+def test_iso_is_utc() -> None:
+    assert fmt.iso(None) == ""
+    assert fmt.iso(1_800_000_000) == "2027-01-15T08:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (None, ""),
+        (0.4213, "0.42s"),
+        (12.34, "12.3s"),
+        (245, "4m05s"),
+        (7380, "2h03m"),
+    ],
+)
+def test_seconds(value: float | None, text: str) -> None:
+    assert fmt.seconds(value) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (None, ""),
+        (512, "512 B"),
+        (1536, "1.5 KiB"),
+        (int(3.2 * 1024**2), "3.2 MiB"),
+        (5 * 1024**3, "5.0 GiB"),
+        (3 * 1024**4, "3072.0 GiB"),
+    ],
+)
+def test_size(value: int | None, text: str) -> None:
+    assert fmt.size(value) == text
+
+
+def test_the_logs_explorer_filter_of_a_run_and_of_one_step() -> None:
+    assert _logs.cloud_logging_filter("r-1") == 'labels.run_id="r-1"'
+    assert _logs.cloud_logging_filter("r-1", "b") == 'labels.run_id="r-1" AND labels.step="b"'
+
+
+def _line(run_id: str, step: str, message: str) -> str:
+    return json.dumps({"severity": "ERROR", "run_id": run_id, "step": step, "message": message})
+
+
+def _touch(path: Path, mtime: float) -> None:
+    os.utime(path, (mtime, mtime))
+
+
+def test_no_logs_folder_no_traceback(tmp_path: Path) -> None:
+    assert _logs.find_traceback("r", "a", logs_dir=None) is None
+    assert _logs.find_traceback("r", "a", logs_dir=tmp_path / "absent") is None
+    assert _logs.find_traceback("r", "a", logs_dir=tmp_path) is None
+
+
+def test_the_latest_traceback_of_the_step_is_found(tmp_path: Path) -> None:
+    older = tmp_path / "run_step-1.log"
+    older.write_text(
+        "\n".join(
+            [
+                _line("r-1", "b", "Traceback (most recent call last):\nOldError: first"),
+                'not json, but mentions "r-1" and Traceback',
+                _line("r-1", "c", "Traceback (most recent call last):\nOtherStep: no"),
+                _line("r-2", "b", "Traceback (most recent call last):\nOtherRun: no"),
+                _line("r-1", "b", "step b started"),
+            ]
+        )
+        + "\n"
+    )
+    newer = tmp_path / "run_step-2.log"
+    newer.write_text(
+        _line("r-1", "b", "Traceback (most recent call last):\nValueError: second") + "\n"
+    )
+    (tmp_path / "notes.txt").write_text(_line("r-1", "b", "Traceback: not a .log file"))
+    _touch(older, 1_000)
+    _touch(newer, 2_000)
+    assert _logs.find_traceback("r-1", "b", logs_dir=tmp_path) == (
+        "Traceback (most recent call last):\nValueError: second"
+    )
+    _touch(older, 3_000)
+    assert _logs.find_traceback("r-1", "b", logs_dir=tmp_path) == (
+        "Traceback (most recent call last):\nOldError: first"
+    )
+    assert _logs.find_traceback("r-1", "d", logs_dir=tmp_path) is None
+
+
+def test_a_traceback_outside_the_message_is_not_one(tmp_path: Path) -> None:
+    entry = {"run_id": "r-1", "step": "b", "message": "failed", "extra": "Traceback"}
+    (tmp_path / "f.log").write_text(json.dumps(entry) + "\n")
+    assert _logs.find_traceback("r-1", "b", logs_dir=tmp_path) is None
+
+
+def test_unreadable_log_files_are_skipped(tmp_path: Path) -> None:
+    (tmp_path / "a-folder.log").mkdir()
+    (tmp_path / "ok.log").write_text(_line("r-1", "b", "Traceback (most recent call last):\nE"))
+    assert _logs.find_traceback("r-1", "b", logs_dir=tmp_path) == (
+        "Traceback (most recent call last):\nE"
+    )
+
+
+def test_only_the_tail_of_a_big_log_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    early = _line("r-1", "b", "Traceback (most recent call last):\nEarly: cut off")
+    late = _line("r-1", "c", "Traceback (most recent call last):\nLate: kept")
+    (tmp_path / "f.log").write_text(early + "\n" + "x" * 100 + "\n" + late + "\n")
+    monkeypatch.setattr(_logs, "TAIL_BYTES", len(late) + 50)
+    assert _logs.find_traceback("r-1", "b", logs_dir=tmp_path) is None
+    assert _logs.find_traceback("r-1", "c", logs_dir=tmp_path) == (
+        "Traceback (most recent call last):\nLate: kept"
+    )
