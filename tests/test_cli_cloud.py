@@ -5,6 +5,7 @@ messages the tests deliver with ``drain``."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import threading
@@ -604,3 +605,88 @@ def test_dev_up_tells_how_to_start_a_run_three_ways(tmp_path: Path) -> None:
 def test_every_status_word_has_a_look() -> None:
     assert set(StepStatus) <= set(STATUS_LOOK)
     assert {s.value for s in RunStatus} <= {s.value for s in StepStatus}
+
+
+class _FlakyReads:
+    """The run store, whose ``get`` raises ``errors`` (one per read, in order) once
+    ``after`` reads went through."""
+
+    def __init__(self, runs: Any, errors: list[BaseException], after: int = 1) -> None:
+        self._runs, self.errors, self.after, self.reads = runs, errors, after, 0
+
+    def get(self, doc_id: str) -> Any:
+        self.reads += 1
+        if self.reads > self.after and self.errors:
+            raise self.errors.pop(0)
+        return self._runs.get(doc_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runs, name)
+
+
+def test_watch_rides_out_a_service_blip(deployment: Deployment) -> None:
+    from google.api_core.exceptions import ServiceUnavailable
+
+    engine = deployment.engine
+    start(engine, "lin", {"n": 3}, run_id="run-1")
+    flaky = _FlakyReads(engine.runs, [ServiceUnavailable("blip"), ServiceUnavailable("blip")])
+    engine.runs = flaky  # type: ignore[assignment]
+    deliver_slowly(engine)
+    result = cli("watch", "run-1", "--interval", "0.02")
+    assert result.exit_code == 0, result.output
+    assert flaky.errors == []  # both failed reads happened, and were retried
+    assert result.stdout.splitlines()[-1].startswith("run run-1 completed after ")
+
+
+def test_watch_reports_a_service_down_for_longer_than_a_minute(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from google.api_core.exceptions import ServiceUnavailable
+
+    engine = deployment.engine
+    start(engine, "lin", {"n": 3}, run_id="run-1")
+    flaky = _FlakyReads(engine.runs, [ServiceUnavailable("down")] * 3)
+    engine.runs = flaky  # type: ignore[assignment]
+    clock = iter(range(0, 10_000, 40))  # each look at the clock: 40 s later
+    monkeypatch.setattr(cli_watch.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(cli_watch.time, "sleep", lambda _seconds: None)
+    result = cli("watch", "run-1")
+    assert result.exit_code == 1
+    assert "error: the cloud service failed: ServiceUnavailable" in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    flaky.errors.clear()  # the service is back
+    assert state_of(engine, "lin", "run-1").status == RunStatus.RUNNING  # nothing changed
+
+
+def test_ctrl_c_stops_watching_and_leaves_the_run_going(deployment: Deployment) -> None:
+    engine = deployment.engine
+    start(engine, "lin", {"n": 3}, run_id="run-1")
+    engine.runs = _FlakyReads(engine.runs, [KeyboardInterrupt()])  # type: ignore[assignment]
+    result = cli("watch", "run-1", "--interval", "0.01")
+    assert result.exit_code == 130
+    assert "stopped watching; run run-1 goes on (resumable watch run-1)" in result.stderr
+    drain(engine)
+    assert state_of(engine, "lin", "run-1").status == RunStatus.COMPLETED
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_watch_on_a_terminal_shows_a_live_table_until_the_run_ends(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = deployment.engine
+    start(engine, "lin", {"n": 3}, run_id="run-1")
+    terminal = _Terminal()
+    monkeypatch.setattr(cli_watch.sys, "stdout", terminal)
+    deliver_slowly(engine)
+    assert cli_watch.follow(engine, "run-1", None, "default", interval=0.02) == 0
+    screen = terminal.getvalue()
+    assert "\x1b[" in screen  # drawn with terminal control sequences, redrawn live
+    for step in STEPS:
+        assert step in screen
+    assert "completed" in screen
+    assert state_of(engine, "lin", "run-1").status == RunStatus.COMPLETED
