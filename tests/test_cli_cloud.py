@@ -690,3 +690,76 @@ def test_watch_on_a_terminal_shows_a_live_table_until_the_run_ends(
         assert step in screen
     assert "completed" in screen
     assert state_of(engine, "lin", "run-1").status == RunStatus.COMPLETED
+
+
+def _tidy(deployment: Deployment) -> None:
+    """Register and complete run ``t-1`` of ``tidy``: make → drop (deletes ``a``) →
+    same (returns what is there) → count (returns a number, not a dict)."""
+
+    def make(context: dict[str, Any]) -> dict[str, Any]:
+        return {"a": 1, "b": [1, 2]}
+
+    def drop(context: dict[str, Any]) -> None:
+        del context["a"]
+
+    def same(context: dict[str, Any]) -> dict[str, Any]:
+        return {"b": [1, 2]}
+
+    def count(context: dict[str, Any]) -> int:
+        return len(context["b"])
+
+    steps = {"make": make, "drop": drop, "same": same, "count": count}
+    deployment.engine.registry.register(
+        Pipeline(
+            "tidy",
+            {name: {"function": f} for name, f in steps.items()},
+            storage="memory://unused",
+            cleanup_on_success=False,
+        )
+    )
+    start(deployment.engine, "tidy", {}, run_id="t-1")
+    drain(deployment.engine)
+    assert state_of(deployment.engine, "tidy", "t-1").status == RunStatus.COMPLETED
+
+
+def test_replay_says_what_the_step_changed_removed_and_stored(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    _tidy(deployment)
+    dropped = cli("replay", "t-1", "drop", "--output", str(tmp_path / "out"))
+    assert dropped.exit_code == 0, dropped.output
+    text = " ".join(dropped.stdout.split())
+    assert "replayed step drop of run t-1 (tidy) here in" in text
+    assert "on its checkpointed input (params + outputs of make); nothing was written" in text
+    assert "changed: nothing" in text and "removed: a" in text
+    assert f"outputs stored exactly in {tmp_path / 'out'}" in text
+
+    same = cli("replay", "t-1", "same")
+    assert same.exit_code == 0 and "changed: nothing" in same.stdout
+    assert "removed:" not in same.stdout and "outputs stored" not in same.stdout
+
+    counted = cli("replay", "t-1", "count")
+    assert counted.exit_code == 0
+    assert "changed:" in counted.stdout and "count_result" in counted.stdout
+
+    first = cli("replay", "t-1", "make")
+    assert "on its checkpointed input (params); nothing was written" in " ".join(
+        first.stdout.split()
+    )
+
+
+def test_a_steps_input_needs_the_pipeline_loadable_here(deployment: Deployment) -> None:
+    from resumable.serverless._engine import PipelineRegistry
+
+    _tidy(deployment)
+    deployment.engine.registry = PipelineRegistry()  # the pipeline's code is not here
+    result = cli("checkpoint", "show", "t-1", "--pipeline", "tidy", "--step", "drop")
+    assert result.exit_code == 2
+    assert "pipeline 'tidy' is not loadable here" in result.stderr
+    shown = cli("checkpoint", "show", "t-1", "--pipeline", "tidy", "--json")
+    assert shown.exit_code == 0 and list(json.loads(shown.stdout)["steps"]) == [
+        "make",
+        "drop",
+        "same",
+        "count",
+    ]
