@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 import threading
 import time
 import uuid
@@ -15,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -648,8 +650,11 @@ def test_watch_reports_a_service_down_for_longer_than_a_minute(
     flaky = _FlakyReads(engine.runs, [ServiceUnavailable("down")] * 3)
     engine.runs = flaky  # type: ignore[assignment]
     clock = iter(range(0, 10_000, 40))  # each look at the clock: 40 s later
-    monkeypatch.setattr(cli_watch.time, "monotonic", lambda: float(next(clock)))
-    monkeypatch.setattr(cli_watch.time, "sleep", lambda _seconds: None)
+    monkeypatch.setattr(  # the command's clock only, not the process's
+        cli_watch,
+        "time",
+        SimpleNamespace(monotonic=lambda: float(next(clock)), sleep=lambda _seconds: None),
+    )
     result = cli("watch", "run-1")
     assert result.exit_code == 1
     assert "error: the cloud service failed: ServiceUnavailable" in result.stderr
@@ -681,7 +686,8 @@ def test_watch_on_a_terminal_shows_a_live_table_until_the_run_ends(
     engine = deployment.engine
     start(engine, "lin", {"n": 3}, run_id="run-1")
     terminal = _Terminal()
-    monkeypatch.setattr(cli_watch.sys, "stdout", terminal)
+    for module in (cli_watch, cli_cloud):  # their stdout only, not the process's
+        monkeypatch.setattr(module, "sys", SimpleNamespace(stdout=terminal, stderr=sys.stderr))
     deliver_slowly(engine)
     assert cli_watch.follow(engine, "run-1", None, "default", interval=0.02) == 0
     screen = terminal.getvalue()

@@ -8,7 +8,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -29,6 +31,14 @@ def _fake_python(tmp_path: Path, body: str) -> Path:
     path.write_text("#!/bin/sh\n" + body)
     path.chmod(0o755)
     return path
+
+
+def _use_interpreter(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    """The supervisor's interpreter, for the command only (never the process's own
+    ``sys.executable``, which other threads use)."""
+    monkeypatch.setattr(
+        _dev, "sys", SimpleNamespace(executable=str(path), stdout=sys.stdout, stderr=sys.stderr)
+    )
 
 
 def _gone(pid: int) -> bool:
@@ -57,7 +67,7 @@ def test_a_supervisor_that_exits_while_starting_is_reported_with_its_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake = _fake_python(tmp_path, 'echo "cannot import module tests.nothing"\nexit 3\n')
-    monkeypatch.setattr(_dev.sys, "executable", str(fake))
+    _use_interpreter(monkeypatch, fake)
     home = tmp_path / "home"
     result = dev("up", "--home", str(home), "--detach", "-p", "tests.nothing:build")
     assert result.exit_code == 1
@@ -71,7 +81,7 @@ def test_a_supervisor_that_never_gets_ready_is_stopped_after_the_timeout(
 ) -> None:
     pid_file = tmp_path / "pid"
     fake = _fake_python(tmp_path, f'echo $$ > "{pid_file}"\nexec sleep 300\n')
-    monkeypatch.setattr(_dev.sys, "executable", str(fake))
+    _use_interpreter(monkeypatch, fake)
     monkeypatch.setattr(_dev, "START_TIMEOUT", 1.0)
     result = dev("up", "--home", str(tmp_path / "home"), "--detach")
     assert result.exit_code == 1
@@ -84,13 +94,13 @@ def test_ctrl_c_while_a_detached_stack_starts_stops_its_supervisor(
 ) -> None:
     pid_file = tmp_path / "pid"
     fake = _fake_python(tmp_path, f'echo $$ > "{pid_file}"\nexec sleep 300\n')
-    monkeypatch.setattr(_dev.sys, "executable", str(fake))
+    _use_interpreter(monkeypatch, fake)
 
     def interrupted(_seconds: float) -> None:
         if pid_file.exists() and pid_file.read_text().strip():
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(_dev.time, "sleep", interrupted)
+    monkeypatch.setattr(_dev, "time", SimpleNamespace(monotonic=time.monotonic, sleep=interrupted))
     result = dev("up", "--home", str(tmp_path / "home"), "--detach")
     assert result.exit_code == 130
     assert _gone(int(pid_file.read_text()))

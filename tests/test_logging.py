@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -80,6 +82,13 @@ def restore_logger() -> object:
     log.logger.propagate = propagate
 
 
+def _streams(monkeypatch: pytest.MonkeyPatch, **streams: io.StringIO) -> None:
+    """The logging module's stdout and stderr, not the process's (other threads')."""
+    monkeypatch.setattr(
+        log, "sys", SimpleNamespace(**{"stdout": sys.stdout, "stderr": sys.stderr, **streams})
+    )
+
+
 def _ours() -> list[logging.Handler]:
     return [h for h in log.logger.handlers if getattr(h, "_resumable", False)]
 
@@ -88,7 +97,7 @@ def test_verbose_readable_lines_name_run_step_attempt_and_keep_the_traceback(
     restore_logger: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stream = io.StringIO()
-    monkeypatch.setattr(log.sys, "stderr", stream)
+    _streams(monkeypatch, stderr=stream)
     log.configure_logging(verbose=True)
     log.logger.debug("loading", extra=log.fields(run_id="r-4", step="b", attempt=1))
     log.logger.info("no fields")
@@ -109,7 +118,7 @@ def test_configuring_again_replaces_our_handler_and_keeps_others(
     restore_logger: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stream = io.StringIO()
-    monkeypatch.setattr(log.sys, "stderr", stream)
+    _streams(monkeypatch, stderr=stream)
     foreign = logging.NullHandler()
     log.logger.addHandler(foreign)
     log.configure_logging()
@@ -132,8 +141,7 @@ def test_cloud_logging_replaces_the_stderr_handler_and_adds_its_filter_once(
     restore_logger: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stdout, stderr = io.StringIO(), io.StringIO()
-    monkeypatch.setattr(log.sys, "stdout", stdout)
-    monkeypatch.setattr(log.sys, "stderr", stderr)
+    _streams(monkeypatch, stdout=stdout, stderr=stderr)
     log.configure_logging()
     log.configure_cloud_logging(verbose=True)
     log.configure_cloud_logging(verbose=True)
@@ -151,8 +159,8 @@ def test_without_google_cloud_logging_the_json_formatter_goes_to_stderr(
     restore_logger: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stream = io.StringIO()
-    monkeypatch.setattr(log.sys, "stderr", stream)
-    monkeypatch.setitem(log.sys.modules, "google.cloud.logging_v2.handlers", None)
+    _streams(monkeypatch, stderr=stream)
+    monkeypatch.setitem(sys.modules, "google.cloud.logging_v2.handlers", None)
     log.configure_cloud_logging()
     log.logger.info("started", extra=log.fields(run_id="r-5", attempt=3))
     entry = json.loads(stream.getvalue().splitlines()[-1])
