@@ -4,6 +4,7 @@ serves its pages and assets."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -76,9 +77,12 @@ def test_the_command_serves_pages_and_packaged_assets_on_loopback(tmp_path: Path
             urllib.request.urlopen(request, timeout=2)
         assert refused.value.code == 421
     finally:
-        server.terminate()
+        # Ctrl-C, as a user stops it (and uvicorn, after its shutdown, re-raises a SIGTERM
+        # with its default action: the process would end before coverage saves its data)
+        server.send_signal(signal.SIGINT)
         output = server.communicate(timeout=20)[0].decode()
     assert f"resumable ui on http://127.0.0.1:{port}/" in output
+    assert server.returncode == 0, output  # "0 stopped with Ctrl-C"
 
 
 def test_the_guard_accepts_only_same_origin_posts_with_a_signed_token() -> None:
