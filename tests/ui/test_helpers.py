@@ -131,3 +131,51 @@ def test_only_the_tail_of_a_big_log_is_read(
     assert _logs.find_traceback("r-1", "c", logs_dir=tmp_path) == (
         "Traceback (most recent call last):\nLate: kept"
     )
+
+
+# -- value views (ui._values) -------------------------------------------------------------------
+
+
+def test_stored_sizes_of_each_kind_of_entry() -> None:
+    from resumable.ui._values import stored_bytes
+
+    assert stored_bytes(None) is None
+    assert stored_bytes({"segment": "b3-x", "bytes": 99}) == 99
+    assert stored_bytes({"blobs": ["b3-y"], "v": {}}) is None  # sizes not in the entry
+    assert stored_bytes({"v": {"a": [1, 2]}}) == len('{"a":[1,2]}')
+
+
+def test_value_views_of_sets_bytes_and_arrays_without_a_numeric_preview() -> None:
+    import numpy as np
+
+    from resumable.ui._values import value_view
+
+    assert value_view("s", {"b", "a"}).length == 2
+    raw = value_view("b", b"abc")
+    assert (raw.type, raw.length) == ("bytes", 3)
+    empty = value_view("e", np.zeros((0, 3), np.float32))
+    assert empty.preview is None and empty.shape == (0, 3) and not empty.image
+    words = value_view("w", np.array(["a", "b"]))
+    assert words.preview is None
+    long = value_view("n", np.arange(20, dtype=np.int32))
+    assert long.preview == "[0, 1, 2, 3, 4, 5, 6, 7, …]"
+
+
+def test_thumbnails_are_pngs_of_images_only() -> None:
+    import zlib
+
+    import numpy as np
+
+    from resumable.ui._values import thumbnail_png
+
+    with pytest.raises(ValueError, match="not a uint8"):
+        thumbnail_png(np.zeros((4, 4), np.float32))
+    for shape, color in [((320, 200), 0), ((320, 200, 3), 2), ((8, 6, 4), 6)]:
+        png = thumbnail_png(np.full(shape, 7, np.uint8))
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+        assert max(width, height) <= 160 and png[25] == color
+        length = int.from_bytes(png[33:37], "big")
+        raw = zlib.decompress(png[41 : 41 + length])
+        channels = {0: 1, 2: 3, 6: 4}[color]
+        assert len(raw) == height * (1 + width * channels)
