@@ -179,3 +179,32 @@ def test_thumbnails_are_pngs_of_images_only() -> None:
         raw = zlib.decompress(png[41 : 41 + length])
         channels = {0: 1, 2: 3, 6: 4}[color]
         assert len(raw) == height * (1 + width * channels)
+
+
+# -- the timeline's axis (ui._timeline) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("span", "first_ticks"),
+    [
+        (0.05, [0.0, 0.01, 0.02]),
+        (40, [0, 5, 10]),
+        (86400 * 3, [0.0, 32400.0, 64800.0]),  # beyond two hours a tick: an eighth of it
+    ],
+)
+def test_axis_ticks_are_round_and_at_most_nine(span: float, first_ticks: list[float]) -> None:
+    from resumable.ui._timeline import _ticks
+
+    ticks = _ticks(span)
+    assert ticks[: len(first_ticks)] == pytest.approx(first_ticks)
+    assert 2 <= len(ticks) <= 9 and ticks[-1] <= span + 1e-9
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.25, "0.25s"), (2.5, "2.5s"), (0, "0s"), (45, "45s"), (600, "10m"), (10800, "3.0h")],
+)
+def test_axis_labels(seconds: float, text: str) -> None:
+    from resumable.ui._timeline import _format
+
+    assert _format(seconds) == text
