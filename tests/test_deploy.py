@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -761,3 +762,41 @@ def test_a_requirement_not_installed_here_keeps_its_declared_range(
     lines = bundle.pinned_requirements(["dataprep"])
     assert "av>=12" in lines
     assert any(line.startswith("numpy==") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"pipelines": []}, "name at least one pipeline"),
+        ({"delivery": "smoke-signals"}, "delivery must be one of"),
+        ({"region": "mars"}, "not a Google Cloud region"),
+        ({"build_service_account": "builder@example.com"}, "not a service account email"),
+        ({"pipelines": [DATAPREP, DATAPREP]}, "two references name the same pipeline"),
+    ],
+)
+def test_a_plan_of_impossible_settings_is_refused(kwargs: dict[str, Any], message: str) -> None:
+    settings: dict[str, Any] = {"pipelines": [DATAPREP], "project": PROJECT, "region": REGION}
+    settings.update(kwargs)
+    pipelines = settings.pop("pipelines")
+    with pytest.raises(ValueError, match=message):
+        build_plan(pipelines, **settings)
+
+
+@pytest.mark.parametrize(
+    "prefix", ["resumable", "Video_Jobs", "a", "9lives", "x" * 40, "acme.video-prep-pipelines"]
+)
+def test_account_and_bucket_names_are_valid_and_distinct_for_any_prefix(prefix: str) -> None:
+    from resumable.deploy.plan import account_id, bucket_name
+
+    roles = ["runtime", "trigger", "deployer", "builder"]
+    accounts = [account_id(prefix, role) for role in roles]
+    for account in accounts:
+        assert re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", account), account
+    assert len(set(accounts)) == len(roles)
+    buckets = [bucket_name(PROJECT, prefix, p) for p in ("runs", "sources", "tfstate")]
+    for bucket in buckets:
+        assert re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", bucket), bucket
+    assert len(set(buckets)) == 3
+    # prefixes that differ only where names cannot keep the difference get names of their own
+    assert account_id("Video_Jobs", "runtime") != account_id("video-jobs", "runtime")
+    assert bucket_name(PROJECT, "Video_Jobs", "runs") != bucket_name(PROJECT, "video-jobs", "runs")
