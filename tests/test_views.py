@@ -4,6 +4,7 @@ tenant, a cancel requested while a step runs, a failure that will be retried."""
 
 from __future__ import annotations
 
+import io
 import time
 
 from rich.console import Console
@@ -36,7 +37,7 @@ def state(**changes: object) -> RunState:
 
 
 def _text(renderable: object) -> str:
-    console = Console(width=200, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console = Console(width=200, record=True, file=io.StringIO())
     console.print(renderable)
     return console.export_text()
 
