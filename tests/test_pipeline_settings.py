@@ -13,6 +13,7 @@ import pytest
 from resumable import Pipeline
 from resumable._log import logger
 from resumable.errors import InvalidIdError
+from resumable.storage import MemoryStore
 
 
 def step(context: dict[str, Any]) -> dict[str, Any]:
@@ -71,3 +72,32 @@ def test_verbose_logs_at_debug_level(tmp_path: Path) -> None:
         logger.handlers[:] = handlers
         logger.setLevel(level)
         logger.propagate = propagate
+
+
+class _DeleteFailsOnce(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+
+    def delete_prefix(self, prefix: str) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise OSError("503 backend error")
+        return super().delete_prefix(prefix)
+
+
+def test_a_failed_cleanup_after_success_keeps_the_run_resumable_and_is_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = _DeleteFailsOnce()
+    with caplog.at_level(logging.WARNING, logger="resumable"):
+        done = make(store, run_id="r-1").run({"n": 1})
+    assert done["status"] == "completed" and done["context"]["n"] == 2
+    assert any(
+        "cleanup of run r-1 failed: 503 backend error" in r.getMessage() for r in caplog.records
+    )
+    assert list(store.list("runs/"))  # kept
+    again = make(store, run_id="r-1").run(resume_from_checkpoint=True)
+    assert again["status"] == "completed" and again["steps_skipped"] == ["a"]
+    assert again["context"]["n"] == 2
+    assert list(store.list("runs/")) == []  # the cleanup, retried, went through
