@@ -63,7 +63,10 @@ def test_what_to_env_writes_from_env_reads_back(
 
 
 def test_values_derived_from_the_lease_are_left_out_so_they_follow_it() -> None:
-    env = Settings(project="p", storage="s", lease_seconds=40).to_env()
+    derived = Settings(
+        project="p", storage="s", lease_seconds=40, heartbeat_seconds=10, watchdog_grace_seconds=80
+    )
+    env = derived.to_env()
     assert env["RESUMABLE_LEASE_SECONDS"] == "40"
     assert not {"RESUMABLE_HEARTBEAT_SECONDS", "RESUMABLE_WATCHDOG_GRACE_SECONDS"} & set(env)
     assert "RESUMABLE_DEADLINE_MARGIN_SECONDS" not in env and "RESUMABLE_STEP" not in env
