@@ -93,7 +93,8 @@ def run_soak(
                     cloud.stop()
         kinds = {REGISTRY_FUNCTIONS, *([REGISTRY_CLOUD] if owned else [])}
         report.failures += [
-            f"left behind: {x}" for x in leftovers(groups, ports, emulator_groups, kinds)
+            f"left behind: {x}"
+            for x in leftovers(groups, ports, emulator_groups, kinds, workdir / "stack")
         ]
         report.leftovers_checked = (
             f"{len(groups)} function server process groups, "
