@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: chromium setup demo demo-inprocess test lint typecheck unit fuzz sim sim-mutations soak bench bench-serverless bench-emulators clean emulators emulators-cycles
+.PHONY: chromium setup demo demo-inprocess test lint typecheck unit fuzz sim sim-mutations soak bench bench-serverless bench-map bench-emulators clean emulators emulators-cycles
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -112,6 +112,10 @@ bench: $(STAMP)
 
 bench-serverless: $(STAMP)
 	$(BIN)/python benchmarks/w2_w3_serverless.py
+
+# W4: a map step over 1,000 items on the local stack (benchmarks/w4_map.py).
+bench-map: $(STAMP)
+	$(BIN)/python benchmarks/w4_map.py
 
 # Latencies of the local cloud (the emulator probes in tests/emulators pin behaviour only).
 bench-emulators: $(STAMP)

@@ -12,7 +12,10 @@ one step's function instance killed in the middle of its step.
    message, the new instance claims the step once the dead one's lease has expired and
    continues from the saved frames; the run completes;
 5. print a summary and compare the dataset, file by file, with an in-process run of the
-   same pipeline on the same clip.
+   same pipeline on the same clip;
+7. run the folder pipeline (``examples/dataprep/folder.py``: a map step, one item per clip)
+   over four clips in the bucket, SIGKILL the map's function while it processes the last
+   (longest) clip, and check that this clip alone runs again and the map completes.
 
 Run with ``make demo``. Exits non-zero if anything is off; always stops the stack.
 """
@@ -50,7 +53,10 @@ from resumable.dev import DevStack  # noqa: E402
 from resumable.serverless import Engine, RunFiles, RunState, Settings  # noqa: E402
 
 PIPELINE_REF = "examples.dataprep.pipeline:build"
+FOLDER_REF = "examples.dataprep.folder:build"
 PIPELINE = dataprep.PIPELINE_NAME
+MAP_STEP = "process_clips"
+FOLDER_CLIPS = {"clip-a": 24, "clip-b": 24, "clip-c": 24, "clip-long": 240}  # name -> frames
 KILL_STEP = "extract_frames"
 PROJECT = "resumable-demo"
 BUCKET = "resumable-demo"
@@ -115,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
     )
     stack = DevStack(
-        [PIPELINE_REF],
+        [PIPELINE_REF, FOLDER_REF],
         home=workdir / "stack",
         project=PROJECT,
         bucket=BUCKET,
@@ -142,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         state = follower.run()
         _summary(state, follower.seen, follower.order, params)
         _compare(workdir, params)
+        _folder_map(stack, engine, workdir)
     except DemoFailed as exc:
         print(f"\nDEMO FAILED: {exc}", file=sys.stderr)
         code = 1
@@ -480,6 +487,75 @@ def _compare(workdir: Path, params: dict[str, Any]) -> None:
     )
     if differ:
         raise DemoFailed(f"{len(differ)} file(s) differ, e.g. {differ[:3]}")
+
+
+# -- 7. a map step, one item's instance killed -------------------------------------------------
+
+
+def _folder_map(stack: DevStack, engine: Engine, workdir: Path) -> None:
+    from examples.dataprep import folder
+    from resumable.serverless._map_status import item_summaries
+    from resumable.storage import open_store
+
+    heading("7. A map over a folder of clips; the instance of one item killed")
+    bucket = open_store(f"gs://{BUCKET}")
+    for name, frames in FOLDER_CLIPS.items():
+        clip = make_test_clip(workdir / f"{name}.mp4", frames, (320, 240), seed=len(name))
+        bucket.write(f"demo-clips/{name}.mp4", clip.read_bytes())
+    params = {"clips": f"gs://{BUCKET}/demo-clips/", "output": f"gs://{BUCKET}/demo-folder-out"}
+    print(f"  {len(FOLDER_CLIPS)} clips in gs://{BUCKET}/demo-clips/ (clip-long: 240 frames)")
+    run_id = f"folder-{uuid.uuid4().hex[:8]}"
+    body = {"pipeline": folder.PIPELINE_NAME, "params": params, "run_id": run_id}
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined,unused-ignore]
+
+    publisher = pubsub_v1.PublisherClient()
+    topic = publisher.topic_path(stack.project, f"{stack.prefix}-start")
+    publisher.publish(topic, orjson.dumps(body)).result(timeout=30)
+    doc_id = engine.doc_id("default", folder.PIPELINE_NAME, run_id)
+    deadline = time.monotonic() + RUN_DEADLINE_SECONDS
+    killed = False
+    last = ""
+    state = None
+    attempts: dict[int, int] = {}  # item -> claims, read while the run's documents exist
+    while time.monotonic() < deadline:
+        state = engine.runs.get(doc_id)
+        if state is None:
+            time.sleep(POLL_SECONDS)
+            continue
+        map_id = state.steps[MAP_STEP].map_id
+        if map_id and not state.finished:
+            seen = {i: item.attempt for i, item in engine.maps.items(doc_id, map_id)}
+            attempts = seen if len(seen) >= len(attempts) else attempts
+        items = item_summaries(engine, state).get(MAP_STEP)
+        if items is not None:
+            line = f"items: {items.completed}/{items.total} completed, {items.running} running"
+            if line != last:
+                print(f"  {line}")
+                last = line
+            if not killed and items.completed == len(FOLDER_CLIPS) - 1 and items.running == 1:
+                pid = stack.step_process(folder.PIPELINE_NAME, MAP_STEP).pid
+                assert pid is not None
+                os.killpg(pid, signal.SIGKILL)
+                killed = True
+                print(f"  SIGKILL pid {pid}: the instance processing clip-long")
+        if state.finished:
+            break
+        time.sleep(POLL_SECONDS)
+    if state is None or not state.finished:
+        raise DemoFailed(f"the folder run did not finish in {RUN_DEADLINE_SECONDS:.0f}s")
+    if state.status != "completed":
+        raise DemoFailed(f"the folder run ended {state.status!r}: {state.error}")
+    if not killed:
+        raise DemoFailed("the map finished before its last item could be killed")
+    # The run's checkpoints and item documents are deleted once it completed (the folder
+    # pipeline's cleanup_on_success): the claims were read while it ran, the datasets stay.
+    print(f"  claims per item: {attempts}   (clip-long ran twice, the others once)")
+    manifests = [n for n in bucket.list("demo-folder-out/datasets/") if n.endswith(MANIFEST)]
+    print(f"  datasets: {len(manifests)} in {params['output']}/datasets/ (one per clip)")
+    if len(manifests) != len(FOLDER_CLIPS):
+        raise DemoFailed(f"expected {len(FOLDER_CLIPS)} datasets, found {len(manifests)}")
+    if attempts != {0: 1, 1: 1, 2: 1, 3: 2}:
+        raise DemoFailed(f"expected only clip-long to run again, got claims {attempts}")
 
 
 if __name__ == "__main__":

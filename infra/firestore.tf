@@ -29,6 +29,18 @@ resource "google_firestore_field" "expire_at" {
   index_config {}
 }
 
+# Map steps write an item document at every claim, renewal and finish: indexes of fields
+# no query uses would only cost writes (and, for timestamps, make hotspots).
+resource "google_firestore_field" "map_items" {
+  for_each = toset(var.unindexed_item_fields)
+
+  database   = local.database
+  collection = var.map_items_collection
+  field      = each.value
+
+  index_config {}
+}
+
 resource "google_firestore_index" "runs" {
   for_each = {
     for fields in var.firestore_indexes :

@@ -79,6 +79,18 @@ variable "ttl_field" {
   type        = string
 }
 
+variable "map_items_collection" {
+  description = "The collection group of map steps' item documents (sub-collections of run documents)."
+  type        = string
+  default     = "resumable_map_items"
+}
+
+variable "unindexed_item_fields" {
+  description = "Item document fields no query uses: their single-field indexes are turned off."
+  type        = list(string)
+  default     = []
+}
+
 variable "firestore_indexes" {
   description = "Composite indexes the CLI's queries need, each a list of fields."
   type = list(list(object({
@@ -155,6 +167,7 @@ variable "control_functions" {
     memory          = string
     cpu             = optional(string)
     concurrency     = number
+    max_instances   = optional(number)
     dead_letter     = bool
     # Deliveries before dead-lettering, from the step's retries; null without dead-lettering.
     max_delivery_attempts = optional(number)
@@ -175,7 +188,9 @@ variable "pipelines" {
       memory          = string
       cpu             = optional(string)
       concurrency     = number
-      dead_letter     = bool
+      # A map step's items at once (one per instance); null: var.max_instances.
+      max_instances = optional(number)
+      dead_letter   = bool
       # Deliveries before dead-lettering, from the step's retries.
       max_delivery_attempts = optional(number)
       environment           = map(string)

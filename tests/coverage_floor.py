@@ -25,11 +25,16 @@ GENERAL = 85.0
 CORE_FLOOR = 95.0
 # Relative to shared/resumable. The serverless step protocol (the delivery handling, its
 # state machine, the run document and its Firestore backend, the control operations, the
-# function targets) and the checkpoint format (the codec both ways, the manifest).
+# function targets) and the checkpoint format (the codec both ways, the manifest). Named
+# one by one: a module added later (transitions/_item.py of map steps, say) starts at the
+# general floor until it is listed here.
 CORE = (
     "serverless/_worker*.py",
     "serverless/_control.py",
-    "serverless/transitions/*.py",
+    "serverless/transitions/__init__.py",
+    "serverless/transitions/_rules.py",
+    "serverless/transitions/_attempt.py",
+    "serverless/transitions/_run.py",
     "serverless/entrypoints.py",
     "serverless/_firestore.py",
     "serverless/_run_state.py",

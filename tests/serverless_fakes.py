@@ -49,6 +49,7 @@ def worker_like(engine: Engine) -> Engine:
         runs=engine.runs,
         store=engine.store,
         publisher=engine.publisher,
+        maps=engine.maps,
         runtime=engine.runtime,
     )
 

@@ -800,3 +800,33 @@ def test_account_and_bucket_names_are_valid_and_distinct_for_any_prefix(prefix: 
     # prefixes that differ only where names cannot keep the difference get names of their own
     assert account_id("Video_Jobs", "runtime") != account_id("video-jobs", "runtime")
     assert bucket_name(PROJECT, "Video_Jobs", "runs") != bucket_name(PROJECT, "video-jobs", "runs")
+
+
+def test_a_map_steps_concurrency_is_its_instances_one_item_each() -> None:
+    mapped = build_plan(
+        ["tests.support.serverless_pipelines:mapped"], project=PROJECT, region=REGION
+    )
+    steps = tfvars(mapped, source_dir="../build/functions")["pipelines"]["mapped"]["steps"]
+    assert (steps["objects"]["concurrency"], steps["objects"]["max_instances"]) == (1, 20)
+    assert steps["summary"]["max_instances"] is None  # the deployment's max_instances
+    deploys = {
+        args[3]: args
+        for args in commands(actions(mapped, source="build/functions"), "functions", "deploy")
+    }
+    objects = next(a for name, a in deploys.items() if name.endswith("mapped-objects"))
+    assert (flag(objects, "concurrency"), flag(objects, "max-instances")) == ("1", "20")
+    summary = next(a for name, a in deploys.items() if name.endswith("mapped-summary"))
+    assert flag(summary, "max-instances") == str(mapped.max_instances)
+
+
+def test_gcloud_turns_off_the_indexes_of_item_fields_no_query_uses(plan: DeploymentPlan) -> None:
+    updates = [
+        args
+        for args in commands(actions(plan, source="build/functions"), "firestore", "indexes")
+        if "--collection-group=resumable_map_items" in args
+    ]
+    fields = {args[args.index("update") + 1] for args in updates}
+    assert fields == set(plan.unindexed_item_fields)
+    assert "status" not in fields  # status and the UI query it
+    assert all("--disable-indexes" in args for args in updates)
+    assert set(tfvars(plan, source_dir="x")["unindexed_item_fields"]) == fields

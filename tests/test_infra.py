@@ -252,8 +252,14 @@ def test_bucket_never_deletes_live_run_objects_and_firestore_has_ttl_and_indexes
         "AbortIncompleteMultipartUpload",
     ]
     assert gcloud_lifecycle(plan)["rule"][0]["condition"]["isLive"] is False
-    (field,) = [b for _, _, b, _ in resources("google_firestore_field")]
-    assert field["field"] == "${var.ttl_field}" and "ttl_config" in field
+    fields = {name: b for _, name, b, _ in resources("google_firestore_field")}
+    assert set(fields) == {"expire_at", "map_items"}
+    assert (
+        fields["expire_at"]["field"] == "${var.ttl_field}" and "ttl_config" in fields["expire_at"]
+    )
+    items = fields["map_items"]  # no indexes on item fields no query uses
+    assert items["for_each"] == "${toset(var.unindexed_item_fields)}"
+    assert items["collection"] == "${var.map_items_collection}" and "index_config" in items
     assert [k for k, *_ in resources("google_firestore_index")]
     (job,) = [b for _, _, b, _ in resources("google_cloud_scheduler_job")]
     assert "watchdog" in job["pubsub_target"][0]["topic_name"]

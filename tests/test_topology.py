@@ -106,3 +106,14 @@ def test_the_cli_refuses_colliding_pipelines_with_exit_2() -> None:
 greedy = pipeline("greedy", "poll", retries=95)
 ingest_raw = pipeline("ingest-raw", "clean")
 ingest = pipeline("ingest", "raw-clean")
+
+
+def test_a_map_steps_subscription_allows_pubsubs_most_delivery_attempts() -> None:
+    mapped = Pipeline(
+        "mapped",
+        {"items": {"function": lambda item, context: item, "map": "xs", "concurrency": 50}},
+    )
+    topology = build_topology([mapped])
+    (function,) = [f for f in topology.functions if f.step == "items"]
+    assert function.map_step and (function.concurrency, function.max_instances) == (1, 50)
+    assert DeliveryPolicy().delivery_attempts(function) == MAX_DELIVERY_ATTEMPTS

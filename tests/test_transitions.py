@@ -531,3 +531,39 @@ def test_a_step_whose_worker_died_is_queued_again_and_republished_once_per_grace
     assert record.lease_expires == NOW - 1  # kept: the next claim reads the time limit off it
     again = apply(repair, first.state, spec=SPEC, now=NOW + 10, grace=120.0)
     assert again.result.republish == ()
+
+
+def test_each_attempt_leaves_a_span_on_the_step_for_the_timeline() -> None:
+    """claim → raised (retried) → claimed by a worker that dies → taken over → committed."""
+    from resumable.serverless.transitions import commit, record_failure
+
+    state = run({"a": COMPLETED, "b": QUEUED})
+    first = claim_b(state).state
+    assert first is not None
+    step_b = SPEC.steps["b"]
+    failed = apply(
+        record_failure, first, step_b, owner="me", attempt=1, error="E", retryable=True,
+        now=NOW + 5,
+    ).state  # fmt: skip
+    assert failed is not None
+    second = apply(
+        claim, failed, SPEC, "b", owner="w2", now=NOW + 10, lease_seconds=LEASE, generation=0
+    ).state
+    assert second is not None
+    # w2 dies: its lease runs out, w3 takes the step over.
+    later = NOW + 10 + LEASE + 5
+    third = apply(
+        claim, second, SPEC, "b", owner="w3", now=later, lease_seconds=LEASE, generation=0
+    ).state
+    assert third is not None
+    done = apply(
+        commit, third, SPEC, "b", owner="w3", attempt=3, manifest="m3", size=1, keys=[],
+        now=later + 2,
+    ).state  # fmt: skip
+    assert done is not None
+    spans = [(s.attempt, s.started_at, s.ended_at, s.outcome) for s in done.steps["b"].history]
+    assert spans == [
+        (1, NOW, NOW + 5, "raised: retried"),
+        (2, NOW + 10, NOW + 10 + LEASE, "lost its lease"),
+        (3, later, later + 2, "committed"),
+    ]

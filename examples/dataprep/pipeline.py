@@ -234,48 +234,7 @@ class DataPrepPipeline(Pipeline):
         guid = _video_guid(context)
         output = context.get("output")
         store: ObjectStore = open_store(output) if output else self.storage
-        files: list[dataset.DatasetFile] = []
-        for split_name, tracks in (("train", context["train_ids"]), ("val", context["val_ids"])):
-            for track in tracks:
-                files.extend(self._track_files(context, params, split_name, track))
-        counts = {
-            name: sum(1 for f in files if f.record["split"] == name) for name in ("train", "val")
-        }
-        stats = context.get("crop_stats")
-        if stats is None:  # a checkpoint saved before the crop step returned its statistics
-            stats = track_crops(
-                context["frames_data"],
-                context["frame_meta"],
-                context["detection_boxes"],
-                context["detection_scores"],
-                params,
-            )[2]
-        warnings = dataset_warnings(stats, len(files), params)
-        manifest = {
-            "video_guid": guid,
-            "video": context.get("video_info"),
-            "frames": len(context["frames_data"]),
-            "params": params.as_dict(),
-            "labels": dict(sorted(context["track_labels"].items())),
-            "splits": {
-                "train": {"tracks": list(context["train_ids"]), "files": counts["train"]},
-                "val": {"tracks": list(context["val_ids"]), "files": counts["val"]},
-            },
-            "warnings": warnings,
-        }
-        written = dataset.write_dataset(store, guid, files, manifest, params.image_format)
-        for warning in warnings:
-            logger.warning("dataset %s: %s", guid, warning)
-        return {
-            "dataset": {
-                "url": written.url,
-                "manifest": written.manifest,
-                "file_count": written.files,
-                "train_files": counts["train"],
-                "val_files": counts["val"],
-            },
-            "dataset_warnings": warnings,
-        }
+        return write_clip_dataset(store, guid, context, params)
 
     @staticmethod
     def _track_files(
@@ -301,6 +260,54 @@ class DataPrepPipeline(Pipeline):
                 full.update(augmented=True, flip=record["flip"], brightness=record["brightness"])
                 files.append(dataset.DatasetFile(name, image, full))
         return files
+
+
+def write_clip_dataset(
+    store: ObjectStore, guid: str, context: Mapping[str, Any], params: Params
+) -> Context:
+    """Write one clip's dataset under ``datasets/{guid}/`` in ``store`` from what the
+    steps up to ``split`` put in ``context``; returns ``dataset`` (its URL, manifest name
+    and file counts) and ``dataset_warnings`` (also in the manifest, and logged)."""
+    files: list[dataset.DatasetFile] = []
+    for split_name, tracks in (("train", context["train_ids"]), ("val", context["val_ids"])):
+        for track in tracks:
+            files.extend(DataPrepPipeline._track_files(context, params, split_name, track))
+    counts = {name: sum(1 for f in files if f.record["split"] == name) for name in ("train", "val")}
+    stats = context.get("crop_stats")
+    if stats is None:  # a checkpoint saved before the crop step returned its statistics
+        stats = track_crops(
+            context["frames_data"],
+            context["frame_meta"],
+            context["detection_boxes"],
+            context["detection_scores"],
+            params,
+        )[2]
+    warnings = dataset_warnings(stats, len(files), params)
+    manifest = {
+        "video_guid": guid,
+        "video": context.get("video_info"),
+        "frames": len(context["frames_data"]),
+        "params": params.as_dict(),
+        "labels": dict(sorted(context["track_labels"].items())),
+        "splits": {
+            "train": {"tracks": list(context["train_ids"]), "files": counts["train"]},
+            "val": {"tracks": list(context["val_ids"]), "files": counts["val"]},
+        },
+        "warnings": warnings,
+    }
+    written = dataset.write_dataset(store, guid, files, manifest, params.image_format)
+    for warning in warnings:
+        logger.warning("dataset %s: %s", guid, warning)
+    return {
+        "dataset": {
+            "url": written.url,
+            "manifest": written.manifest,
+            "file_count": written.files,
+            "train_files": counts["train"],
+            "val_files": counts["val"],
+        },
+        "dataset_warnings": warnings,
+    }
 
 
 def build(

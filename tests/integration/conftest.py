@@ -23,6 +23,8 @@ PIPELINES = [
     "tests.support.serverless_pipelines:faulty",
     "tests.support.serverless_pipelines:diamond",
     "tests.support.serverless_pipelines:exhaust",
+    "tests.support.serverless_pipelines:mapped",
+    "tests.support.serverless_pipelines:mapkill",
     "examples.dataprep.pipeline:build",
 ]
 

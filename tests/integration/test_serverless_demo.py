@@ -1,6 +1,7 @@
 """``make demo``: the serverless demo script, run as users run it, starts its own local
-stack, kills one step's instance mid-step, sees the run resume and finish, and exits 0
-only when every check it prints holds (one commit per step, an identical dataset)."""
+stack, kills one step's instance mid-step, sees the run resume and finish, then kills a map
+item's instance, and exits 0 only when every check it prints holds (one commit per step,
+an identical dataset, only the killed item claimed again)."""
 
 from __future__ import annotations
 
@@ -29,3 +30,6 @@ def test_the_serverless_demo_resumes_a_killed_step_and_exits_0() -> None:
     assert "restarting it (restart #1)" in output
     assert "identical: yes" in output
     assert "run completed" in output
+    # The map over a folder of clips: the killed item alone ran again.
+    assert "SIGKILL pid" in output and "the instance processing clip-long" in output
+    assert "claims per item: {0: 1, 1: 1, 2: 1, 3: 2}" in output

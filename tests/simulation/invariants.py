@@ -142,6 +142,7 @@ def _check_provenance(world: World, run_id: str, pipeline: str, spec: Any) -> li
             if r.process == writer
             and r.operation == "read"
             and r.name.startswith(prefix + "steps/")
+            and "/map-" not in r.name  # a map step's item pages: its own listing
             and r.time <= written_at
         ]
         ancestors = spec.ancestors(commit.step)
@@ -213,10 +214,12 @@ def _check_error_explained(world: World, run_id: str, pipeline: str, state: Any)
     error = state.error or ""
     for step in failed:
         found = faults[(run_id, step)]
-        gave_up = re.search(r"gave up after (\d+) attempts \((\d+) failed", error)
+        # A step, or a map step's item ("raised" for an item).
+        gave_up = re.search(r"gave up after (\d+) attempts \((\d+) (?:failed|raised)", error)
         if gave_up and found >= int(gave_up[1]) - int(gave_up[2]) - 1:
             return []
-        if "exhausted its delivery attempts" in error and found:
+        exhausted = ("exhausted its delivery attempts", "was dead-lettered after")
+        if any(e in error for e in exhausted) and found:
             return []
     return [f"{run_id}: ended in error without faults enough to explain it: {error}"]
 

@@ -172,6 +172,36 @@ def new_version_keeps_old_progress() -> contextlib.AbstractContextManager[None]:
     return patched(_resume, "_adopt_entries", adopt)
 
 
+def unfenced_item_finish() -> contextlib.AbstractContextManager[None]:
+    """A map item's result is recorded whoever finishes it (no owner/attempt fence): a
+    stale item worker counts its item twice, and the join comes before every item did."""
+    from resumable.serverless import _map_items
+    from resumable.serverless._map_state import ItemStatus
+
+    original = _map_items.finish_item
+
+    def finish(item: Any, **kw: Any) -> Any:
+        if item is not None:
+            item = item.model_copy(update={"status": ItemStatus.RUNNING})
+            kw = {**kw, "owner": item.lease_owner, "attempt": item.attempt}
+        return original(item, **kw)
+
+    return patched(_map_items, "finish_item", finish)
+
+
+def redrive_keeps_failed_count() -> contextlib.AbstractContextManager[None]:
+    """A redriven item stays on the failed counter: the join comes too early."""
+    from resumable.serverless import _map
+
+    original = _map.redrive_item
+
+    def redrive(item: Any, **kw: Any) -> Any:
+        decision = original(item, **kw)
+        return replace(decision, change=None)
+
+    return patched(_map, "redrive_item", redrive)
+
+
 INPROCESS_MUTATIONS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
     "retry_keeps_failed_changes": retry_keeps_failed_changes,
     "parallel_steps_share_objects": parallel_steps_share_objects,
@@ -187,6 +217,8 @@ MUTATIONS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
     "unfenced_dead_letters": unfenced_dead_letters,
     "resume_drops_progress": resume_drops_progress,
     "no_generation_check_at_claim": no_generation_check_at_claim,
+    "unfenced_item_finish": unfenced_item_finish,
+    "redrive_keeps_failed_count": redrive_keeps_failed_count,
 }
 
 

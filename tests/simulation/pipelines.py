@@ -171,3 +171,41 @@ PIPELINES["marathon"] = build(
 )
 
 FAILING_STEPS = {"fatal": "b"}  # pipelines that must end in error, and the step that fails
+
+
+# A map step between two plain steps: ``list`` makes 8-14 items, ``m`` maps over them (an
+# item in four fails once, retryably), ``z`` uses the results.
+
+
+def _list_items(context: dict[str, Any]) -> dict[str, Any]:
+    return {"items": [f"i{n}" for n in range(8 + int(context["seed"]) % 7)]}
+
+
+def _map_item(item: str, context: Any) -> int:
+    run = str(context["run"])
+    RECORDER.work(5.0)
+    key = (run, f"m#{item}")
+    if int(item[1:]) % 4 == 1 and RECORDER.failures_left.setdefault(key, 1) > 0:
+        RECORDER.failures_left[key] -= 1
+        raise RetryableError(f"item {item}: transient failure")
+    seed = digest(dict(context))
+    return int(hashlib.sha256(f"{seed}/{item}".encode()).hexdigest()[:8], 16)
+
+
+PIPELINES["mapper"] = Pipeline(
+    "mapper",
+    {
+        "a": {"function": _make_step("a", PLAIN), "retries": 2},
+        "list": {"function": _list_items, "dependencies": ["a"]},
+        "m": {
+            "function": _map_item,
+            "dependencies": ["list"],
+            "map": "items",
+            "retries": 2,
+            "concurrency": 4,
+        },
+        "z": {"function": _make_step("z", LAST), "dependencies": ["m"], "retries": 2},
+    },
+    storage="memory://simulation-unused",
+    cleanup_on_success=False,
+)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from resumable.serverless._map_state import MemoryMapStore
 from resumable.serverless._run_state import MemoryDocuments, RunState
 from resumable.status import StepStatus
 from resumable.storage.base import Buffer, WriteStats
@@ -298,6 +299,10 @@ class SimPubSub:
             self._schedule(copy, sim.rng.uniform(0.01, 10 * self.faults.max_delay))
         return str(delivery.id)
 
+    def publish_many(self, topic: str, messages: list[tuple[bytes, dict[str, str]]]) -> list[str]:
+        """A batch: each message on its own (a crash may cut the batch short)."""
+        return [self.publish(topic, data, attributes) for data, attributes in messages]
+
     # -- delivery ---------------------------------------------------------------------------
 
     def _schedule(self, delivery: Delivery, delay: float) -> None:
@@ -397,3 +402,38 @@ class SimPubSub:
         for when in arrivals:
             self.in_flight += 1
             self.sim.at(when, done_retry)
+
+
+class SimMapStore(MemoryMapStore):
+    """Map steps' item documents (``MemoryMapStore``) behind yield points and faults: a
+    transient error on any call, a conflict on an item write as if another worker won,
+    and an item write applied whose answer is lost."""
+
+    def __init__(self, sim: Sim, faults: Faults) -> None:
+        super().__init__(on_io=self._io_hook)
+        self.sim = sim
+        self.faults = faults
+
+    def _fault(self, message: str) -> None:
+        actor = self.sim.current
+        self.sim.crashes.append((self.sim.now, actor.process.name if actor else "?", message))
+        raise InjectedFault(message)
+
+    def _io_hook(self, operation: str, name: str) -> None:
+        sim = self.sim
+        sim.yield_point(f"firestore {operation} {name}")
+        sim.sleep(sim.rng.uniform(0.002, 0.03))
+        if self.faults.document_error and sim.rng.random() < self.faults.document_error:
+            self._fault(f"firestore unavailable ({operation} {name})")
+
+    def put_item(
+        self, run: str, map_id: str, index: int, item: Any, version: Any, **kw: Any
+    ) -> bool:
+        sim = self.sim
+        if self.faults.document_conflict and sim.rng.random() < self.faults.document_conflict:
+            self._io_hook("write", f"{run}/maps/{map_id}/items/{index}")
+            return False
+        written = super().put_item(run, map_id, index, item, version, **kw)
+        if written and self.faults.lost_answer and sim.rng.random() < self.faults.lost_answer:
+            self._fault(f"firestore answer lost (item {index} written)")
+        return written

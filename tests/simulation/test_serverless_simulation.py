@@ -31,7 +31,12 @@ def test_every_schedule_keeps_the_guarantees(start: int) -> None:
 
 @pytest.mark.parametrize(
     ("mutation", "budget"),
-    [("no_lease_check_at_commit", 400), ("cancel_hides_completion", 400)],
+    [
+        ("no_lease_check_at_commit", 400),
+        ("cancel_hides_completion", 400),
+        ("unfenced_item_finish", 400),
+        ("redrive_keeps_failed_count", 400),
+    ],
 )
 def test_the_simulation_finds_a_broken_guard(mutation: str, budget: int) -> None:
     """Keeps the simulation honest: with a guard removed, some schedule must fail."""

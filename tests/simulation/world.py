@@ -29,7 +29,7 @@ from resumable.serverless._worker import handle_step
 
 from . import pipelines as sim_pipelines
 from .scheduler import Process, Sim, SimRuntime
-from .services import Faults, SimDocuments, SimObjectStore, SimPubSub
+from .services import Faults, SimDocuments, SimMapStore, SimObjectStore, SimPubSub
 
 LEASE = 60.0
 HEARTBEAT = 15.0
@@ -77,17 +77,19 @@ class World:
     watchdog_every: float = 120.0
     last_op: float = 0.0
     runstates: CompareAndSetStore | None = None
+    maps: SimMapStore | None = None
 
     def engine(self) -> Engine:
         """A new function instance: its own worker id, the shared services."""
         runtime = SimRuntime(self.sim)
-        assert self.runstates is not None
+        assert self.runstates is not None and self.maps is not None
         return Engine(
             settings=self.settings,
             registry=self.registry,
             runs=self.runstates,
             store=self.store,
             publisher=self.pubsub,
+            maps=self.maps,
             runtime=runtime,
         )
 
@@ -144,6 +146,7 @@ def build_world(seed: int, *, only: RunPlan | None = None) -> World:
     registry = PipelineRegistry(pipelines=sim_pipelines.PIPELINES.values())
     world = World(seed, sim, faults, runs, documents, store, pubsub, registry, settings)
     world.runstates = CompareAndSetStore(documents, runtime=SimRuntime(sim))
+    world.maps = SimMapStore(sim, faults)
     world.watchdog_every = rng.choice([60.0, 300.0])
     _wire(world)
     if only is None:

@@ -93,8 +93,7 @@ def run_soak(
                     cloud.stop()
         kinds = {REGISTRY_FUNCTIONS, *([REGISTRY_CLOUD] if owned else [])}
         report.failures += [
-            f"left behind: {x}"
-            for x in leftovers(groups, ports, emulator_groups, kinds, workdir / "stack")
+            f"left behind: {x}" for x in leftovers(groups, ports, emulator_groups, kinds, workdir)
         ]
         report.leftovers_checked = (
             f"{len(groups)} function server process groups, "

@@ -19,13 +19,13 @@ def leftovers(
     ports: Iterable[int],
     emulator_groups: Mapping[str, int],
     registry_kinds: Iterable[str],
-    stack_home: Path | None = None,
+    home: Path,
 ) -> list[str]:
     """What is still alive: a process in one of the function servers' or emulators'
     process groups, a functions-framework server on one of the stack's ports, or a
-    record of this process in the emulators registry of one of ``registry_kinds`` —
-    for the function servers, the record of the stack in ``stack_home`` only (other
-    stacks of this process, e.g. the test session's, are not the soak's)."""
+    record of this process in the emulators registry of one of ``registry_kinds`` — for
+    function servers, those of a stack under ``home`` only (a test session may run another
+    stack of its own meanwhile)."""
     found = []
     for pgid in sorted(set(function_groups)):
         for member in group_members(pgid):
@@ -47,8 +47,9 @@ def leftovers(
         kind = record.info.get("kind")
         if record.owner_pid != os.getpid() or kind not in kinds:
             continue
-        other_stack = stack_home is not None and record.info.get("home") != str(stack_home)
-        if kind == REGISTRY_FUNCTIONS and other_stack:
+        if kind == REGISTRY_FUNCTIONS and not str(record.info.get("home", "")).startswith(
+            str(home)
+        ):
             continue
         found.append(f"emulators registry still lists {record.run_id}")
     return sorted(set(found))

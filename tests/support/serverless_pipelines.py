@@ -87,3 +87,62 @@ diamond = Pipeline(
 # A step whose deliveries the tests make fail before it is claimed: its message exhausts
 # its delivery attempts, and the dead-letter handler ends the run.
 exhaust = Pipeline("exhaust", {"x": {"function": faulty_step("x")}}, cleanup_on_success=False)
+
+
+# -- map steps ---------------------------------------------------------------------------
+# Every item call appends the item's name to ``DIR/items.log``. ``mapped`` maps over the
+# objects under a prefix of the stack's bucket; an item fails for good while
+# ``DIR/broken-{name}`` exists. ``mapkill`` maps over ``params["items"]``; its
+# ``params["victim"]`` item hangs on its first call (the test kills its process).
+
+MAP_BUCKET = "resumable-stack"
+MAP_PREFIX = "map-objects/"
+
+
+def map_object(url: str, context: dict[str, Any]) -> dict[str, Any]:
+    import hashlib
+
+    from resumable.storage import open_store
+
+    workdir = Path(context["workdir"])
+    name = url.rsplit("/", 1)[1]
+    _append(workdir / "items.log", name)
+    if (workdir / f"broken-{name}").exists():
+        raise NonRetryableError(f"{name} is broken")
+    data = open_store(f"gs://{MAP_BUCKET}").read(MAP_PREFIX + name)
+    return {"name": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def summarize(context: dict[str, Any]) -> dict[str, Any]:
+    return {"summary": sum(r["bytes"] for r in context["objects"] if r is not None)}
+
+
+mapped = Pipeline(
+    "mapped",
+    {
+        "objects": {
+            "function": map_object,
+            "map": f"gs://{MAP_BUCKET}/{MAP_PREFIX}*.txt",
+            "concurrency": 20,
+            "retries": 3,
+        },
+        "summary": {"function": summarize, "dependencies": ["objects"]},
+    },
+    cleanup_on_success=False,
+)
+
+
+def slow_item(item: int, context: dict[str, Any]) -> int:
+    workdir = Path(context["workdir"])
+    calls = _append(workdir / "items.log", str(item))
+    if item == context["victim"] and calls == 1:
+        (workdir / "started-victim").touch()
+        time.sleep(300)  # the test kills this process
+    return item * 10
+
+
+mapkill = Pipeline(
+    "mapkill",
+    {"work": {"function": slow_item, "map": "items", "retries": 3}},
+    cleanup_on_success=False,
+)

@@ -29,7 +29,7 @@ resource "google_cloudfunctions2_function" "this" {
     available_cpu                    = var.function.cpu
     timeout_seconds                  = var.function.timeout_seconds
     max_instance_request_concurrency = var.function.concurrency
-    max_instance_count               = var.deployment.max_instances
+    max_instance_count               = coalesce(var.function.max_instances, var.deployment.max_instances)
     environment_variables            = merge(var.deployment.environment, var.function.environment)
     service_account_email            = var.deployment.runtime_service_account
     # Pub/Sub, Eventarc and Cloud Scheduler in the project count as internal.

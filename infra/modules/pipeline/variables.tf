@@ -10,7 +10,9 @@ variable "steps" {
     memory          = string
     cpu             = optional(string)
     concurrency     = number
-    dead_letter     = bool
+    # A map step's items at once (one per instance); null: the deployment's max_instances.
+    max_instances = optional(number)
+    dead_letter   = bool
     # Deliveries before dead-lettering, from the step's retries; null without dead-lettering.
     max_delivery_attempts = optional(number)
     environment           = map(string)

@@ -35,6 +35,7 @@ from resumable.errors import PipelineLoadError, RunControlError
 from resumable.serverless import _naming as naming
 from resumable.serverless._control import cancel_run, describe, resume_run
 from resumable.serverless._engine import Engine
+from resumable.serverless._map_status import item_summaries
 from resumable.serverless._messages import StartMessage, encode
 from resumable.serverless._run_state import RunState
 from resumable.status import EXIT_USAGE, RunStatus, StepStatus
@@ -141,17 +142,20 @@ def status_command(
     """Show a serverless run and its steps.
 
     Per step, in the pipeline's order: status, attempt, start and end, checkpoint size,
-    error. Exit 0 when the run exists (whatever its status), 2 when there is no such run.
+    error; for a map step its items (completed of total, failed, running) and the failed
+    items with their errors. Exit 0 when the run exists (whatever its status), 2 when
+    there is no such run.
     """
     with reported_errors():
         engine = cli_cloud.engine_from_env()
         state = find_run(engine, run_id, pipeline=pipeline, tenant=tenant)
         spec = pipeline_spec(engine, state.pipeline)
+        items = item_summaries(engine, state)
     if json_output:
-        print_json(describe_run(state, spec))
+        print_json(describe_run(state, spec, items))
         return
     console = console_for()
-    console.print(run_view(state, step_order(state, spec)))
+    console.print(run_view(state, step_order(state, spec), items=items))
     for hint in _hints(state):
         console.print(hint, style="dim", highlight=False)
 

@@ -20,8 +20,10 @@ from resumable._defaults import DEFAULT_TENANT
 from resumable.cli._progress import format_size
 from resumable.definition._spec import PipelineSpec
 from resumable.serverless._control import describe
+from resumable.serverless._map_status import ItemSummary
 from resumable.serverless._run_state import RunState, StepState
 from resumable.status import RunStatus, StepStatus
+from resumable.ui._formatting import clock
 
 STATUS_LOOK: Mapping[str, tuple[str, str]] = {
     StepStatus.NOT_STARTED: ("· not_started", "dim"),
@@ -41,27 +43,36 @@ def step_order(state: RunState, spec: PipelineSpec | None) -> list[str]:
     return known + [name for name in state.steps if name not in known]
 
 
-def describe_run(state: RunState, spec: PipelineSpec | None) -> dict[str, Any]:
-    """:func:`resumable.serverless._control.describe`, with the steps in graph order."""
+def describe_run(
+    state: RunState,
+    spec: PipelineSpec | None,
+    items: Mapping[str, ItemSummary] | None = None,
+) -> dict[str, Any]:
+    """:func:`resumable.serverless._control.describe`, with the steps in graph order and
+    the map steps' ``items`` (counts and failed items)."""
     described = describe(state)
     steps = described["steps"]
     described["steps"] = {name: steps[name] for name in step_order(state, spec)}
+    for name, summary in (items or {}).items():
+        described["steps"][name]["items"] = summary.as_json()
     return described
+
+
+def items_cell(summary: ItemSummary | None) -> str:
+    """``180/200`` items completed, then the failed and running ones."""
+    if summary is None:
+        return ""
+    text = f"{summary.completed}/{summary.total}"
+    if summary.failed:
+        text += f", {summary.failed} failed"
+    if summary.running:
+        text += f", {summary.running} running"
+    return text
 
 
 def status_look(status: str) -> Text:
     label, style = STATUS_LOOK.get(status, (status, ""))
     return Text(label, style=style)
-
-
-def clock(t: float | None) -> str:
-    """``HH:MM:SS`` in local time (with the date when it is not today); ``""`` for none."""
-    if t is None:
-        return ""
-    local = time.localtime(t)
-    if time.strftime("%Y-%m-%d", local) == time.strftime("%Y-%m-%d"):
-        return time.strftime("%H:%M:%S", local)
-    return time.strftime("%Y-%m-%d %H:%M:%S", local)
 
 
 def took(start: float | None, end: float | None, now: float | None = None) -> str:
@@ -80,9 +91,17 @@ def _step_duration(record: StepState, now: float) -> str:
     return ""
 
 
-def run_table(state: RunState, order: Sequence[str], *, now: float | None = None) -> Table:
-    """One row per step: status, attempt, start and end times, duration, checkpoint size."""
+def run_table(
+    state: RunState,
+    order: Sequence[str],
+    *,
+    now: float | None = None,
+    items: Mapping[str, ItemSummary] | None = None,
+) -> Table:
+    """One row per step: status, attempt, start and end times, duration, checkpoint size
+    (and a map step's items)."""
     now = time.time() if now is None else now
+    items = items or {}
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("step", style="bold", no_wrap=True)
     table.add_column("status", no_wrap=True)
@@ -91,9 +110,12 @@ def run_table(state: RunState, order: Sequence[str], *, now: float | None = None
     table.add_column("finished", no_wrap=True)
     table.add_column("duration", justify="right", no_wrap=True)
     table.add_column("checkpoint", justify="right", no_wrap=True)
+    if items:
+        table.add_column("items", justify="right", no_wrap=True)
     table.add_column("error", style="red", overflow="fold")
     for name in order:
         record = state.steps[name]
+        map_cells = [items_cell(items.get(name))] if items else []
         table.add_row(
             name,
             status_look(record.status),
@@ -102,6 +124,7 @@ def run_table(state: RunState, order: Sequence[str], *, now: float | None = None
             clock(record.finished_at) if record.status != StepStatus.RUNNING else "",
             _step_duration(record, now),
             format_size(record.checkpoint_bytes) if record.checkpoint_bytes else "",
+            *map_cells,
             record.error or "",
         )
     return table
@@ -126,12 +149,38 @@ def run_heading(state: RunState, *, now: float | None = None) -> Text:
     return heading
 
 
-def run_view(state: RunState, order: Sequence[str], *, now: float | None = None) -> RenderableType:
-    """The heading, the step table and the run's error, as ``resumable status`` shows it."""
-    parts: list[RenderableType] = [run_heading(state, now=now), run_table(state, order, now=now)]
+def run_view(
+    state: RunState,
+    order: Sequence[str],
+    *,
+    now: float | None = None,
+    items: Mapping[str, ItemSummary] | None = None,
+) -> RenderableType:
+    """The heading, the step table, the failed items of map steps and the run's error,
+    as ``resumable status`` shows it."""
+    parts: list[RenderableType] = [
+        run_heading(state, now=now),
+        run_table(state, order, now=now, items=items),
+    ]
+    for line in failed_item_lines(items or {}):
+        parts.append(Text(line, style="red"))
     if state.error:
         parts.append(Text(f"error: {state.error}", style="bold red"))
     return Group(*parts)
+
+
+def failed_item_lines(items: Mapping[str, ItemSummary]) -> list[str]:
+    """``step objects: item #3 gs://b/x.txt failed: ValueError: ...`` per failed item
+    listed, and how many more failed."""
+    lines = []
+    for name, summary in items.items():
+        for failed in summary.failed_items:
+            what = f" {failed.item}" if failed.item is not None else ""
+            lines.append(f"step {name}: item #{failed.index}{what} failed: {failed.error}")
+        more = summary.failed - len(summary.failed_items)
+        if more > 0:
+            lines.append(f"step {name}: {more} more failed items (resumable status --json)")
+    return lines
 
 
 def runs_table(states: Iterable[RunState]) -> Table:
@@ -166,9 +215,10 @@ class RunChanges:
     def __init__(self, order: Sequence[str]) -> None:
         self.order = list(order)
         self._steps: dict[str, tuple[str, int, int]] = {}
+        self._items: dict[str, str] = {}
         self._run: tuple[str, bool] | None = None
 
-    def lines(self, state: RunState) -> list[str]:
+    def lines(self, state: RunState, items: Mapping[str, ItemSummary] | None = None) -> list[str]:
         lines: list[str] = []
         if self._run is None:
             lines.append(f"run {state.run_id} of {state.pipeline}: {state.status}")
@@ -182,6 +232,11 @@ class RunChanges:
             if seen == before or (before is None and record.status == StepStatus.NOT_STARTED):
                 continue
             lines.append(_step_line(name, record, before))
+        for name, summary in (items or {}).items():
+            cell = items_cell(summary)
+            if self._items.get(name) != cell:
+                self._items[name] = cell
+                lines.append(f"step {name} items: {cell}")
         run = (state.status, state.cancel_requested)
         first = self._run is None
         if (not first and run != self._run) or (

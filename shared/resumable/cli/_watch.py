@@ -28,6 +28,7 @@ from resumable.cli._views import RunChanges, describe_run, run_view, step_order
 from resumable.errors import RunControlError
 from resumable.serverless._control import get_run
 from resumable.serverless._engine import Engine
+from resumable.serverless._map_status import ItemSummary, item_summaries
 from resumable.serverless._run_state import RunState
 from resumable.status import EXIT_CANCELLED, exit_code
 
@@ -101,7 +102,7 @@ def follow(
         typer.echo(f"stopped watching; run {run_id} goes on (resumable watch {run_id})", err=True)
         return EXIT_CANCELLED
     if json_output:
-        print_json(describe_run(state, spec))
+        print_json(describe_run(state, spec, item_summaries(engine, state)))
     return exit_code(state.status)
 
 
@@ -123,7 +124,7 @@ def _watch_lines(
 ) -> RunState:
     changes = RunChanges(order)
     while True:
-        for line in changes.lines(state):
+        for line in changes.lines(state, _items(engine, state)):
             stream.write(line + "\n")
         stream.flush()
         if state.finished:
@@ -134,15 +135,26 @@ def _watch_lines(
 def _watch_live(engine: Engine, state: RunState, order: list[str], interval: float) -> RunState:
     console = console_for()
     current = [state]
+    items = [_items(engine, state)]
     with Live(
         console=console,
-        get_renderable=lambda: run_view(current[0], order),
+        get_renderable=lambda: run_view(current[0], order, items=items[0]),
         refresh_per_second=4,
         transient=False,
     ):
         while not current[0].finished:
             current[0] = _poll(engine, current[0], interval)
+            items[0] = _items(engine, current[0])
     return current[0]
+
+
+def _items(engine: Engine, state: RunState) -> dict[str, ItemSummary]:
+    """The map steps' item counts; none this time if the service does not answer (the
+    next poll tries again)."""
+    try:
+        return item_summaries(engine, state)
+    except GoogleAPIError:
+        return {}
 
 
 register = commands.register

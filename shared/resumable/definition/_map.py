@@ -29,6 +29,11 @@ from typing import Any, Literal
 from resumable.errors import NonRetryableError, PipelineDefinitionError
 
 MapOutput = Literal["results", "count"]
+
+CONTINUE_IN_ITEM = (
+    "a map item cannot return Continue(): its progress is its result (split long items "
+    "into more items, or raise the step's timeout)"
+)
 _GLOB = "*?["
 
 
@@ -123,3 +128,43 @@ def items_from_storage(spec: MapSpec, names: Sequence[str]) -> list[str]:
     root, _prefix, pattern = spec.listing()
     base = root if root.endswith("/") else root + "/"
     return [base + n for n in sorted(names) if fnmatch.fnmatchcase(n, pattern)]
+
+
+def list_items(spec: MapSpec, step: str, context: Mapping[str, Any]) -> list[Any]:
+    """The items of map step ``step``: its context key's list, or the objects under its
+    prefix (listed now)."""
+    if not spec.from_storage:
+        return items_from_context(spec, step, context)
+    from resumable.storage import open_store
+
+    root, prefix, _pattern = spec.listing()
+    return items_from_storage(spec, list(open_store(root).list(prefix)))
+
+
+def map_output(
+    spec: MapSpec,
+    step: str,
+    items: Sequence[Any],
+    results: Mapping[int, Any],
+    failed: Mapping[int, str],
+    failed_total: int | None = None,
+) -> dict[str, Any]:
+    """The output of map step ``step`` once every item finished (both engines): raises
+    :class:`NonRetryableError` listing the failures when more failed than tolerated.
+    ``failed_total``: how many failed, when ``failed`` holds only some of them."""
+    failures = [{"index": i, "item": items[i], "error": failed[i]} for i in sorted(failed)]
+    allowed = spec.tolerance(len(items))
+    total_failed = len(failures) if failed_total is None else failed_total
+    if total_failed > allowed:
+        shown = ", ".join(f"#{f['index']} ({f['error']})" for f in failures[:10])
+        raise NonRetryableError(
+            f"map step {step!r}: {total_failed} of {len(items)} items failed, more than "
+            f"the {allowed} tolerated: {shown}"
+            + (" ..." if total_failed > 10 else "")
+            + "; fix the cause and resume the run: only the failed items run again"
+        )
+    if spec.output == "count":
+        value: Any = {"items": len(items), "completed": len(results)}
+    else:
+        value = [results.get(i) for i in range(len(items))]
+    return {step: value, f"{step}_failed": failures}

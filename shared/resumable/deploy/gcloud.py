@@ -161,6 +161,15 @@ def _firestore(b: _Builder) -> None:
             database,
         ),
     )
+    items = f"--collection-group={plan.map_items_collection}"
+    for item_field in plan.unindexed_item_fields:
+        b.add(
+            f"no single-field indexes on map items' {item_field} (no query uses it)",
+            b.gcloud(
+                "firestore", "indexes", "fields", "update", item_field, items, "--disable-indexes",
+                database,
+            ),
+        )  # fmt: skip
     for index in plan.indexes:
         configs = [
             f"--field-config=field-path={path},order={order.lower()}" for path, order in index
@@ -207,7 +216,7 @@ def _function(b: _Builder, spec: FunctionSpec) -> None:
         f"--memory={spec.memory}",
         f"--timeout={spec.timeout_seconds}s",
         f"--concurrency={spec.concurrency}",
-        f"--max-instances={plan.max_instances}",
+        f"--max-instances={spec.max_instances or plan.max_instances}",
         f"--set-env-vars={_env_vars(env)}",
     ]
     if plan.build_service_account_path:

@@ -27,6 +27,7 @@ from resumable._ids import validate_id
 from resumable.definition._loader import load_pipeline
 from resumable.serverless import _naming as naming
 from resumable.serverless._firestore import COMPOSITE_INDEXES, EXPIRE_AT
+from resumable.serverless._map_firestore import ITEMS, UNINDEXED_ITEM_FIELDS
 from resumable.serverless._settings import Settings
 from resumable.serverless._topology import DeliveryPolicy, FunctionSpec, Topology, build_topology
 
@@ -141,6 +142,17 @@ class DeploymentPlan:
     def indexes(self) -> tuple[tuple[tuple[str, str], ...], ...]:
         """The composite indexes the run store's queries need."""
         return COMPOSITE_INDEXES
+
+    @property
+    def map_items_collection(self) -> str:
+        """The collection group of map steps' item documents."""
+        return ITEMS
+
+    @property
+    def unindexed_item_fields(self) -> tuple[str, ...]:
+        """Item fields without single-field indexes (no query uses them; see
+        ``resumable.serverless._map_firestore``)."""
+        return UNINDEXED_ITEM_FIELDS
 
     @property
     def run_retention_days(self) -> int:

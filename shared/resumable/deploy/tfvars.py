@@ -28,6 +28,7 @@ def function_vars(plan: DeploymentPlan, spec: FunctionSpec) -> dict[str, Any]:
         "memory": spec.memory,
         "cpu": cpu(spec),
         "concurrency": spec.concurrency,
+        "max_instances": spec.max_instances,
         "dead_letter": spec.dead_letter,
         "max_delivery_attempts": plan.delivery_attempts(spec),
         "environment": dict(spec.env),
@@ -58,6 +59,8 @@ def tfvars(plan: DeploymentPlan, *, source_dir: str) -> dict[str, Any]:
         "database": plan.database,
         "collection": plan.collection,
         "ttl_field": plan.ttl_field,
+        "map_items_collection": plan.map_items_collection,
+        "unindexed_item_fields": list(plan.unindexed_item_fields),
         "firestore_indexes": [
             [{"field_path": path, "order": order} for path, order in index]
             for index in plan.indexes

@@ -17,11 +17,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from types import MappingProxyType
 from typing import Any
 
-from resumable.definition._map import items_from_context, items_from_storage
+from resumable.definition._map import CONTINUE_IN_ITEM, list_items, map_output
 from resumable.definition._spec import StepSpec
 from resumable.definition._step_api import Continue, step_kwargs
 from resumable.errors import NonRetryableError, is_retryable
-from resumable.storage import open_store
 
 # Finished items are checkpointed together: at most this long apart, or after this many
 # (each checkpoint writes a manifest; an item finished since the last one runs again after
@@ -40,16 +39,6 @@ def batch_key(step: str, number: int) -> str:
 
 def _is_internal(step: str, key: str) -> bool:
     return key.startswith(f"{step}.__map_")
-
-
-def list_items(spec: StepSpec, context: Mapping[str, Any]) -> list[Any]:
-    """The items of map step ``spec``: its context key's list, or the objects under its
-    prefix (listed now)."""
-    assert spec.map is not None
-    if not spec.map.from_storage:
-        return items_from_context(spec.map, spec.name, context)
-    root, prefix, _pattern = spec.map.listing()
-    return items_from_storage(spec.map, list(open_store(root).list(prefix)))
 
 
 class MapRun:
@@ -82,7 +71,8 @@ class MapRun:
     def __call__(self) -> Any:
         step = self.spec.name
         if items_key(step) not in self.context:
-            self.save_progress({items_key(step): list_items(self.spec, self.context)})
+            assert self.spec.map is not None
+            self.save_progress({items_key(step): list_items(self.spec.map, step, self.context)})
         items: list[Any] = list(self.context[items_key(step)])
         results, failed = self._finished()
         pending = [i for i in range(len(items)) if i not in results]
@@ -130,6 +120,8 @@ class MapRun:
             tries += 1
             try:
                 result = self.spec.function(item, view, **self.kwargs)
+                if isinstance(result, Continue):
+                    raise NonRetryableError(CONTINUE_IN_ITEM)
             except Exception as exc:
                 if is_retryable(exc) and tries <= self.spec.retries:
                     if self.wait_stop(self.retry_delay(tries)):
@@ -169,22 +161,8 @@ class MapRun:
     def _output(
         self, items: list[Any], results: dict[int, Any], failed: dict[int, str]
     ) -> dict[str, Any]:
-        spec = self.spec
-        assert spec.map is not None
-        failures = [{"index": i, "item": items[i], "error": failed[i]} for i in sorted(failed)]
-        allowed = spec.map.tolerance(len(items))
-        if len(failures) > allowed:
-            shown = ", ".join(f"#{f['index']} ({f['error']})" for f in failures[:5])
-            raise NonRetryableError(
-                f"map step {spec.name!r}: {len(failures)} of {len(items)} items failed, more "
-                f"than the {allowed} tolerated: {shown}"
-                + (" ..." if len(failures) > 5 else "")
-                + "; fix the cause and resume the run: only the failed items run again"
-            )
-        for key in [k for k in self.context if _is_internal(spec.name, k)]:
+        assert self.spec.map is not None
+        output = map_output(self.spec.map, self.spec.name, items, results, failed)
+        for key in [k for k in self.context if _is_internal(self.spec.name, k)]:
             del self.context[key]
-        if spec.map.output == "count":
-            value: Any = {"items": len(items), "completed": len(results)}
-        else:
-            value = [results.get(i) for i in range(len(items))]
-        return {spec.name: value, f"{spec.name}_failed": failures}
+        return output

@@ -20,6 +20,7 @@ from resumable._log import logger
 from resumable.errors import BadMessageError, RunControlError, RunNotFoundError
 from resumable.serverless import transitions
 from resumable.serverless._engine import Engine, log_fields
+from resumable.serverless._map_items import record_item_dead_letter
 from resumable.serverless._messages import StartMessage, StepMessage
 from resumable.serverless._run_files import RunFiles
 from resumable.serverless._run_state import RunState, StepState
@@ -156,6 +157,15 @@ def record_dead_letter(engine: Engine, message: StepMessage, delivery_count: str
     """A step message exhausted its delivery attempts: fail its run, unless the message
     is stale or its step is still making progress under a live lease (the watchdog
     covers that). Returns what was decided, for the log."""
+    if message.item is not None and message.map_id is not None:
+        try:
+            spec = engine.registry.get(message.pipeline).spec
+        except BadMessageError as exc:
+            verdict = exc.reason
+        else:
+            verdict = record_item_dead_letter(engine, spec, message, delivery_count)
+        logger.log(logging.ERROR, f"dead letter: {verdict}", extra=log_fields(message))
+        return verdict
     doc_id = engine.doc_id(message.tenant_id, message.pipeline, message.run_id)
     now = engine.runtime.now()
     try:
@@ -222,6 +232,7 @@ def collect_garbage(engine: Engine, *, now: float | None = None, limit: int = 20
             )
             if allowed:
                 engine.files(found).delete()
+                engine.maps.delete_maps(_doc_id(engine, found))  # item results point there
                 cleaned.append(found.run_id)
         except Exception:
             logger.exception(

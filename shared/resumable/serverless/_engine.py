@@ -16,6 +16,7 @@ from resumable import tracing
 from resumable.definition._loader import PipelineLike as Pipeline
 from resumable.errors import BadMessageError
 from resumable.serverless import _naming as naming
+from resumable.serverless._map_state import MapStore, MemoryMapStore
 from resumable.serverless._messages import StepMessage, encode
 from resumable.serverless._publisher import Publisher
 from resumable.serverless._run_files import RunFiles
@@ -73,6 +74,7 @@ class Engine:
     runs: RunStateStore
     store: ObjectStore
     publisher: Publisher
+    maps: MapStore = field(default_factory=MemoryMapStore)  # map steps' item documents
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     runtime: Runtime = SYSTEM
 
@@ -80,20 +82,21 @@ class Engine:
     def from_settings(cls, settings: Settings) -> Engine:
         """The production wiring: Firestore, Cloud Storage and Pub/Sub clients."""
         from resumable.serverless._firestore import FirestoreRunStateStore, make_firestore_client
+        from resumable.serverless._map_firestore import FirestoreMapStore
         from resumable.serverless._publisher import PubSubPublisher
         from resumable.storage import open_store
 
         settings.require()
+        client = make_firestore_client(settings.project, settings.database)
         return cls(
             settings=settings,
             registry=PipelineRegistry(settings.pipelines),
             runs=FirestoreRunStateStore(
-                make_firestore_client(settings.project, settings.database),
-                settings.collection,
-                retention_seconds=settings.retention_seconds,
+                client, settings.collection, retention_seconds=settings.retention_seconds
             ),
             store=open_store(settings.storage),
             publisher=PubSubPublisher(settings.project),
+            maps=FirestoreMapStore(client, settings.collection),
         )
 
     def files(self, state: RunState) -> RunFiles:
@@ -143,6 +146,31 @@ class Engine:
             self.publisher.publish(topic, encode(message), attributes)
             published.append(step)
         return published
+
+    def publish_items(self, state: RunState, step: str, map_id: str, indexes: Iterable[int]) -> int:
+        """Publish one message per item of map step ``step``, batched; returns how many."""
+        topic = naming.step_topic(self.settings.topic_prefix, state.pipeline, step)
+        attributes = tracing.inject(state, {"run_id": state.run_id, "step": step})
+        messages = [
+            (
+                encode(
+                    StepMessage(
+                        pipeline=state.pipeline,
+                        run_id=state.run_id,
+                        step=step,
+                        tenant_id=state.tenant_id,
+                        generation=state.generation,
+                        item=index,
+                        map_id=map_id,
+                    )
+                ),
+                {**attributes, "item": str(index)},
+            )
+            for index in indexes
+        ]
+        if messages:
+            self.publisher.publish_many(topic, messages)
+        return len(messages)
 
 
 def log_fields(state: RunState | StepMessage | None, **extra: Any) -> dict[str, Any]:

@@ -35,6 +35,7 @@ PipelineName = Annotated[str, _safe_id("pipeline")]
 RunId = Annotated[str, _safe_id("run id")]
 StepName = Annotated[str, _safe_id("step")]
 TenantId = Annotated[str, _safe_id("tenant id")]
+MapId = Annotated[str, _safe_id("map id")]
 
 
 class StartMessage(BaseModel):
@@ -61,6 +62,10 @@ class StepMessage(BaseModel):
     # The run's generation when the message was sent (+1 at every resume): a message from
     # before a resume is stale. Messages of release 0.1.0 have none; they are still served.
     generation: int | None = Field(default=None, ge=0)
+    # Map steps: the item this message runs (``None``: the step itself, which dispatches
+    # the items and joins them) and the map it belongs to.
+    item: int | None = Field(default=None, ge=0)
+    map_id: MapId | None = None
 
 
 class PubSubPayload(NamedTuple):

@@ -6,7 +6,9 @@ Layout under the run folder ``runs/{tenant}/{pipeline}/{run_id}/``:
   message writes the same object);
 - ``steps/{step}/attempt-{n}.json`` — what attempt ``n`` of a step changed in the context
   (new object names only: a stale or crashed attempt never overwrites a committed one);
-- ``blobs/`` — content-addressed values shared by all of them.
+- ``steps/{step}/map-{id}/items-{n}-{nonce}.json`` — a page of a map step's items, listed
+  once when the map started (the map document names the pages that count);
+- ``blobs/`` — content-addressed values shared by all of them (map items' results too).
 
 A step's input context is the params plus the outputs of every completed ancestor step,
 applied in graph order; only the manifests the run document points at are read.
@@ -15,16 +17,17 @@ applied in graph order; only the manifests the run document points at are read.
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Collection, Mapping
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from resumable.checkpoint import _deltas as deltas
 from resumable.checkpoint._blobs import BlobStore
 from resumable.checkpoint._manifest import integrity_of, now_iso
-from resumable.checkpoint._segments import Entry, decode_context, encode_context
+from resumable.checkpoint._segments import Entry, decode_context, decode_entry, encode_context
 from resumable.checkpoint._store import run_prefix
 from resumable.definition._spec import PipelineSpec
 from resumable.errors import CorruptCheckpointError, NonRetryableError, PreconditionFailedError
@@ -33,6 +36,8 @@ from resumable.status import StepStatus
 from resumable.storage.base import ObjectStore
 from resumable.storage.memory import MemoryStore
 
+_ENTRY: TypeAdapter[Entry] = TypeAdapter(Entry)
+
 
 class OutputManifest(BaseModel):
     """What one step attempt (or the start, for params) put into the context."""
@@ -40,7 +45,7 @@ class OutputManifest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     checkpoint_version: Literal["2.0"] = "2.0"
-    kind: Literal["params", "step_output"]
+    kind: Literal["params", "step_output", "map_items"]
     pipeline_name: str
     run_guid: str
     tenant_id: str
@@ -185,6 +190,45 @@ class RunFiles:
                 written_by[key] = name
             deltas.apply(entries, manifest)
         return entries
+
+    # -- map steps -------------------------------------------------------------------------
+
+    def write_items_page(self, step: str, map_id: str, number: int, items: list[Any]) -> str:
+        """Store a page of a map step's items under a new name; returns the name."""
+        manifest = OutputManifest(
+            kind="map_items",
+            pipeline_name=self.pipeline,
+            run_guid=self.run_id,
+            tenant_id=self.tenant_id,
+            step=step,
+            timestamp=now_iso(),
+            outputs=encode_context({"items": items}, self.blobs),
+        )
+        nonce = uuid.uuid4().hex[:8]
+        name = f"{self.prefix}steps/{step}/map-{map_id}/items-{number:05d}-{nonce}.json"
+        self.store.write(name, self._dump(manifest), if_generation_match=0)
+        self.store.flush()  # durable before the map document can name it
+        return name
+
+    def read_items_page(self, name: str) -> list[Any]:
+        items = self.decode(self.read_manifest(name).outputs).get("items")
+        if not isinstance(items, list):
+            raise CorruptCheckpointError(f"map items page {name} holds no list of items")
+        return items
+
+    def encode_result(self, value: Any) -> str:
+        """A map item's result as an encoded entry (JSON): inline when small, else a
+        content-addressed segment, stored (durably) before this returns."""
+        entry = encode_context({"result": value}, self.blobs)["result"]
+        self.store.flush()
+        return orjson.dumps(entry).decode()
+
+    def decode_result(self, encoded: str, where: str) -> Any:
+        try:
+            entry = _ENTRY.validate_python(orjson.loads(encoded))
+        except (orjson.JSONDecodeError, ValidationError) as exc:
+            raise CorruptCheckpointError(f"the result of {where} is malformed: {exc}") from exc
+        return decode_entry(where, entry, self.blobs)
 
     def decode(self, entries: Mapping[str, Entry]) -> dict[str, Any]:
         return decode_context(entries, self.blobs)

@@ -36,6 +36,20 @@ MAX_REJECTED = 20  # reasons of rejected messages kept on a run document
 MAX_DOCUMENT_BYTES = 1024 * 1024  # Firestore's limit on one document
 
 
+MAX_HISTORY = 20  # attempts of a step kept on the run document (the latest ones)
+
+
+class AttemptSpan(BaseModel):
+    """One attempt of a step, for the timeline: when it ran and how it ended."""
+
+    model_config = ConfigDict(extra="allow")
+
+    attempt: int
+    started_at: float
+    ended_at: float | None = None
+    outcome: str | None = None  # committed, failed, retried, lost its lease, ...
+
+
 class StepState(BaseModel):
     """A step's row in the run document."""
 
@@ -59,6 +73,12 @@ class StepState(BaseModel):
     checkpoint_bytes: int | None = None
     output_keys: list[str] = Field(default_factory=list)
     error: str | None = None
+    # Map steps: the map being run (its items live in documents of their own) and its
+    # item counts ("total", "completed", "failed") when the driver last looked.
+    map_id: str | None = None
+    items: dict[str, int] | None = None
+    rollbacks: int = 0  # times resume --from-step rolled the step back
+    history: list[AttemptSpan] = Field(default_factory=list)  # the latest MAX_HISTORY
 
 
 class RunState(BaseModel):

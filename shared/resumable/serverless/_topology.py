@@ -49,6 +49,12 @@ class DeliveryPolicy:
         """
         if spec.max_attempts is None:
             return self.max_delivery_attempts
+        if spec.map_step:
+            # Items queue behind the step's instances: a push refused while every instance
+            # is busy (429) or an item busy elsewhere counts as a delivery too. Each item
+            # counts its own claims (its document gives up a crashing item), so Pub/Sub's
+            # limit need only stay out of the way.
+            return MAX_DELIVERY_ATTEMPTS
         needed = spec.max_attempts + self.retry_later_allowance
         if needed > MAX_DELIVERY_ATTEMPTS:
             raise TopologyError(
@@ -74,6 +80,10 @@ class FunctionSpec:
     timeout_seconds: int = 540
     memory: str = "512Mi"
     concurrency: int = 1
+    # Instances at most (None: the deployment's): a map step's ``concurrency``, one item
+    # per instance, so that its items run that many at once.
+    max_instances: int | None = None
+    map_step: bool = False
     dead_letter: bool = True
     # Attempts the worker allows the step (transitions.max_attempts); None for the
     # control functions.
@@ -155,7 +165,9 @@ def build_topology(pipelines: Iterable[Pipeline], prefix: str = DEFAULT_PREFIX) 
                     step=step,
                     timeout_seconds=delivery_seconds(definition),
                     memory=_memory(definition.memory),
-                    concurrency=definition.concurrency or 1,
+                    concurrency=(definition.concurrency or 1) if definition.map is None else 1,
+                    max_instances=definition.concurrency if definition.map is not None else None,
+                    map_step=definition.map is not None,
                     max_attempts=max_attempts(definition),
                 )
             )

@@ -53,6 +53,8 @@ from resumable.errors import (
 from resumable.serverless import transitions
 from resumable.serverless._engine import Engine, log_fields
 from resumable.serverless._lease import Lease
+from resumable.serverless._map import MapDriver, Waiting
+from resumable.serverless._map_items import handle_item
 from resumable.serverless._messages import StepMessage
 from resumable.serverless._run_files import RunFiles
 from resumable.serverless._run_state import Decision, RunState
@@ -97,9 +99,13 @@ def handle_step(engine: Engine, message: StepMessage) -> Outcome:
             message,
             f"step {message.step!r} was sent to the function of step {engine.settings.step!r}",
         )
-    attempt = StepAttempt(engine, pipeline, message)
     try:
-        return attempt.execute()
+        if message.item is not None or message.map_id is not None:
+            item = handle_item(engine, spec, message)
+            return Outcome(item.ack, item.reason)
+        return StepAttempt(engine, pipeline, message).execute()
+    except BadMessageError as exc:
+        return _bad_message(engine, message, exc.reason)
     except RunNotFoundError:
         logger.error("step message for an unknown run: acked", extra=log_fields(message))
         return Outcome.done("unknown run")
@@ -170,7 +176,7 @@ class StepAttempt:
         except Exception as exc:  # a storage hiccup: another attempt may well succeed
             return self.release(exc)
         try:
-            result = self.run(lease)
+            result = self.drive_map() if self.step.map is not None else self.run(lease)
         except Exception as exc:
             return self.record_error(exc)
         if lease.lost:
@@ -178,13 +184,15 @@ class StepAttempt:
             return Outcome.done("lease lost; output discarded")
         if isinstance(result, Continue):
             return self.continue_later(result)
+        if isinstance(result, Waiting):
+            return self.wait_for_items(result)
         try:
             manifest, size, keys = self.write(result)
         except (EncodingError, StepError) as exc:
             return self.fail(str(exc))
         except Exception as exc:
             return self.release(exc)
-        commit = self.commit(manifest, size, keys)
+        commit = self.commit(manifest, size, keys, self._final_items(result))
         if not commit.committed:
             logger.warning("stale attempt: commit refused, output discarded", extra=self._fields())
             return Outcome.done("stale attempt")
@@ -228,6 +236,49 @@ class StepAttempt:
         if progress:
             deltas.apply(entries, self.files.read_manifest(progress))
         self.context = self.files.decode(entries)
+
+    @tracing.stage("map")
+    def drive_map(self) -> dict[str, Any] | Waiting:
+        """A map step's own delivery: dispatch its items, then wait or join (``_map``)."""
+        return MapDriver(
+            self.engine,
+            self._state,
+            self.spec,
+            self.step,
+            self._files,
+            self.before,
+            self.context,
+            self.time_left,
+            self.doc_id,
+        ).drive()
+
+    def wait_for_items(self, waiting: Waiting) -> Outcome:
+        """Items are unfinished: the step waits queued; or the deadline cut the dispatch
+        short, and a new delivery of the step goes on with it at once."""
+        counts = {"total": waiting.total, "completed": waiting.completed, "failed": waiting.failed}
+        state, verdict = self._mutate(
+            lambda s: transitions.wait_for_items(
+                s,
+                self.step.name,
+                owner=self.owner,
+                attempt=self.attempt,
+                now=self.engine.runtime.now(),
+                map_id=waiting.map_id,
+                items=counts,
+            )
+        )
+        if verdict is Verdict.CONTINUED and waiting.dispatching:
+            self.engine.publish_steps(state, [self.step.name])
+        return Outcome.done(f"map step {verdict}: {counts}")
+
+    def _final_items(self, result: Any) -> dict[str, int] | None:
+        """A map step's final item counts, from its output."""
+        if self.step.map is None or not isinstance(result, dict):
+            return None
+        failed = result.get(f"{self.step.name}_failed") or []
+        value = result.get(self.step.name)
+        total = value["items"] if isinstance(value, dict) else len(value or [])
+        return {"total": total, "completed": total - len(failed), "failed": len(failed)}
 
     @tracing.stage("run")
     def run(self, lease: Lease) -> Any:
@@ -305,7 +356,9 @@ class StepAttempt:
         )
 
     @tracing.stage("commit")
-    def commit(self, manifest: str, size: int, keys: list[str]) -> transitions.Commit:
+    def commit(
+        self, manifest: str, size: int, keys: list[str], items: dict[str, int] | None = None
+    ) -> transitions.Commit:
         state, commit = self._mutate(
             lambda s: transitions.commit(
                 s,
@@ -317,6 +370,7 @@ class StepAttempt:
                 size=size,
                 keys=keys,
                 now=self.engine.runtime.now(),
+                items=items,
             )
         )
         self.state = state
@@ -334,6 +388,7 @@ class StepAttempt:
             _state, allowed = self._mutate(transitions.begin_cleanup)
             if allowed:
                 self._files.delete()
+                self.engine.maps.delete_maps(self.doc_id)
         except Exception:
             logger.warning("cleanup of a completed run failed", exc_info=True, extra=self._fields())
 

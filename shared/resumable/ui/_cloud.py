@@ -14,11 +14,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from resumable.serverless._map_status import item_summaries
 from resumable.ui import _data
 from resumable.ui import _logs as logs
 from resumable.ui._models import (
     RUN_STATUSES,
     CheckpointView,
+    ItemCounts,
     RunFilter,
     RunKey,
     RunList,
@@ -83,6 +85,7 @@ class CloudRuns:
         spec = _data.served_spec(self.engine, state.pipeline)
         saves = self._progress_saves(state)
         trace_id, trace_url = _data.trace_of(self.engine, state)
+        items = _item_counts(self.engine, state)
         steps = []
         for name in _order(state, spec):
             record = state.steps[name]
@@ -104,6 +107,8 @@ class CloudRuns:
                     error=record.error,
                     traceback=extra.get("traceback"),
                     has_output=bool(record.manifest) and not state.files_deleted,
+                    items=items.get(name),
+                    spans=[(h.started_at, h.ended_at, h.outcome or "") for h in record.history],
                 )
             )
         notes = []
@@ -234,3 +239,25 @@ def _row(summary: _data.RunSummary) -> RunRow:
 
 def _deleted(key: str) -> ValueView:
     return ValueView(key=key, type="(removed)", deleted=True)
+
+
+def _item_counts(engine: Any, state: Any) -> dict[str, ItemCounts]:
+    """Map steps' items; none when the item documents cannot be read (the page still
+    shows the run)."""
+    try:
+        summaries = item_summaries(engine, state)
+    except Exception:
+        return {}
+    return {
+        name: ItemCounts(
+            total=s.total,
+            completed=s.completed,
+            failed=s.failed,
+            running=s.running,
+            failed_items=[
+                f"#{f.index}" + (f" {f.item}" if f.item is not None else "") + f" ({f.error})"
+                for f in s.failed_items
+            ],
+        )
+        for name, s in summaries.items()
+    }

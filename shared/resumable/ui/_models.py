@@ -94,6 +94,9 @@ class StepView:
     traceback: str | None = None
     has_output: bool = False  # its output checkpoint can be browsed
     items: ItemCounts | None = None  # map steps only
+    # Every attempt's span (start, end or None while it runs, how it ended), oldest first,
+    # where the run keeps them (serverless); else the latest attempt is drawn.
+    spans: list[tuple[float, float | None, str]] = field(default_factory=list)
 
     def duration(self, now: float) -> float | None:
         if self.started_at is None:

@@ -1,9 +1,10 @@
 """The run's timeline (a Gantt chart) as server-rendered SVG.
 
-One row per step: how long its message waited (queued, light) and how long its latest
-attempt has run (colored by status), on a common time axis from the run's creation. The
-run document keeps the times of a step's latest attempt only, so earlier attempts are
-counted in the label, not drawn.
+One row per step: how long its message waited (queued, light) and each attempt (colored
+by how it ended: committed, raised, lost its lease, continued...), on a common time axis
+from the run's creation. A serverless run keeps the spans of each step's latest 20
+attempts; for an in-process run the latest attempt is drawn, earlier ones counted in its
+label.
 """
 
 from __future__ import annotations
@@ -95,7 +96,9 @@ def render_svg(steps: Sequence[StepView], *, start: float | None, now: float) ->
                 f'<rect class="wait" x="{x:.1f}" y="{y + 6}" width="{w:.1f}" height="{ROW_H - 12}">'
                 f"<title>{name} queued</title></rect>"
             )
-        if step.started_at is not None:
+        if step.spans:
+            parts += _spans(step, y, t0, scale, now)
+        elif step.started_at is not None:
             end = step.finished_at if step.status != "running" else now
             end = end if end is not None else step.started_at
             x = LABEL_W + (step.started_at - t0) * scale
@@ -114,3 +117,42 @@ def render_svg(steps: Sequence[StepView], *, start: float | None, now: float) ->
                 )
     parts.append("</svg>")
     return "".join(parts)
+
+
+_OUTCOME_CLASS = {
+    "committed": "status-completed",
+    "failed": "status-error",
+    "raised: retried": "outcome-raised",
+    "storage error: released": "outcome-raised",
+    "lost its lease": "outcome-lost",
+    "killed at its time limit": "outcome-lost",
+    "cancelled": "status-cancelled",
+    "continued": "outcome-continued",
+    "waiting for items": "outcome-continued",
+}
+
+
+def _spans(step: StepView, y: float, t0: float, scale: float, now: float) -> list[str]:
+    """One bar per attempt of ``step``, the latest numbered when there were several."""
+    name = escape(step.name)
+    parts = []
+    first = step.attempt - len(step.spans) + 1
+    for number, (start, end, outcome) in enumerate(step.spans, start=first):
+        running = end is None
+        stop = now if running else end
+        assert stop is not None
+        x = LABEL_W + (start - t0) * scale
+        w = max((stop - start) * scale, 2.0)
+        kind = "status-running" if running else _OUTCOME_CLASS.get(outcome, "outcome-other")
+        what = "running" if running else escape(outcome)
+        parts.append(
+            f'<rect class="bar {kind}" data-step="{name}" data-attempt="{number}" '
+            f'x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="{ROW_H - 6}" rx="3">'
+            f"<title>{name} attempt {number}: {what} after {stop - start:.2f}s</title></rect>"
+        )
+    if len(step.spans) > 1:
+        start, end, _ = step.spans[-1]
+        stop = end if end is not None else now
+        x = LABEL_W + (stop - t0) * scale
+        parts.append(f'<text class="attempt" x="{x + 4:.1f}" y="{y + 15}">×{step.attempt}</text>')
+    return parts

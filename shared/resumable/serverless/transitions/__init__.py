@@ -17,7 +17,8 @@ Where each invariant of the step protocol is enforced:
   requested cancel does not hide that), :func:`claim` gives up a step past its attempt
   limit, and :func:`repair` (the watchdog) finishes or re-queues a run left with no
   work in flight;
-- *bounded documents* — stored errors are cut to :data:`MAX_ERROR_CHARS`.
+- *bounded documents* — stored errors are cut to :data:`MAX_ERROR_CHARS`; a map step's
+  items live in documents of their own (``_item``), never in the run document.
 """
 
 from resumable.serverless.transitions._attempt import (
@@ -32,6 +33,7 @@ from resumable.serverless.transitions._attempt import (
     record_failure,
     record_progress,
     renew,
+    wait_for_items,
 )
 from resumable.serverless.transitions._rules import (
     CRASH_ALLOWANCE,
@@ -86,4 +88,5 @@ __all__ = [
     "renew",
     "repair",
     "resume",
+    "wait_for_items",
 ]

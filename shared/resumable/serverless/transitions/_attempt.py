@@ -3,6 +3,7 @@ record a failure."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -13,12 +14,14 @@ from resumable.serverless.transitions._rules import (
     apply_cancel,
     bounded,
     clear_lease,
+    close_span,
     copy_state,
     dependencies_done,
     fail_step,
     finish,
     lease_live,
     max_attempts,
+    open_span,
     owns,
     queue,
     ready_steps,
@@ -100,6 +103,7 @@ def claim(
             "over: save progress with save_progress() and return resumable.Continue() when "
             "should_stop() turns true, or raise the step's timeout"
         )
+        close_span(record, min(record.lease_expires or now, now), "killed at its time limit")
         fail_step(new, step, reason, now)
         return Decision(Claim(ClaimKind.TIMED_OUT, reason=reason), new)
     used = record.attempt - record.attempt_base
@@ -112,6 +116,7 @@ def claim(
         fail_step(new, step, reason, now)
         return Decision(Claim(ClaimKind.EXHAUSTED, reason=reason), new)
     record.attempt += 1
+    open_span(record, now)
     record.status = StepStatus.RUNNING
     record.lease_owner = owner
     record.lease_expires = now + lease_seconds
@@ -187,6 +192,7 @@ def commit(
     size: int,
     keys: list[str],
     now: float,
+    items: dict[str, int] | None = None,
 ) -> Decision[Commit]:
     """Mark the step completed with its output manifest, queue its ready successors, and
     finish the run when every step completed. Refused unless we own the attempt."""
@@ -207,7 +213,10 @@ def commit(
     record.output_keys = list(keys)
     record.finished_at = now
     record.commits += 1
+    close_span(record, now, "committed")
     record.progress_manifest = None
+    if items is not None:
+        record.items = dict(items)  # a map step's final counts
     clear_lease(record)
     if all_completed(new):
         finish(new, RunStatus.COMPLETED, now)
@@ -253,14 +262,17 @@ def record_failure(
     if counts:
         record.failures += 1
     if new.cancel_requested:
+        close_span(record, now, "cancelled")
         record.status = StepStatus.CANCELLED
         record.finished_at = now
         clear_lease(record)
         apply_cancel(new, now)
         return Decision(Verdict.CANCELLED, new)
     if not retryable or record.failures > step.retries:
+        close_span(record, now, "failed")
         fail_step(new, step.name, f"step {step.name} failed: {error}", now)
         return Decision(Verdict.FAILED, new)
+    close_span(record, now, "raised: retried" if counts else "storage error: released")
     record.status = StepStatus.QUEUED
     record.queued_at = now
     clear_lease(record)
@@ -272,19 +284,68 @@ def continue_step(
 ) -> Decision[Verdict]:
     """The attempt saved progress and asked to be continued by a new delivery: the step
     is queued again, and the next claim counts no attempt (it is not a retry)."""
-    record = state.steps[step]
-    if not owns(record, owner, attempt):
+
+    def continued(record: StepState) -> None:
+        record.continuations += 1
+
+    return _queue_without_attempt(state, step, owner, attempt, now, continued, "continued")
+
+
+def wait_for_items(
+    state: RunState,
+    step: str,
+    *,
+    owner: str,
+    attempt: int,
+    now: float,
+    map_id: str,
+    items: dict[str, int],
+) -> Decision[Verdict]:
+    """A map step's driver dispatched its items and some are unfinished: the step waits
+    ``queued`` (no attempt counted; the worker finishing the last item publishes its
+    message, the watchdog re-publishes it after its grace as a safety net)."""
+
+    def waiting(record: StepState) -> None:
+        record.map_id = map_id
+        record.items = dict(items)
+
+    # Recorded even when a cancel stops the step: status shows the map's items after.
+    return _queue_without_attempt(
+        state, step, owner, attempt, now, waiting, "waiting for items", always=True
+    )
+
+
+def _queue_without_attempt(
+    state: RunState,
+    step: str,
+    owner: str,
+    attempt: int,
+    now: float,
+    note: Callable[[StepState], None],
+    outcome: str,
+    *,
+    always: bool = False,
+) -> Decision[Verdict]:
+    """The owner of ``attempt`` hands the step back, queued, without counting the attempt
+    (``note`` records why on the step); cancelled instead if a cancel was requested
+    (``always``: noted then too)."""
+    if not owns(state.steps[step], owner, attempt):
         return Decision(Verdict.STALE)
     new = copy_state(state)
     record = new.steps[step]
     clear_lease(record)
+    if always:
+        note(record)
     if new.cancel_requested:
+        close_span(record, now, "cancelled")
         record.status = StepStatus.CANCELLED
         record.finished_at = now
         apply_cancel(new, now)
         return Decision(Verdict.CANCELLED, new)
+    if not always:
+        note(record)
+    close_span(record, now, outcome)
     record.status = StepStatus.QUEUED
     record.queued_at = now
-    record.continuations += 1
     record.attempt_base += 1
     return Decision(Verdict.CONTINUED, new)

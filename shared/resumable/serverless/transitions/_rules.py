@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from resumable.definition._spec import PipelineSpec, StepSpec
-from resumable.serverless._run_state import RunState, StepState
+from resumable.serverless._run_state import MAX_HISTORY, AttemptSpan, RunState, StepState
 from resumable.status import RunStatus, StepStatus
 
 CRASH_ALLOWANCE = 3
@@ -57,6 +57,21 @@ def clear_lease(record: StepState) -> None:
     record.lease_expires = None
 
 
+def open_span(record: StepState, now: float) -> None:
+    """The attempt just claimed starts its span (a span left open lost its worker)."""
+    close_span(record, min(record.lease_expires or now, now), "lost its lease")
+    record.history.append(AttemptSpan(attempt=record.attempt, started_at=now))
+    del record.history[:-MAX_HISTORY]
+
+
+def close_span(record: StepState, now: float, outcome: str) -> None:
+    """The latest attempt ended (if its span is still open)."""
+    if record.history and record.history[-1].ended_at is None:
+        span = record.history[-1]
+        span.ended_at = max(now, span.started_at)
+        span.outcome = outcome
+
+
 def copy_state(state: RunState) -> RunState:
     return state.model_copy(deep=True)
 
@@ -71,6 +86,7 @@ def finish(state: RunState, status: RunStatus, now: float, error: str | None = N
 def fail_step(state: RunState, step: str, reason: str, now: float) -> None:
     """The step and the run fail (a non-retryable error, or attempts exhausted)."""
     record = state.steps[step]
+    close_span(record, min(record.lease_expires or now, now), "lost its lease")
     record.status = StepStatus.ERROR
     record.error = bounded(reason)
     record.finished_at = now
@@ -108,6 +124,8 @@ def apply_cancel(state: RunState, now: float) -> None:
     for record in state.steps.values():
         abandoned = record.status == StepStatus.RUNNING and not lease_live(record, now)
         if record.status in (StepStatus.QUEUED, StepStatus.NOT_STARTED) or abandoned:
+            if abandoned:
+                close_span(record, min(record.lease_expires or now, now), "lost its lease")
             record.status = StepStatus.CANCELLED
             clear_lease(record)
     if not any(r.status == StepStatus.RUNNING for r in state.steps.values()):

@@ -12,6 +12,7 @@ from resumable.serverless.transitions._rules import (
     apply_cancel,
     bounded,
     clear_lease,
+    close_span,
     copy_state,
     fail_step,
     finish,
@@ -95,6 +96,9 @@ def resume(
         record = new.steps[name]
         if name in reset or record.status != StepStatus.COMPLETED:
             if name in reset:
+                record.rollbacks += 1  # a map step starts a new map: every item runs again
+                record.map_id = None
+                record.items = None
                 record.manifest = None
                 record.progress_manifest = None
                 record.output_keys = []
@@ -195,6 +199,7 @@ def repair(state: RunState, *, spec: PipelineSpec, now: float, grace: float) -> 
             # a lost message). The expired lease stays on record, so that the next claim
             # can tell an attempt killed at its time limit from one that crashed.
             record = new.steps[name]
+            close_span(record, min(record.lease_expires or now, now), "lost its lease")
             record.status = StepStatus.QUEUED
             record.lease_owner = None
             record.queued_at = now
