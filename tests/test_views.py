@@ -75,3 +75,38 @@ def test_a_watch_attached_to_a_cancelled_run_says_so_at_once() -> None:
     cancelled = state(status="cancelled", finished_at=NOW, cancel_requested=True)
     lines = RunChanges(["load"]).lines(cancelled)
     assert lines[-1] == "run r-1 cancelled after 90.00s"
+
+
+def test_a_map_steps_items_in_the_table_the_failed_item_lines_and_the_watch() -> None:
+    from resumable.cli._views import failed_item_lines, items_cell
+    from resumable.serverless._map_status import FailedItem, ItemSummary
+
+    assert items_cell(None) == ""
+    assert items_cell(ItemSummary(total=200, completed=200, failed=0, running=0)) == "200/200"
+    summary = ItemSummary(
+        total=200,
+        completed=180,
+        failed=3,
+        running=2,
+        failed_items=(
+            FailedItem(3, "gs://b/x.txt", "ValueError: damaged"),
+            FailedItem(9, None, "OSError: gone"),
+        ),
+    )
+    assert items_cell(summary) == "180/200, 3 failed, 2 running"
+    assert failed_item_lines({"objects": summary}) == [
+        "step objects: item #3 gs://b/x.txt failed: ValueError: damaged",
+        "step objects: item #9 failed: OSError: gone",
+        "step objects: 1 more failed items (resumable status --json)",
+    ]
+    running = state(tenant_id="default")
+    text = _text(run_view(running, ["load", "detect"], now=NOW, items={"detect": summary}))
+    assert "items" in text and "180/200, 3 failed, 2 running" in text
+    assert "item #3 gs://b/x.txt failed: ValueError: damaged" in text
+
+    changes = RunChanges(["load", "detect"])
+    first = changes.lines(running, {"detect": summary})
+    assert "step detect items: 180/200, 3 failed, 2 running" in first
+    assert changes.lines(running, {"detect": summary}) == []  # unchanged
+    more = ItemSummary(total=200, completed=190, failed=3, running=0)
+    assert changes.lines(running, {"detect": more}) == ["step detect items: 190/200, 3 failed"]
