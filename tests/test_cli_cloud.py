@@ -5,8 +5,10 @@ messages the tests deliver with ``drain``."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import sys
 import threading
 import time
 import uuid
@@ -14,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -604,3 +607,165 @@ def test_dev_up_tells_how_to_start_a_run_three_ways(tmp_path: Path) -> None:
 def test_every_status_word_has_a_look() -> None:
     assert set(StepStatus) <= set(STATUS_LOOK)
     assert {s.value for s in RunStatus} <= {s.value for s in StepStatus}
+
+
+class _FlakyReads:
+    """The run store, whose ``get`` raises ``errors`` (one per read, in order) once
+    ``after`` reads went through."""
+
+    def __init__(self, runs: Any, errors: list[BaseException], after: int = 1) -> None:
+        self._runs, self.errors, self.after, self.reads = runs, errors, after, 0
+
+    def get(self, doc_id: str) -> Any:
+        self.reads += 1
+        if self.reads > self.after and self.errors:
+            raise self.errors.pop(0)
+        return self._runs.get(doc_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runs, name)
+
+
+def test_watch_rides_out_a_service_blip(deployment: Deployment) -> None:
+    from google.api_core.exceptions import ServiceUnavailable
+
+    engine = deployment.engine
+    start(engine, "lin", {"n": 3}, run_id="run-1")
+    flaky = _FlakyReads(engine.runs, [ServiceUnavailable("blip"), ServiceUnavailable("blip")])
+    engine.runs = flaky  # type: ignore[assignment]
+    deliver_slowly(engine)
+    result = cli("watch", "run-1", "--interval", "0.02")
+    assert result.exit_code == 0, result.output
+    assert flaky.errors == []  # both failed reads happened, and were retried
+    assert result.stdout.splitlines()[-1].startswith("run run-1 completed after ")
+
+
+def test_watch_reports_a_service_down_for_longer_than_a_minute(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from google.api_core.exceptions import ServiceUnavailable
+
+    engine = deployment.engine
+    start(engine, "lin", {"n": 3}, run_id="run-1")
+    flaky = _FlakyReads(engine.runs, [ServiceUnavailable("down")] * 3)
+    engine.runs = flaky  # type: ignore[assignment]
+    clock = iter(range(0, 10_000, 40))  # each look at the clock: 40 s later
+    monkeypatch.setattr(  # the command's clock only, not the process's
+        cli_watch,
+        "time",
+        SimpleNamespace(monotonic=lambda: float(next(clock)), sleep=lambda _seconds: None),
+    )
+    result = cli("watch", "run-1")
+    assert result.exit_code == 1
+    assert "error: the cloud service failed: ServiceUnavailable" in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    flaky.errors.clear()  # the service is back
+    assert state_of(engine, "lin", "run-1").status == RunStatus.RUNNING  # nothing changed
+
+
+def test_ctrl_c_stops_watching_and_leaves_the_run_going(deployment: Deployment) -> None:
+    engine = deployment.engine
+    start(engine, "lin", {"n": 3}, run_id="run-1")
+    engine.runs = _FlakyReads(engine.runs, [KeyboardInterrupt()])  # type: ignore[assignment]
+    result = cli("watch", "run-1", "--interval", "0.01")
+    assert result.exit_code == 130
+    assert "stopped watching; run run-1 goes on (resumable watch run-1)" in result.stderr
+    drain(engine)
+    assert state_of(engine, "lin", "run-1").status == RunStatus.COMPLETED
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_watch_on_a_terminal_shows_a_live_table_until_the_run_ends(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = deployment.engine
+    start(engine, "lin", {"n": 3}, run_id="run-1")
+    terminal = _Terminal()
+    for module in (cli_watch, cli_cloud):  # their stdout only, not the process's
+        monkeypatch.setattr(module, "sys", SimpleNamespace(stdout=terminal, stderr=sys.stderr))
+    deliver_slowly(engine)
+    assert cli_watch.follow(engine, "run-1", None, "default", interval=0.02) == 0
+    screen = terminal.getvalue()
+    assert "\x1b[" in screen  # drawn with terminal control sequences, redrawn live
+    for step in STEPS:
+        assert step in screen
+    assert "completed" in screen
+    assert state_of(engine, "lin", "run-1").status == RunStatus.COMPLETED
+
+
+def _tidy(deployment: Deployment) -> None:
+    """Register and complete run ``t-1`` of ``tidy``: make → drop (deletes ``a``) →
+    same (returns what is there) → count (returns a number, not a dict)."""
+
+    def make(context: dict[str, Any]) -> dict[str, Any]:
+        return {"a": 1, "b": [1, 2]}
+
+    def drop(context: dict[str, Any]) -> None:
+        del context["a"]
+
+    def same(context: dict[str, Any]) -> dict[str, Any]:
+        return {"b": [1, 2]}
+
+    def count(context: dict[str, Any]) -> int:
+        return len(context["b"])
+
+    steps = {"make": make, "drop": drop, "same": same, "count": count}
+    deployment.engine.registry.register(
+        Pipeline(
+            "tidy",
+            {name: {"function": f} for name, f in steps.items()},
+            storage="memory://unused",
+            cleanup_on_success=False,
+        )
+    )
+    start(deployment.engine, "tidy", {}, run_id="t-1")
+    drain(deployment.engine)
+    assert state_of(deployment.engine, "tidy", "t-1").status == RunStatus.COMPLETED
+
+
+def test_replay_says_what_the_step_changed_removed_and_stored(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    _tidy(deployment)
+    dropped = cli("replay", "t-1", "drop", "--output", str(tmp_path / "out"))
+    assert dropped.exit_code == 0, dropped.output
+    text = " ".join(dropped.stdout.split())
+    assert "replayed step drop of run t-1 (tidy) here in" in text
+    assert "on its checkpointed input (params + outputs of make); nothing was written" in text
+    assert "changed: nothing" in text and "removed: a" in text
+    assert f"outputs stored exactly in {tmp_path / 'out'}" in text
+
+    same = cli("replay", "t-1", "same")
+    assert same.exit_code == 0 and "changed: nothing" in same.stdout
+    assert "removed:" not in same.stdout and "outputs stored" not in same.stdout
+
+    counted = cli("replay", "t-1", "count")
+    assert counted.exit_code == 0
+    assert "changed:" in counted.stdout and "count_result" in counted.stdout
+
+    first = cli("replay", "t-1", "make")
+    assert "on its checkpointed input (params); nothing was written" in " ".join(
+        first.stdout.split()
+    )
+
+
+def test_a_steps_input_needs_the_pipeline_loadable_here(deployment: Deployment) -> None:
+    from resumable.serverless._engine import PipelineRegistry
+
+    _tidy(deployment)
+    deployment.engine.registry = PipelineRegistry()  # the pipeline's code is not here
+    result = cli("checkpoint", "show", "t-1", "--pipeline", "tidy", "--step", "drop")
+    assert result.exit_code == 2
+    assert "pipeline 'tidy' is not loadable here" in result.stderr
+    shown = cli("checkpoint", "show", "t-1", "--pipeline", "tidy", "--json")
+    assert shown.exit_code == 0 and list(json.loads(shown.stdout)["steps"]) == [
+        "make",
+        "drop",
+        "same",
+        "count",
+    ]

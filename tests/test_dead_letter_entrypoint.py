@@ -88,3 +88,59 @@ def test_a_dead_lettered_message_of_no_known_kind_is_logged(
         dead_letter(dead_lettered(b"not json"))
     (record,) = caplog.records
     assert "neither a step nor a start message" in record.getMessage()
+
+
+def _touch(state: Any) -> Any:
+    from resumable.serverless._run_state import Decision
+
+    new = state.model_copy(deep=True)
+    new.rejected_messages = [*new.rejected_messages[-3:], "another writer"]
+    return Decision(None, new)
+
+
+def test_a_dead_letter_on_a_run_document_that_keeps_changing_is_redelivered(
+    engine: Engine,
+) -> None:
+    from werkzeug.exceptions import ServiceUnavailable
+
+    start(engine, "lin", {})
+    (message,) = take_messages(engine)
+    runs = engine.runs
+    runs.max_attempts = 2  # type: ignore[attr-defined]
+    interfering = [False]
+
+    def another_writer_first(operation: str, doc_id: str) -> None:
+        if operation == "write" and not interfering[0]:
+            interfering[0] = True
+            try:
+                runs.mutate(doc_id, _touch)
+            finally:
+                interfering[0] = False
+
+    runs.documents.on_io = another_writer_first  # type: ignore[attr-defined]
+    with pytest.raises(ServiceUnavailable, match="retry later"):
+        dead_letter(dead_lettered(message.model_dump(exclude_none=True)))
+    runs.documents.on_io = None  # type: ignore[attr-defined]
+    assert state_of(engine, "lin").status == "running"  # unchanged: the redelivery decides
+
+
+def test_a_dead_letter_the_run_document_has_no_room_for_is_logged_and_acked(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    from resumable.serverless._run_state import MAX_DOCUMENT_BYTES, Decision, document_size
+
+    start(engine, "lin", {})
+    (message,) = take_messages(engine)
+    doc_id = engine.doc_id("default", "lin", message.run_id)
+
+    def nearly_full(state: Any) -> Decision[None]:
+        new = state.model_copy(deep=True)
+        room = MAX_DOCUMENT_BYTES - document_size(new) - 40
+        new.rejected_messages = ["x" * room]
+        return Decision(None, new)
+
+    engine.runs.mutate(doc_id, nearly_full)
+    with caplog.at_level(logging.ERROR):
+        dead_letter(dead_lettered(message.model_dump(exclude_none=True)))  # acked: no raise
+    assert any("dead letter not recorded" in r.getMessage() for r in caplog.records)
+    assert state_of(engine, "lin").status == "running"

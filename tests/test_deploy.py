@@ -5,6 +5,8 @@ pipeline, with the delivery, dead-letter and timeout settings the code expects."
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -553,6 +555,251 @@ def test_the_repositorys_functions_main_is_the_bundles() -> None:
     from resumable.serverless.entrypoints import MAIN_PY
 
     assert (Path(__file__).parents[1] / "functions" / "main.py").read_text() == MAIN_PY
+
+
+# -- the deploy commands' own paths (bundle, tfvars to stdout, bootstrap) --------------------
+
+
+def test_cli_bundle_builds_the_folder_and_names_its_pipelines(tmp_path: Path) -> None:
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(app, ["deploy", "bundle", "-p", DATAPREP, "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"bundle of dataprep in {out}"
+    check_bundle(out, [DATAPREP])  # a bundle the gcloud deployment accepts
+
+
+def test_cli_bundle_of_a_pipeline_that_does_not_load_exits_2(tmp_path: Path) -> None:
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(
+        app, ["deploy", "bundle", "-p", "examples.nothing:build", "--output", str(out)]
+    )
+    assert result.exit_code == 2
+    assert "error:" in result.output and "cannot import module" in result.output
+    assert not out.exists()
+
+
+def test_cli_tfvars_to_stdout_is_the_variables_json() -> None:
+    result = CliRunner().invoke(
+        app,
+        ["deploy", "tfvars", "-p", DATAPREP, "--project", PROJECT, "--region", REGION,
+         "--output", "-"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    variables = json.loads(result.stdout)
+    assert variables["project_id"] == PROJECT and variables["region"] == REGION
+    assert variables["source_dir"] == str(Path("build/functions").resolve())
+
+
+@pytest.fixture
+def gcloud_stub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A ``gcloud`` first on PATH that logs its arguments, prints a value and succeeds;
+    or, once ``fail`` exists beside its log, says ``boom`` and exits 1."""
+    folder = tmp_path / "stub"
+    folder.mkdir()
+    gcloud = folder / "gcloud"
+    gcloud.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> "{folder}/calls.log"\n'
+        f'if [ -e "{folder}/fail" ]; then echo boom >&2; exit 1; fi\n'
+        "echo stub-value\n"
+    )
+    gcloud.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}:{os.environ['PATH']}")
+    return folder
+
+
+def _calls(stub: Path) -> list[str]:
+    log = stub / "calls.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+BOOTSTRAP = ["deploy", "bootstrap", "--project", PROJECT, "--region", REGION]
+
+
+def test_cli_bootstrap_of_a_bad_project_exits_2(gcloud_stub: Path) -> None:
+    result = CliRunner().invoke(app, ["deploy", "bootstrap", "--project", "X", "--region", REGION])
+    assert result.exit_code == 2 and "not a Google Cloud project id" in result.output
+    assert _calls(gcloud_stub) == []
+
+
+def test_cli_bootstrap_off_a_terminal_needs_yes(gcloud_stub: Path) -> None:
+    result = CliRunner().invoke(app, BOOTSTRAP)
+    assert result.exit_code == 2
+    assert f"not a terminal: pass --yes to set up {PROJECT} for deployments" in result.output
+    assert _calls(gcloud_stub) == []
+
+
+class _Terminal:
+    def isatty(self) -> bool:
+        return True
+
+
+def test_cli_bootstrap_on_a_terminal_asks_and_no_runs_nothing(
+    gcloud_stub: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    from resumable.cli import _deploy as cli_deploy
+
+    monkeypatch.setattr(cli_deploy, "sys", types.SimpleNamespace(stdin=_Terminal()))
+    result = CliRunner().invoke(app, BOOTSTRAP, input="n\n")
+    assert result.exit_code == 1
+    assert f"set up {PROJECT} for deployments with 19 commands? [y/N]" in result.output
+    assert "aborted" in result.output.lower()
+    assert _calls(gcloud_stub) == []
+
+
+def test_cli_bootstrap_yes_runs_every_command_and_says_what_is_ready(gcloud_stub: Path) -> None:
+    result = CliRunner().invoke(app, [*BOOTSTRAP, "--yes"])
+    assert result.exit_code == 0, result.output
+    assert f"ready: Cloud Build deploys as resumable-deployer@{PROJECT}" in result.output
+    assert f"Terraform state in gs://{PROJECT}-resumable-tfstate" in result.output
+    calls = _calls(gcloud_stub)
+    assert calls[0].startswith("services enable cloudfunctions.googleapis.com")
+    assert all(f"--project={PROJECT}" in call for call in calls)
+
+
+def test_cli_bootstrap_stops_at_the_first_failing_command_and_exits_1(gcloud_stub: Path) -> None:
+    (gcloud_stub / "fail").touch()
+    result = CliRunner().invoke(app, [*BOOTSTRAP, "--yes"])
+    assert result.exit_code == 1
+    assert "error: `gcloud services enable cloudfunctions.googleapis.com" in result.output
+    assert "failed (exit 1): boom" in result.output
+    assert len(_calls(gcloud_stub)) == 1  # nothing after the failure ran
+    assert "ready:" not in result.output
+
+
+def test_bundle_needs_a_pipeline_and_a_folder_for_output(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="name at least one pipeline"):
+        build_bundle(tmp_path / "b", [])
+    (tmp_path / "a-file").write_text("mine")
+    with pytest.raises(BundleError, match="exists and is not a bundle"):
+        build_bundle(tmp_path / "a-file", [DATAPREP])
+    assert (tmp_path / "a-file").read_text() == "mine"
+
+
+def test_bundle_rebuilt_in_place_replaces_the_previous_one(tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    build_bundle(out, [DATAPREP])
+    (out / "stale.txt").write_text("from an older build")
+    build_bundle(out, [DATAPREP])
+    assert not (out / "stale.txt").exists()
+    check_bundle(out, [DATAPREP])
+
+
+def test_bundle_includes_further_files_and_folders_at_their_relative_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = tmp_path / "work"
+    (work / "models").mkdir(parents=True)
+    (work / "models" / "weights.json").write_text("[1, 2]")
+    (work / "labels.txt").write_text("cat\ndog\n")
+    monkeypatch.chdir(work)
+    out = tmp_path / "b"
+    build_bundle(out, [DATAPREP], include=[Path("models"), Path("labels.txt")])
+    assert (out / "models" / "weights.json").read_text() == "[1, 2]"
+    assert (out / "labels.txt").read_text() == "cat\ndog\n"
+
+
+def test_a_rebuild_with_a_wrong_input_leaves_the_previous_bundle_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "labels.txt").write_text("cat\n")
+    out = tmp_path / "b"
+    build_bundle(out, [DATAPREP], include=[Path("labels.txt")])
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    for wrong, message in [
+        ({"include": [Path("absent.txt")]}, "absent.txt does not exist"),
+        ({"include": [tmp_path.parent / "elsewhere.txt"]}, "outside the current folder"),
+        ({"extras": ["gpu"]}, "unknown extra"),
+    ]:
+        with pytest.raises(BundleError, match=message):
+            build_bundle(out, [DATAPREP], **wrong)  # type: ignore[arg-type]
+        assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+        check_bundle(out, [DATAPREP])
+    build_bundle(out, [DATAPREP])  # and the corrected command replaces it
+    assert not (out / "labels.txt").exists()
+
+
+def test_bundle_of_a_pipeline_named_by_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(root)
+    ref = "examples/quickstart.py:QuickstartPipeline"
+    manifest = build_bundle(tmp_path / "b", [ref], extras=["numpy"])
+    assert (tmp_path / "b" / "examples" / "quickstart.py").is_file()
+    assert ref in manifest["pipelines"]
+
+
+def test_requirements_of_extras_naming_extras_and_of_unknown_extras() -> None:
+    from resumable.deploy.bundle import pinned_requirements
+
+    names = {line.split("==")[0].lower() for line in pinned_requirements(["dev"])}
+    # dev names numpy, cloud, dataprep, ui and trace: their requirements come along
+    assert {"numpy", "google-cloud-pubsub", "av", "starlette", "opentelemetry-sdk"} <= names
+    assert {"pytest", "coverage"} <= names
+    with pytest.raises(BundleError, match=r"unknown extra\(s\) \['gpu'\]"):
+        pinned_requirements(["gpu"])
+
+
+def test_a_requirement_not_installed_here_keeps_its_declared_range(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.metadata
+
+    from resumable.deploy import bundle
+
+    real = importlib.metadata.version
+
+    def version(name: str) -> str:
+        if name == "av":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(bundle.importlib.metadata, "version", version)
+    lines = bundle.pinned_requirements(["dataprep"])
+    assert "av>=12" in lines
+    assert any(line.startswith("numpy==") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"pipelines": []}, "name at least one pipeline"),
+        ({"delivery": "smoke-signals"}, "delivery must be one of"),
+        ({"region": "mars"}, "not a Google Cloud region"),
+        ({"build_service_account": "builder@example.com"}, "not a service account email"),
+        ({"pipelines": [DATAPREP, DATAPREP]}, "two references name the same pipeline"),
+    ],
+)
+def test_a_plan_of_impossible_settings_is_refused(kwargs: dict[str, Any], message: str) -> None:
+    settings: dict[str, Any] = {"pipelines": [DATAPREP], "project": PROJECT, "region": REGION}
+    settings.update(kwargs)
+    pipelines = settings.pop("pipelines")
+    with pytest.raises(ValueError, match=message):
+        build_plan(pipelines, **settings)
+
+
+@pytest.mark.parametrize(
+    "prefix", ["resumable", "Video_Jobs", "a", "9lives", "x" * 40, "acme.video-prep-pipelines"]
+)
+def test_account_and_bucket_names_are_valid_and_distinct_for_any_prefix(prefix: str) -> None:
+    from resumable.deploy.plan import account_id, bucket_name
+
+    roles = ["runtime", "trigger", "deployer", "builder"]
+    accounts = [account_id(prefix, role) for role in roles]
+    for account in accounts:
+        assert re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", account), account
+    assert len(set(accounts)) == len(roles)
+    buckets = [bucket_name(PROJECT, prefix, p) for p in ("runs", "sources", "tfstate")]
+    for bucket in buckets:
+        assert re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", bucket), bucket
+    assert len(set(buckets)) == 3
+    # prefixes that differ only where names cannot keep the difference get names of their own
+    assert account_id("Video_Jobs", "runtime") != account_id("video-jobs", "runtime")
+    assert bucket_name(PROJECT, "Video_Jobs", "runs") != bucket_name(PROJECT, "video-jobs", "runs")
 
 
 def test_a_map_steps_concurrency_is_its_instances_one_item_each() -> None:

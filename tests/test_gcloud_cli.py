@@ -19,6 +19,7 @@ script runs twice too. gcloud is forked from one pre-loaded process per deployme
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -97,6 +98,8 @@ def environment(folder: Path, apis: GoogleApis) -> dict[str, str]:
         "HTTP_PROXY": "http://127.0.0.1:9",
         "NO_PROXY": "127.0.0.1",
         **apis.env,
+        # `make test` measures `resumable deploy gcloud` too (coverage's subprocess patch)
+        **{k: v for k, v in os.environ.items() if k.startswith("COVERAGE_")},
     }
 
 

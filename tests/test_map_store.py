@@ -32,7 +32,7 @@ from resumable.serverless.transitions._item import (
 NOW = 1000.0
 
 
-@pytest.fixture(params=["memory", "firestore"])
+@pytest.fixture(params=["memory", pytest.param("firestore", marks=pytest.mark.emulators)])
 def maps(request: pytest.FixtureRequest) -> Iterator[Any]:
     if request.param == "memory":
         yield MemoryMapStore()

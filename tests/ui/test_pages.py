@@ -14,9 +14,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from google.api_core.exceptions import ServiceUnavailable
 from starlette.testclient import TestClient
 
 from resumable import tracing
+from resumable.errors import (
+    CorruptCheckpointError,
+    InvalidIdError,
+    ObjectNotFoundError,
+    ResumableError,
+    RunControlError,
+)
 from resumable.ui._app import create_app
 from resumable.ui._cloud import CloudRuns
 from resumable.ui._folder import FolderRuns
@@ -318,3 +326,47 @@ def test_value_views_describe_arrays_and_images() -> None:
     )
     assert (view.dtype, view.shape, view.nbytes, view.stored_bytes) == ("int16", (3, 4), 24, 99)
     assert value_view("s", "x" * 1000).preview.endswith("…")  # type: ignore[union-attr]
+
+
+# -- errors become pages that say what is wrong ---------------------------------------------------
+
+
+class _Failing(FolderRuns):
+    """An in-process source whose run page raises ``error``."""
+
+    error: Exception = RuntimeError("unset")
+
+    def run(self, key: Any) -> Any:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "said"),
+    [
+        (InvalidIdError("run id 'a..b' is not safe"), 400, "is not safe"),
+        (RunControlError("the run is not resumable"), 409, "the run is not resumable"),
+        (ObjectNotFoundError("runs/x/.checkpoint.json"), 410, "a checkpoint of the run is gone"),
+        (CorruptCheckpointError("hash mismatch"), 500, "the checkpoint cannot be read: hash"),
+        (ResumableError("something of ours"), 500, "something of ours"),
+        (ServiceUnavailable("firestore is down"), 502, "the cloud service failed: Service"),
+    ],
+)
+def test_each_library_error_is_a_page_with_its_status_and_reason(
+    folder: Path, error: Exception, status: int, said: str
+) -> None:
+    source = _Failing(str(folder))
+    source.error = error
+    page = TestClient(create_app(source)).get("/runs/default/gallery/done-1")
+    assert page.status_code == status
+    assert said in html.unescape(page.text)
+
+
+def test_requests_with_wrong_parts_are_refused_with_the_reason(folder: Path) -> None:
+    client = TestClient(create_app(FolderRuns(str(folder))))
+    unknown = client.get("/?status=sleeping")
+    assert unknown.status_code == 400 and "unknown status" in html.unescape(unknown.text)
+    side = client.get("/runs/default/gallery/done-1/steps/fetch/sideways")
+    assert side.status_code == 400 and "input or output" in html.unescape(side.text)
+    no_traceback = client.get("/runs/default/gallery/done-1/steps/fetch/traceback")
+    assert no_traceback.status_code == 404
+    assert client.get("/healthz").text == "ok"

@@ -93,10 +93,11 @@ def follow(
     order = step_order(state, spec)
     stream = sys.stderr if json_output else sys.stdout
     try:
-        if not json_output and stream.isatty():
-            state = _watch_live(engine, state, order, interval)
-        else:
-            state = _watch_lines(engine, state, order, interval, stream)
+        with reported_errors():  # a service down for longer than _poll retries
+            if not json_output and stream.isatty():
+                state = _watch_live(engine, state, order, interval)
+            else:
+                state = _watch_lines(engine, state, order, interval, stream)
     except KeyboardInterrupt:
         typer.echo(f"stopped watching; run {run_id} goes on (resumable watch {run_id})", err=True)
         return EXIT_CANCELLED

@@ -161,10 +161,12 @@ def _import_file(path: Path) -> ModuleType:
         sys.path.insert(0, folder)
     name = path.stem
     existing = sys.modules.get(name)
-    if existing is not None:
-        if getattr(existing, "__file__", None) == str(path):
-            return existing
+    if existing is not None and getattr(existing, "__file__", None) != str(path):
+        # The name is another module's (a file called json.py): a name of its own.
         name = f"_resumable_target_{abs(hash(str(path)))}"
+        existing = sys.modules.get(name)
+    if existing is not None and getattr(existing, "__file__", None) == str(path):
+        return existing
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise PipelineLoadError(f"cannot load {str(path)!r}: not a Python source file")

@@ -55,6 +55,14 @@ def build_bundle(
     if not pipelines:
         raise BundleError("name at least one pipeline (--pipeline MODULE:ATTR)")
     loaded = {ref: load_pipeline(ref) for ref in pipelines}
+    # Every input is checked before the previous bundle is replaced: a typo in an
+    # --include or --extra leaves it as it was.
+    copies = [_module_files(ref) for ref in pipelines]
+    copies += [(path, _relative(path)) for path in include]
+    for source, _ in copies:
+        if not source.exists():
+            raise BundleError(f"{source} does not exist")
+    lines = [*pinned_requirements([*BASE_EXTRAS, *extras]), *requirements]
     if output.exists():
         if not output.is_dir() or (any(output.iterdir()) and not (output / MANIFEST).exists()):
             raise BundleError(f"{output} exists and is not a bundle: name an empty or new folder")
@@ -63,12 +71,8 @@ def build_bundle(
     (output / "main.py").write_text(MAIN_PY)
     library = Path(importlib.import_module("resumable").__file__ or "").parent
     shutil.copytree(library, output / "resumable", ignore=_IGNORED)
-    for ref in pipelines:
-        source, relative = _module_files(ref)
+    for source, relative in copies:
         _copy(source, output / relative)
-    for path in include:
-        _copy(path, output / _relative(path))
-    lines = [*pinned_requirements([*BASE_EXTRAS, *extras]), *requirements]
     (output / "requirements.txt").write_text("\n".join(lines) + "\n")
     manifest = {
         "resumable_version": __version__,
@@ -187,8 +191,6 @@ def _relative(path: Path) -> Path:
 
 
 def _copy(source: Path, target: Path) -> None:
-    if not source.exists():
-        raise BundleError(f"{source} does not exist")
     target.parent.mkdir(parents=True, exist_ok=True)
     if source.is_dir():
         shutil.copytree(source, target, ignore=_IGNORED, dirs_exist_ok=True)
