@@ -45,6 +45,7 @@ def check(world: World) -> list[str]:
             problems.append(f"{name} raised {type(exc).__name__}: {exc}")
     problems.extend(world.documents.stale_writes)
     problems.extend(_check_leases_kept(world))
+    problems.extend(_check_item_counts(world))
     for c in world.documents.commits:
         if not c.manifest.endswith(f"/attempt-{c.lease_attempt:04d}.json"):
             problems.append(
@@ -279,4 +280,28 @@ def _check_leases_kept(world: World) -> list[str]:
         lost = reason.startswith(("stale attempt", "lease lost"))
         if lost and process not in faulted:
             problems.append(f"{process} lost its lease without any fault: {reason}")
+    return problems
+
+
+def _check_item_counts(world: World) -> list[str]:
+    """Every map item counts once: a map's counters equal its items' statuses (completed,
+    failed) — a finish or a give-up counted twice, or a redrive not taken off, shows. The
+    store's dicts are read directly: the check must not go through its fault hooks."""
+    maps = world.maps
+    if maps is None:
+        return []
+    problems = []
+    for run, map_id in list(maps._maps):
+        statuses = Counter(
+            document["status"]
+            for (r, m, _index), (document, _version) in list(maps._items.items())
+            if (r, m) == (run, map_id)
+        )
+        rows = [row for (r, m, _shard), row in maps._counts.items() if (r, m) == (run, map_id)]
+        counted = (sum(row[0] for row in rows), sum(row[1] for row in rows))
+        if counted != (statuses["completed"], statuses["failed"]):
+            problems.append(
+                f"{run}: map {map_id} counts {counted[0]} completed and {counted[1]} failed "
+                f"items, its item documents {statuses['completed']} and {statuses['failed']}"
+            )
     return problems

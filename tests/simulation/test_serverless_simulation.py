@@ -34,7 +34,6 @@ def test_every_schedule_keeps_the_guarantees(start: int) -> None:
     [
         ("no_lease_check_at_commit", 400),
         ("cancel_hides_completion", 400),
-        ("unfenced_item_finish", 400),
         ("redrive_keeps_failed_count", 400),
     ],
 )
