@@ -107,6 +107,7 @@ def build_world(seed: int, *, only: RunPlan | None = None) -> World:
     (the reference an uninterrupted run gives)."""
     sim = Sim(seed)
     rng = sim.rng
+    _forget_instance_caches()
     intensity = 0.0 if only else rng.choice([0.0, 0.5, 1.0, 2.0])
     faults = Faults(
         storage_error=0.01 * intensity,
@@ -152,6 +153,15 @@ def build_world(seed: int, *, only: RunPlan | None = None) -> World:
     if only is None:
         _plan_operations(world)
     return world
+
+
+def _forget_instance_caches() -> None:
+    """Function instances cache decoded values by content (a map's input context, its item
+    pages); one world's instances must not see another's, or a seed would not replay."""
+    from resumable.serverless import _map_items
+
+    for cache in (_map_items._CONTEXTS, _map_items._PAGES):
+        cache._values.clear()
 
 
 def _wire(world: World) -> None:
