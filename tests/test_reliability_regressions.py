@@ -510,12 +510,6 @@ class _DeleteFailsOnce(MemoryStore):
         return super().delete_prefix(prefix)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="collect_garbage marks the run files_deleted before deleting its objects; when "
-    "the deletion fails, no later sweep finds the run again (finished_before skips "
-    "files_deleted runs), so its checkpoints are kept forever, past their retention",
-)
 def test_expired_checkpoints_whose_deletion_failed_are_deleted_by_a_later_sweep() -> None:
     from resumable.serverless._control import collect_garbage
 
@@ -533,12 +527,6 @@ def test_expired_checkpoints_whose_deletion_failed_are_deleted_by_a_later_sweep(
     assert list(engine.store.list("runs/")) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the worker's cleanup after success marks the run files_deleted before deleting "
-    "its objects; when the deletion fails (logged), nothing deletes them later: the "
-    "retention sweep skips files_deleted runs",
-)
 def test_a_completed_runs_checkpoints_whose_cleanup_failed_are_deleted_later() -> None:
     from resumable.serverless._control import collect_garbage
 

@@ -22,6 +22,7 @@ from resumable.serverless.transitions import (
     commit,
     dead_letter,
     expire,
+    files_gone,
     record_failure,
     record_progress,
     reject_message,
@@ -491,7 +492,24 @@ def test_a_lost_message_is_republished_once_per_grace_period() -> None:
 def test_cleanup_begins_only_for_a_completed_run(status: str, allowed: bool) -> None:
     decision = apply(begin_cleanup, run(status=status))
     assert decision.result is allowed
-    assert (decision.state is not None and decision.state.files_deleted) is allowed
+    assert (decision.state is not None and decision.state.deleting_files) is allowed
+
+
+def test_a_failed_deletion_may_be_retried_until_the_files_are_gone() -> None:
+    deleting = run(status="completed", finished_at=NOW - 10, deleting_files=True)
+    assert apply(begin_cleanup, deleting).result is True
+    assert apply(expire, deleting, cutoff=NOW).result is True
+    gone = apply(files_gone, deleting).state
+    assert gone is not None and gone.files_deleted and gone.checkpoints_gone
+    assert apply(begin_cleanup, gone).result is False
+    assert apply(expire, gone, cutoff=NOW).result is False
+    assert apply(files_gone, gone).state is None  # nothing to write twice
+    assert apply(files_gone, run(status="completed")).state is None  # never began
+
+
+def test_resume_is_refused_while_the_checkpoints_are_being_deleted() -> None:
+    state = run(dict.fromkeys("abcd", COMPLETED), status="completed", deleting_files=True)
+    assert "were deleted" in (resume_run(state, from_step="b").result.refused or "")
 
 
 @pytest.mark.parametrize(

@@ -233,6 +233,7 @@ def collect_garbage(engine: Engine, *, now: float | None = None, limit: int = 20
             if allowed:
                 engine.files(found).delete()
                 engine.maps.delete_maps(_doc_id(engine, found))  # item results point there
+                engine.runs.mutate(_doc_id(engine, found), transitions.files_gone)
                 cleaned.append(found.run_id)
         except Exception:
             logger.exception(

@@ -105,9 +105,16 @@ class RunState(BaseModel):
     # +1 at every resume: step messages carry it, so a message or dead letter sent before
     # a resume is recognised as stale and changes nothing.
     generation: int = 0
-    # Set before a completed run's checkpoints are deleted: from then on nothing may
-    # roll the run back onto them.
+    # Set before a finished run's checkpoints are deleted: from then on nothing may roll
+    # the run back onto them, and a deletion that failed half way is tried again.
+    deleting_files: bool = False
+    # Set once every checkpoint object of the run is gone: the retention sweep skips it.
     files_deleted: bool = False
+
+    @property
+    def checkpoints_gone(self) -> bool:
+        """The run's checkpoints are deleted or being deleted: it cannot resume from them."""
+        return self.deleting_files or self.files_deleted
 
     @property
     def finished(self) -> bool:

@@ -407,7 +407,8 @@ class StepAttempt:
         self.engine.publish_steps(self._state, steps)
 
     def finish_run(self) -> None:
-        """The run completed: delete its checkpoints if the pipeline asks for it."""
+        """The run completed: delete its checkpoints if the pipeline asks for it (a
+        deletion that fails is retried by the retention sweep)."""
         if not self.pipeline.cleanup_on_success:
             return
         try:
@@ -415,6 +416,7 @@ class StepAttempt:
             if allowed:
                 self._files.delete()
                 self.engine.maps.delete_maps(self.doc_id)
+                self._mutate(transitions.files_gone)
         except Exception:
             logger.warning("cleanup of a completed run failed", exc_info=True, extra=self._fields())
 

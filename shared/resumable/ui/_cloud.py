@@ -102,11 +102,11 @@ class CloudRuns:
                     started_at=record.started_at,
                     finished_at=record.finished_at,
                     checkpoint_bytes=record.checkpoint_bytes,
-                    progress_saves=saves.get(name, 0) if not state.files_deleted else None,
+                    progress_saves=saves.get(name, 0) if not state.checkpoints_gone else None,
                     output_keys=list(record.output_keys),
                     error=record.error,
                     traceback=extra.get("traceback"),
-                    has_output=bool(record.manifest) and not state.files_deleted,
+                    has_output=bool(record.manifest) and not state.checkpoints_gone,
                     items=items.get(name),
                     spans=[(h.started_at, h.ended_at, h.outcome or "") for h in record.history],
                 )
@@ -117,7 +117,7 @@ class CloudRuns:
                 f"pipeline {state.pipeline!r} does not load here: the graph shows no edges "
                 "and step inputs cannot be built (add it to RESUMABLE_PIPELINES)"
             )
-        if state.files_deleted:
+        if state.checkpoints_gone:
             notes.append("the run's checkpoints were deleted (completed, or past retention)")
         return RunView(
             key=key,
@@ -138,8 +138,8 @@ class CloudRuns:
             log_filter=logs.cloud_logging_filter(state.run_id),
             notes=notes,
             can_cancel=not state.finished,
-            can_resume=state.status in ("error", "cancelled") and not state.files_deleted,
-            can_resume_from=spec is not None and not state.files_deleted,
+            can_resume=state.status in ("error", "cancelled") and not state.checkpoints_gone,
+            can_resume_from=spec is not None and not state.checkpoints_gone,
         )
 
     def _progress_saves(self, state: _data.RunState) -> dict[str, int]:

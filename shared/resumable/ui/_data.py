@@ -310,7 +310,7 @@ def page_of_runs(
 def attempt_objects(engine: Engine, state: RunState) -> list[str]:
     """The run's stored step manifests (``steps/{step}/attempt-....json``), relative to
     the run folder; empty once its checkpoints are deleted."""
-    if state.files_deleted:
+    if state.checkpoints_gone:
         return []
     files = engine.files(state)
     return [name.removeprefix(files.prefix) for name in engine.store.list(files.prefix + "steps/")]

@@ -81,7 +81,7 @@ def resume(
         new.error = None
         finish(new, RunStatus.COMPLETED, now)
         return Decision(Resumption(completed=True), new)
-    if state.files_deleted:
+    if state.checkpoints_gone:
         return Decision(
             Resumption(
                 refused=f"the checkpoints of run {state.run_id!r} were deleted (when it "
@@ -221,23 +221,36 @@ def repair(state: RunState, *, spec: PipelineSpec, now: float, grace: float) -> 
 
 def expire(state: RunState, *, cutoff: float) -> Decision[bool]:
     """Before the checkpoints of a run finished before ``cutoff`` are deleted (its
-    retention is over): ``False`` if it was resumed meanwhile, so nothing may be deleted."""
+    retention is over): ``False`` if it was resumed meanwhile or its checkpoints are
+    already gone, so nothing may be deleted. A deletion that failed half way (the run is
+    still ``deleting_files``) is allowed again."""
     if not state.finished or state.finished_at is None or state.finished_at >= cutoff:
         return Decision(False)
-    if state.files_deleted:
-        return Decision(False)
-    new = copy_state(state)
-    new.files_deleted = True
-    return Decision(True, new)
+    return _begin_deleting(state)
 
 
 def begin_cleanup(state: RunState) -> Decision[bool]:
     """Before a completed run's checkpoints are deleted: ``False`` if the run is no longer
-    completed (a ``resume --from-step`` came first), so nothing may be deleted."""
+    completed (a ``resume --from-step`` came first) or its checkpoints are already gone."""
     if state.status != RunStatus.COMPLETED:
         return Decision(False)
+    return _begin_deleting(state)
+
+
+def _begin_deleting(state: RunState) -> Decision[bool]:
     if state.files_deleted:
-        return Decision(True)
+        return Decision(False)
+    if state.deleting_files:
+        return Decision(True)  # a redelivery, or a retry after a failed deletion
+    new = copy_state(state)
+    new.deleting_files = True
+    return Decision(True, new)
+
+
+def files_gone(state: RunState) -> Decision[None]:
+    """Every checkpoint object of the run was deleted: the retention sweep skips it now."""
+    if state.files_deleted or not state.deleting_files:
+        return Decision(None)
     new = copy_state(state)
     new.files_deleted = True
-    return Decision(True, new)
+    return Decision(None, new)
