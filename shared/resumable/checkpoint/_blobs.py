@@ -9,6 +9,12 @@ On disk a blob is a 16-byte header (magic, codec, raw length) and its body. The 
 zstd-compressed only when a sample shows it pays: incompressible data (noise, already
 encoded media) is stored raw, so checkpoints stay close to the disk's speed.
 
+Every read is verified. A manifest entry records the XXH3-128 of each blob it refers to
+(``x``; the manifest's integrity hash covers it): such a blob is checked against it, at
+memory speed. A blob no entry vouches for this way (older checkpoints) is checked against
+its address, a BLAKE3 hash. Either check catches damage; neither is a signature (anyone
+who may write the bucket may write a manifest too).
+
 Reading never trusts a length it has not checked: a body is decompressed in chunks, so
 memory follows what the frame really yields, never what a damaged header or frame claims,
 and a blob whose claimed size differs from what its reader expects is not decompressed.
@@ -101,6 +107,8 @@ class BlobStore:
         self.compression_level = compression_level
         self.verify = verify
         self._by_fingerprint: dict[bytes, str] = {}
+        self._fingerprints: dict[str, bytes] = {}  # address -> XXH3 of blobs seen whole
+        self._expected: dict[str, bytes] = {}  # address -> XXH3 a manifest vouches for
         self._present: set[str] = set()
         self._writing: dict[str, Future[None]] = {}
         self._fetching: dict[str, Future[memoryview | _Stored]] = {}
@@ -120,16 +128,44 @@ class BlobStore:
         with self._lock:
             self._present.update(addresses)
 
+    def expect(self, checks: Mapping[str, str]) -> None:
+        """Record the XXH3 fingerprints (hex) a manifest entry gives for blobs it refers
+        to: reading one of them checks it against that instead of its BLAKE3 address."""
+        parsed = {}
+        for address, text in checks.items():
+            try:
+                fingerprint = bytes.fromhex(text)
+            except (TypeError, ValueError):
+                fingerprint = b""
+            if len(fingerprint) != 16 or not isinstance(address, str):
+                raise CorruptCheckpointError(
+                    f"the fingerprint of blob {address!r} is not 32 hex digits: {text!r}"
+                )
+            parsed[address] = fingerprint
+        with self._lock:
+            self._expected.update(parsed)
+
+    def checks(self, addresses: Iterable[str]) -> dict[str, str] | None:
+        """The fingerprints (hex) of these blobs, for a manifest entry; ``None`` unless
+        every one was written or read whole by this store."""
+        with self._lock:
+            found = {a: self._fingerprints.get(a) for a in addresses}
+        if not found or any(f is None for f in found.values()):
+            return None
+        return {a: f.hex() for a, f in found.items() if f is not None}
+
     def put(self, parts: Sequence[memoryview]) -> str:
         """Store the concatenation of ``parts`` unless already stored; return its address."""
         fingerprint = fingerprint_of(parts)
         with self._lock:
             address = self._by_fingerprint.get(fingerprint)
             if address is not None and address in self._present:
+                self._fingerprints[address] = fingerprint
                 return address
         address = address_of(parts)
         with self._lock:
             self._by_fingerprint[fingerprint] = address
+            self._fingerprints[address] = fingerprint
             if address in self._present or address in self._writing:
                 return address
             # Compressed and written in the background while the caller encodes the next
@@ -265,11 +301,19 @@ class BlobStore:
             raise CorruptCheckpointError(
                 f"blob {address} holds {content.nbytes} bytes, its header says {stored.raw_size}"
             )
-        if self.verify and address_of([content]) != address:
-            raise CorruptCheckpointError(f"blob {address} does not match its hash (damaged)")
+        fingerprint = fingerprint_of([content])
+        if self.verify:
+            expected = self._expected.get(address)
+            if expected is not None:
+                intact = expected == fingerprint
+            else:
+                intact = address_of([content]) == address
+            if not intact:
+                raise CorruptCheckpointError(f"blob {address} does not match its hash (damaged)")
         with self._lock:
             self._present.add(address)
-            self._by_fingerprint[fingerprint_of([content])] = address
+            self._by_fingerprint[fingerprint] = address
+            self._fingerprints[address] = fingerprint
         return content
 
 

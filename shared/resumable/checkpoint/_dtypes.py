@@ -3,6 +3,7 @@ optional at runtime)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import orjson
@@ -64,6 +65,17 @@ def _tuplify(descr: Any) -> Any:
 
 def descr_to_dtype(descr: Any) -> Any:
     """The numpy dtype a stored dtype description stands for."""
+    if isinstance(descr, str):  # the common case, parsed once (a load meets it thousands of times)
+        return _simple_dtype(descr)
+    return _parse_dtype(descr)
+
+
+@functools.lru_cache(maxsize=256)
+def _simple_dtype(descr: str) -> Any:
+    return _parse_dtype(descr)
+
+
+def _parse_dtype(descr: Any) -> Any:
     np = numpy_or_none()
     if np is None:
         raise CorruptCheckpointError("the checkpoint holds numpy values: install numpy to load it")

@@ -21,7 +21,7 @@ from collections.abc import ItemsView, Iterator, Mapping, ValuesView
 from typing import Any
 
 from resumable.checkpoint._blobs import BlobStore
-from resumable.checkpoint._segments import Entry, decode_entry, entry_addresses
+from resumable.checkpoint._segments import Entry, decode_entry, entry_addresses, expect_checks
 
 
 class _Unread:
@@ -59,6 +59,7 @@ class LazyContext(dict[str, Any]):
     def _read_all(self) -> None:
         unread = [k for k, v in dict.items(self) if v is _UNREAD]
         entries = [self._entries[k] for k in unread]
+        expect_checks(entries, self._blobs)
         self._blobs.prefetch(
             (a for e in entries for a in entry_addresses(e)),
             sizes={e["segment"]: e["bytes"] for e in entries if "segment" in e},

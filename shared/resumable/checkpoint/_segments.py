@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
@@ -40,6 +40,7 @@ class _EntryFields(TypedDict, total=False):
     segment: str  # or the address of its segment blob
     bytes: Annotated[int, Field(ge=0)]  # the segment's size
     blobs: list[str]  # the large blobs the value refers to
+    x: dict[str, str]  # the XXH3-128 (hex) of each blob above, which reads check
 
 
 def _one_source(entry: _EntryFields) -> _EntryFields:
@@ -117,6 +118,14 @@ def _encode_into(
 
 
 def _entry(encoded: EncodedValue, blobs: BlobStore) -> Entry:
+    entry = _located(encoded, blobs)
+    checks = blobs.checks(entry_addresses(entry))
+    if checks:
+        entry["x"] = checks
+    return entry
+
+
+def _located(encoded: EncodedValue, blobs: BlobStore) -> Entry:
     if not encoded.parts and len(orjson.dumps(encoded.node)) <= INLINE_LIMIT:
         inline: Entry = {"v": encoded.node}
         if encoded.blobs:  # listed, so validation and cleanup never need to parse the value
@@ -151,7 +160,18 @@ def entry_addresses(entry: Entry) -> list[str]:
     return [entry["segment"], *entry.get("blobs", [])]
 
 
+def expect_checks(entries: Iterable[Entry], blobs: BlobStore) -> None:
+    """Tell ``blobs`` the fingerprints these entries give for their blobs (before any of
+    them is read, prefetched or not)."""
+    checks: dict[str, str] = {}
+    for entry in entries:
+        checks.update(entry.get("x") or {})
+    if checks:
+        blobs.expect(checks)
+
+
 def decode_entry(key: str, entry: Entry, blobs: BlobStore) -> Any:
+    expect_checks([entry], blobs)
     if "v" in entry:
         return Decoder([], blobs.get).decode(entry["v"])
     if "segment" not in entry:
@@ -203,6 +223,7 @@ def _split_segment(segment: memoryview) -> tuple[Any, list[memoryview]]:
 
 def decode_context(entries: Mapping[str, Entry], blobs: BlobStore) -> dict[str, Any]:
     # Every blob is known up front (entries list them): read them while decoding.
+    expect_checks(entries.values(), blobs)
     blobs.prefetch(
         (a for entry in entries.values() for a in entry_addresses(entry)),
         sizes={e["segment"]: e["bytes"] for e in entries.values() if "segment" in e},
