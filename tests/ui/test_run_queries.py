@@ -117,6 +117,54 @@ def test_counts_per_status_of_all_runs_or_of_one_pipeline(engine: Engine) -> Non
     assert counts == {"running": 1, "completed": 2, "error": 0, "cancelled": 0}
 
 
+def test_a_page_carries_each_runs_step_counts_without_reading_its_steps(engine: Engine) -> None:
+    runs, _cursor = _data.query_runs(
+        engine, pipeline="alpha", status=None, search=None, cursor=None, limit=10
+    )
+    counts = {r["run_id"]: r["step_counts"] for r in runs}
+    assert counts == {
+        "a-3": {"completed": 0, "total": 1},
+        "a-2": {"completed": 0, "total": 1},
+        "a-1": {"completed": 1, "total": 1},
+    }
+    assert "steps" not in runs[0]  # the projection leaves the step records out
+
+
+@pytest.mark.emulators
+def test_documents_written_before_step_counts_are_counted_from_their_steps(
+    local_cloud: object,
+) -> None:
+    engine = make_engine()
+    store = FirestoreRunStateStore(
+        make_firestore_client("resumable-ui-queries"), f"runs_{uuid.uuid4().hex[:8]}"
+    )
+    engine.runs = store
+    older = _document("old-1", "alpha", "running", 10.0).model_dump()
+    older["steps"]["done"] = StepState(status="completed").model_dump()
+    del older["step_counts"]  # as an earlier release wrote it
+    store.collection.document(document_id("default", "alpha", "old-1")).set(older)
+    engine.runs.create(
+        document_id("default", "alpha", "new-1"), _document("new-1", "alpha", "completed", 20.0)
+    )
+    for search in (None, "old"):
+        runs, _cursor = _data.query_runs(
+            engine, pipeline=None, status=None, search=search, cursor=None, limit=10
+        )
+        by_id = {r["run_id"]: r["step_counts"] for r in runs}
+        assert by_id["old-1"] == {"completed": 1, "total": 2}
+        if search is None:
+            assert by_id["new-1"] == {"completed": 1, "total": 1}
+
+
+def test_step_counts_are_derived_on_every_write_and_never_read_back() -> None:
+    state = _document("r", "alpha", "running", 1.0)
+    assert state.model_dump()["step_counts"] == {"completed": 0, "total": 1}
+    stale = {**state.model_dump(), "step_counts": {"completed": 9, "total": 9}}
+    reread = RunState.model_validate(stale)
+    assert "step_counts" not in (reread.model_extra or {})
+    assert reread.model_dump()["step_counts"] == {"completed": 0, "total": 1}
+
+
 # -- the other doors ----------------------------------------------------------------------------
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 from resumable._defaults import DEFAULT_TENANT
 from resumable.errors import ContentionError, RunDocumentError, RunNotFoundError
@@ -110,6 +110,21 @@ class RunState(BaseModel):
     deleting_files: bool = False
     # Set once every checkpoint object of the run is gone: the retention sweep skips it.
     files_deleted: bool = False
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def step_counts(self) -> dict[str, int]:
+        """Completed and total steps, stored beside ``steps`` (derived on every write,
+        never read back) so that a list of runs can show progress without reading them."""
+        completed = sum(1 for r in self.steps.values() if r.status == StepStatus.COMPLETED)
+        return {"completed": completed, "total": len(self.steps)}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_derived(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "step_counts" in data:
+            data = {k: v for k, v in data.items() if k != "step_counts"}
+        return data
 
     @property
     def checkpoints_gone(self) -> bool:

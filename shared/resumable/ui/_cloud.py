@@ -224,14 +224,14 @@ def _order(state: _data.RunState, spec: Any) -> list[str]:
 
 
 def _row(summary: _data.RunSummary) -> RunRow:
-    steps = dict(summary.get("steps") or {})
+    counts = summary.get("step_counts") or {}
     return RunRow(
         key=RunKey(summary["tenant_id"] or "default", summary["pipeline"], summary["run_id"]),
         status=str(summary["status"]),
         created_at=summary.get("created_at"),
         finished_at=summary.get("finished_at"),
-        steps_completed=sum(1 for r in steps.values() if (r or {}).get("status") == "completed"),
-        steps_total=len(steps),
+        steps_completed=int(counts.get("completed", 0)),
+        steps_total=int(counts.get("total", 0)),
         error=summary.get("error"),
         cancel_requested=bool(summary.get("cancel_requested")),
     )

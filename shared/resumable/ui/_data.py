@@ -14,13 +14,14 @@ import json
 import os
 import re
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from google.api_core.exceptions import GoogleAPIError
 
 from resumable import tracing
+from resumable._defaults import DEFAULT_TENANT
 from resumable._ids import chosen_run_id, validate_id
 from resumable.checkpoint._deltas import Delta, compose
 from resumable.checkpoint._manifest import Manifest, parse_manifest
@@ -151,16 +152,34 @@ SUMMARY_FIELDS = (
     "finished_at",
     "error",
     "cancel_requested",
-    "steps",
+    "step_counts",
 )
 
 RunSummary = dict[str, Any]
-"""The :data:`SUMMARY_FIELDS` of a run document; ``steps`` maps each step to a dict
-with at least its ``status``."""
+"""The :data:`SUMMARY_FIELDS` of a run document; ``step_counts`` holds the numbers of
+``completed`` and ``total`` steps."""
 
 
 def _summary(document: Mapping[str, Any]) -> RunSummary:
     return {name: document.get(name) for name in SUMMARY_FIELDS}
+
+
+def _with_step_counts(engine: Engine, found: list[RunSummary]) -> list[RunSummary]:
+    """Documents written before runs stored their ``step_counts``: counted from their
+    ``steps``, read for those documents only."""
+    older = [s for s in found if not isinstance(s.get("step_counts"), dict)]
+    if not older:
+        return found
+    runs: Any = engine.runs  # a Firestore store: the caller found its collection
+    by_id = {
+        document_id(s["tenant_id"] or DEFAULT_TENANT, s["pipeline"], s["run_id"]): s for s in older
+    }
+    references = [runs.collection.document(doc_id) for doc_id in by_id]
+    for snapshot in runs.client.get_all(references, field_paths=["steps"]):
+        steps = (snapshot.to_dict() or {}).get("steps") or {}
+        completed = sum(1 for r in steps.values() if (r or {}).get("status") == "completed")
+        by_id[snapshot.id]["step_counts"] = {"completed": completed, "total": len(steps)}
+    return found
 
 
 def encode_cursor(summary: RunSummary) -> str:
@@ -213,7 +232,8 @@ def query_runs(
             .limit(SEARCH_SCAN if pipeline or status else limit)
         )
         found = [_summary(s.to_dict()) for s in query.stream()]
-        return [s for s in found if _matches(s, pipeline, status)][:limit], None
+        matching = [s for s in found if _matches(s, pipeline, status)][:limit]
+        return _with_step_counts(engine, matching), None
     query = collection.select(SUMMARY_FIELDS)
     if status:
         query = query.where(filter=FieldFilter("status", "==", status))
@@ -227,7 +247,7 @@ def query_runs(
             {"created_at": after[0], "__name__": collection.document(after[1])}
         )
     found = [_summary(s.to_dict()) for s in query.limit(limit + 1).stream()]
-    page = found[:limit]
+    page = _with_step_counts(engine, found[:limit])
     return page, encode_cursor(page[-1]) if len(found) > limit and page else None
 
 
@@ -274,10 +294,22 @@ def count_runs(
 ) -> dict[str, int]:
     """How many runs have each status (of the pipeline): Firestore count queries, run
     side by side."""
+    return {word: future.result() for word, future in _start_counts(engine, statuses, pipeline)}
+
+
+def _start_counts(
+    engine: Engine, statuses: tuple[str, ...], pipeline: str | None
+) -> list[tuple[str, Future[int]]]:
+    """One count query per status, each started on the pool at once."""
     collection = _firestore_collection(engine)
     if collection is None:
         runs = [s for s in _all_in_memory(engine) if _matches(s, pipeline, None)]
-        return {word: sum(1 for s in runs if s["status"] == word) for word in statuses}
+        done: list[tuple[str, Future[int]]] = []
+        for word in statuses:
+            future: Future[int] = Future()
+            future.set_result(sum(1 for s in runs if s["status"] == word))
+            done.append((word, future))
+        return done
     from google.cloud.firestore_v1.base_query import FieldFilter
 
     def count(word: str) -> int:
@@ -286,7 +318,7 @@ def count_runs(
             query = query.where(filter=FieldFilter("pipeline", "==", pipeline))
         return int(query.count(alias="n").get()[0][0].value)
 
-    return dict(zip(statuses, _POOL.map(count, statuses), strict=True))
+    return [(word, _POOL.submit(count, word)) for word in statuses]
 
 
 def page_of_runs(
@@ -299,12 +331,13 @@ def page_of_runs(
     cursor: str | None,
     limit: int,
 ) -> tuple[list[RunSummary], str | None, dict[str, int]]:
-    """:func:`query_runs` and :func:`count_runs` at once: a page costs the slower one."""
-    counted = _POOL.submit(count_runs, engine, statuses, pipeline=pipeline)
+    """:func:`query_runs` and :func:`count_runs` at once: a page costs the slower one
+    (the counts run on the pool while this thread reads the page)."""
+    counting = _start_counts(engine, statuses, pipeline)
     runs, next_cursor = query_runs(
         engine, pipeline=pipeline, status=status, search=search, cursor=cursor, limit=limit
     )
-    return runs, next_cursor, counted.result()
+    return runs, next_cursor, {word: future.result() for word, future in counting}
 
 
 def attempt_objects(engine: Engine, state: RunState) -> list[str]:
