@@ -21,10 +21,8 @@ fan-in) the manifests are read in parallel.
 from __future__ import annotations
 
 import contextlib
-import threading
 import uuid
 from collections.abc import Collection, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import orjson
@@ -34,6 +32,7 @@ from resumable.checkpoint import _deltas as deltas
 from resumable.checkpoint._blobs import BlobStore
 from resumable.checkpoint._lazy import LazyContext
 from resumable.checkpoint._manifest import integrity_of, now_iso
+from resumable.checkpoint._pools import SharedPool
 from resumable.checkpoint._segments import Entry, decode_context, decode_entry, encode_context
 from resumable.checkpoint._store import run_prefix
 from resumable.definition._spec import PipelineSpec
@@ -68,17 +67,8 @@ class OutputManifest(BaseModel):
     integrity: str = ""
 
 
-_READERS: ThreadPoolExecutor | None = None
-_READERS_LOCK = threading.Lock()
-
-
-def _readers() -> ThreadPoolExecutor:
-    """Threads that read a fan-in's manifests side by side."""
-    global _READERS
-    with _READERS_LOCK:
-        if _READERS is None:
-            _READERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="resumable-manifests")
-        return _READERS
+# Threads that read a fan-in's manifests side by side.
+_readers = SharedPool(8, "resumable-manifests")
 
 
 class RunFiles:
