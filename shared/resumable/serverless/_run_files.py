@@ -45,13 +45,16 @@ from resumable.storage.memory import MemoryStore
 _ENTRY: TypeAdapter[Entry] = TypeAdapter(Entry)
 
 
+ManifestKind = Literal["params", "step_output", "map_items"]
+
+
 class OutputManifest(BaseModel):
     """What one step attempt (or the start, for params) put into the context."""
 
     model_config = ConfigDict(extra="allow")
 
     checkpoint_version: Literal["2.0"] = "2.0"
-    kind: Literal["params", "step_output", "map_items"]
+    kind: ManifestKind
     pipeline_name: str
     run_guid: str
     tenant_id: str
@@ -111,11 +114,8 @@ class RunFiles:
     def _encode_params(self, params: Mapping[str, Any]) -> tuple[str, str, bytes, MemoryStore]:
         """The params manifest, its blobs staged in memory under their final names."""
         staged = MemoryStore()
-        manifest = OutputManifest(
-            kind="params",
-            pipeline_name=self.pipeline,
-            run_guid=self.run_id,
-            tenant_id=self.tenant_id,
+        manifest = self._manifest(
+            "params",
             outputs=encode_context(params, BlobStore(staged, self.blobs.prefix)),
         )
         data = self._dump(manifest)
@@ -146,11 +146,8 @@ class RunFiles:
         else:
             after = encode_context(context, self.blobs)
         delta = deltas.diff(before, after)
-        manifest = OutputManifest(
-            kind="step_output",
-            pipeline_name=self.pipeline,
-            run_guid=self.run_id,
-            tenant_id=self.tenant_id,
+        manifest = self._manifest(
+            "step_output",
             step=step,
             attempt=attempt,
             step_fingerprint=step_fingerprint,
@@ -220,15 +217,22 @@ class RunFiles:
             deltas.apply(entries, manifest)
         return entries
 
+    def _manifest(self, kind: ManifestKind, **fields: Any) -> OutputManifest:
+        """A new manifest of this run (``kind`` and what it holds)."""
+        return OutputManifest(
+            kind=kind,
+            pipeline_name=self.pipeline,
+            run_guid=self.run_id,
+            tenant_id=self.tenant_id,
+            **fields,
+        )
+
     # -- map steps -------------------------------------------------------------------------
 
     def write_items_page(self, step: str, map_id: str, number: int, items: list[Any]) -> str:
         """Store a page of a map step's items under a new name; returns the name."""
-        manifest = OutputManifest(
-            kind="map_items",
-            pipeline_name=self.pipeline,
-            run_guid=self.run_id,
-            tenant_id=self.tenant_id,
+        manifest = self._manifest(
+            "map_items",
             step=step,
             timestamp=now_iso(),
             outputs=encode_context({"items": items}, self.blobs),
