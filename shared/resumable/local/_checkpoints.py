@@ -18,7 +18,7 @@ from resumable.checkpoint._manifest import now_iso
 from resumable.checkpoint._store import CheckpointStore
 from resumable.definition._spec import PipelineSpec
 from resumable.errors import ConcurrentWriterError
-from resumable.local._events import CheckpointKind, EventKind, RunOptions
+from resumable.local._events import CheckpointKind, EventKind, RunOptions, RunReport
 from resumable.local._run_context import RunContext, StepInput
 from resumable.status import RunStatus
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from resumable.local._runner import _State
 
 
-class RunCheckpoints:
+class RunCheckpoints(RunReport):
     """The part of :class:`~resumable.local._runner.InProcessRun` that writes checkpoints."""
 
     spec: PipelineSpec
@@ -39,12 +39,6 @@ class RunCheckpoints:
     _saves: dict[str, int]
 
     if TYPE_CHECKING:  # provided by the runner
-
-        def _log(
-            self, level: int, message: str, step: str | None = None, attempt: int | None = None
-        ) -> None: ...
-
-        def _emit(self, kind: EventKind, **kw: Any) -> None: ...
 
         def _warn(self, message: str) -> None: ...
 

@@ -91,22 +91,6 @@ class InProcessRun(StepCalls, RunCheckpoints):
 
     # -- events and logs ----------------------------------------------------------------
 
-    def _emit(self, kind: EventKind, **kw: Any) -> None:
-        if self.on_event is not None:
-            try:
-                self.on_event(RunEvent(kind=kind, run_id=self.run_id, **kw))
-            except Exception:  # a broken display must not break the run
-                logger.debug("progress handler failed", exc_info=True)
-
-    def _log(
-        self, level: int, message: str, step: str | None = None, attempt: int | None = None
-    ) -> None:
-        logger.log(
-            level,
-            message,
-            extra=fields(pipeline=self.spec.name, run_id=self.run_id, step=step, attempt=attempt),
-        )
-
     def _warn(self, message: str) -> None:
         self._state.warnings.append(message)
         self._log(logging.WARNING, message)
