@@ -262,32 +262,39 @@ class PushProbe:
         self.server.server_close()
 
 
+def push_probe_subscription(project: str, topic_name: str, probe: PushProbe) -> tuple[Any, str]:
+    """A publisher and the path of topic ``topic_name`` (created if missing), whose push
+    subscription (created anew) delivers to ``probe``."""
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined,unused-ignore]
+
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    topic = publisher.topic_path(project, topic_name)
+    with contextlib.suppress(Exception):
+        publisher.create_topic(name=topic)
+    subscription = subscriber.subscription_path(project, f"{topic_name}-push")
+    with contextlib.suppress(Exception):
+        subscriber.delete_subscription(subscription=subscription)
+    subscriber.create_subscription(
+        request={
+            "name": subscription,
+            "topic": topic,
+            "push_config": {"push_endpoint": probe.url},
+            "ack_deadline_seconds": 60,
+        }
+    )
+    return publisher, topic
+
+
 class Floor:
     """One publish→push, two run-document read-modify-writes, one manifest write + read."""
 
     def __init__(self, stack: DevStack, template: dict[str, Any], manifest: bytes) -> None:
-        from google.cloud import pubsub_v1  # type: ignore[attr-defined,unused-ignore]
-
         from resumable.serverless._firestore import make_firestore_client
         from resumable.storage.gcs import make_storage_client
 
         self.probe = PushProbe()
-        self.publisher = pubsub_v1.PublisherClient()
-        subscriber = pubsub_v1.SubscriberClient()
-        self.topic = self.publisher.topic_path(stack.project, FLOOR_TOPIC)
-        with contextlib.suppress(Exception):
-            self.publisher.create_topic(name=self.topic)
-        subscription = subscriber.subscription_path(stack.project, f"{FLOOR_TOPIC}-push")
-        with contextlib.suppress(Exception):
-            subscriber.delete_subscription(subscription=subscription)
-        subscriber.create_subscription(
-            request={
-                "name": subscription,
-                "topic": self.topic,
-                "push_config": {"push_endpoint": self.probe.url},
-                "ack_deadline_seconds": 60,
-            }
-        )
+        self.publisher, self.topic = push_probe_subscription(stack.project, FLOOR_TOPIC, self.probe)
         self.firestore = make_firestore_client(stack.project)
         self.doc = self.firestore.collection(FLOOR_COLLECTION).document("floor-run")
         self.doc.set(template)

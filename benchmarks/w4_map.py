@@ -51,7 +51,14 @@ if str(ROOT) not in sys.path:
 import orjson  # noqa: E402
 
 from benchmarks.map_pipeline import PIPELINE_NAME, RESULT_BYTES, item_result  # noqa: E402
-from benchmarks.w2_w3_serverless import PushProbe, log, med, pct, versions  # noqa: E402
+from benchmarks.w2_w3_serverless import (  # noqa: E402
+    PushProbe,
+    log,
+    med,
+    pct,
+    push_probe_subscription,
+    versions,
+)
 from resumable.dev._stack import DevStack  # noqa: E402
 from resumable.serverless._engine import Engine  # noqa: E402
 from resumable.serverless._map_state import ItemStatus  # noqa: E402
@@ -71,28 +78,11 @@ class ItemFloor:
     """One publish→push, one item-document compare-and-set, one 8 KB object write."""
 
     def __init__(self, stack: DevStack) -> None:
-        from google.cloud import pubsub_v1  # type: ignore[attr-defined,unused-ignore]
-
         from resumable.serverless._firestore import make_firestore_client
         from resumable.storage.gcs import make_storage_client
 
         self.probe = PushProbe()
-        self.publisher = pubsub_v1.PublisherClient()
-        subscriber = pubsub_v1.SubscriberClient()
-        self.topic = self.publisher.topic_path(stack.project, FLOOR_TOPIC)
-        with contextlib.suppress(Exception):
-            self.publisher.create_topic(name=self.topic)
-        subscription = subscriber.subscription_path(stack.project, f"{FLOOR_TOPIC}-push")
-        with contextlib.suppress(Exception):
-            subscriber.delete_subscription(subscription=subscription)
-        subscriber.create_subscription(
-            request={
-                "name": subscription,
-                "topic": self.topic,
-                "push_config": {"push_endpoint": self.probe.url},
-                "ack_deadline_seconds": 60,
-            }
-        )
+        self.publisher, self.topic = push_probe_subscription(stack.project, FLOOR_TOPIC, self.probe)
         self.firestore = make_firestore_client(stack.project)
         self.doc = self.firestore.collection("bench_map_floor").document("item")
         self.doc.set({"status": "queued", "attempt": 0, "lease_owner": None})

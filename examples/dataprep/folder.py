@@ -33,7 +33,7 @@ from resumable import NonRetryableError, Pipeline
 from resumable.storage import open_store
 
 from .clip import Params, process_clip
-from .pipeline import write_clip_dataset
+from .pipeline import factory, write_clip_dataset
 from .video import local_video
 
 PIPELINE_NAME = "dataprep_folder"
@@ -132,23 +132,7 @@ STEPS: dict[str, Any] = {
 }
 
 
-def build(
-    storage: Any = None,
-    run_guid: str | None = None,
-    *,
-    tenant_id: str = "default",
-    max_workers: int = 1,
-    cleanup_on_success: bool = True,
-    **options: Any,
-) -> Pipeline:
-    """The folder pipeline (the ``MODULE:ATTR`` factory for the CLI and deployments)."""
-    return Pipeline(
-        PIPELINE_NAME,
-        STEPS,
-        storage=storage,
-        run_guid=run_guid,
-        tenant_id=tenant_id,
-        max_workers=max_workers,
-        cleanup_on_success=cleanup_on_success,
-        **options,
-    )
+build = factory(
+    lambda **settings: Pipeline(PIPELINE_NAME, STEPS, **settings),
+    "The folder pipeline (the ``MODULE:ATTR`` factory for the CLI and deployments).",
+)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from resumable import NonRetryableError, Pipeline, validate_id
 from resumable.errors import InvalidIdError
@@ -47,6 +47,8 @@ logger = logging.getLogger("resumable.examples.dataprep")
 
 SaveProgress = Callable[..., bool]
 Context = dict[str, Any]
+
+P = TypeVar("P", bound=Pipeline)
 
 
 def _video_guid(context: Mapping[str, Any]) -> str:
@@ -310,21 +312,34 @@ def write_clip_dataset(
     }
 
 
-def build(
-    storage: Any = None,
-    run_guid: str | None = None,
-    *,
-    tenant_id: str = "default",
-    max_workers: int = 1,
-    cleanup_on_success: bool = True,
-    **options: Any,
-) -> DataPrepPipeline:
-    """The data-prep pipeline (the ``MODULE:ATTR`` factory for the CLI and deployments)."""
-    return DataPrepPipeline(
-        storage,
-        run_guid,
-        tenant_id=tenant_id,
-        max_workers=max_workers,
-        cleanup_on_success=cleanup_on_success,
-        **options,
-    )
+def factory(make: Callable[..., P], doc: str) -> Callable[..., P]:
+    """A ``MODULE:ATTR`` factory for the CLI and deployments: ``make`` called with the
+    settings the loader may give (named here, so that it passes them) and the defaults of
+    the examples (one worker, checkpoints deleted once a run completes)."""
+
+    def build(
+        storage: Any = None,
+        run_guid: str | None = None,
+        *,
+        tenant_id: str = "default",
+        max_workers: int = 1,
+        cleanup_on_success: bool = True,
+        **options: Any,
+    ) -> P:
+        return make(
+            storage=storage,
+            run_guid=run_guid,
+            tenant_id=tenant_id,
+            max_workers=max_workers,
+            cleanup_on_success=cleanup_on_success,
+            **options,
+        )
+
+    build.__doc__ = doc
+    return build
+
+
+build = factory(
+    DataPrepPipeline,
+    "The data-prep pipeline (the ``MODULE:ATTR`` factory for the CLI and deployments).",
+)

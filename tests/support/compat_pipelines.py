@@ -3,7 +3,7 @@
 The fixtures are checkpoints and run documents written by release 0.1.0 (commit f0d14c1)
 of these exact pipelines, interrupted half way. Their step graph, versions and outputs
 must never change: a later release must resume them and end with the context an
-uninterrupted run gives (``tests/test_compat_fixtures.py``).
+uninterrupted run gives (``tests/checkpoint/test_compat_fixtures.py``).
 """
 
 from __future__ import annotations

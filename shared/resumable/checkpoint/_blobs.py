@@ -25,7 +25,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ import blake3
 import xxhash
 import zstandard
 
+from resumable.checkpoint._pools import SharedPool
 from resumable.errors import CorruptCheckpointError, ObjectNotFoundError, PreconditionFailedError
 from resumable.storage.base import ObjectStore
 
@@ -82,18 +83,9 @@ def fingerprint_of(parts: Iterable[memoryview]) -> bytes:
     return hasher.digest()
 
 
-_WRITER: ThreadPoolExecutor | None = None
-_WRITER_LOCK = threading.Lock()
-
-
-def _writer() -> ThreadPoolExecutor:
-    """The process's blob workers: two, so that one compresses or hashes while another
-    waits on its fsync, upload or read."""
-    global _WRITER
-    with _WRITER_LOCK:
-        if _WRITER is None:
-            _WRITER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="resumable-blob-writer")
-        return _WRITER
+# The process's blob workers: two, so that one compresses or hashes while another waits
+# on its fsync, upload or read.
+_writer = SharedPool(2, "resumable-blob-writer")
 
 
 class BlobStore:

@@ -24,10 +24,9 @@ that is not writeable and whose memory belongs to an immutable ``bytes`` object.
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -36,6 +35,7 @@ import xxhash
 
 from resumable.checkpoint._codec import PATH_CLASSES
 from resumable.checkpoint._dtypes import numpy_or_none
+from resumable.checkpoint._pools import SharedPool
 from resumable.checkpoint._segments import Entry
 
 # Markers open a container in a witness; object identities (addresses) are never this small.
@@ -88,18 +88,9 @@ class _Cached:
     large_binary: int
 
 
-_HASHER: ThreadPoolExecutor | None = None
-_HASHER_LOCK = threading.Lock()
-
-
-def _hasher() -> ThreadPoolExecutor:
-    """The thread that fingerprints values' bytes while the caller walks the next value
-    (XXH3 releases the GIL: the walk and the hashing run on two cores)."""
-    global _HASHER
-    with _HASHER_LOCK:
-        if _HASHER is None:
-            _HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resumable-witness")
-        return _HASHER
+# The thread that fingerprints values' bytes while the caller walks the next value (XXH3
+# releases the GIL: the walk and the hashing run on two cores).
+_hasher = SharedPool(1, "resumable-witness")
 
 
 class EntryCache:

@@ -17,9 +17,12 @@ reference or bundle (nothing was changed).
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, get_type_hints
 
 import typer
 
@@ -131,8 +134,7 @@ def bundle_command(
     typer.echo(f"bundle of {names} in {output}")
 
 
-@app.command("tfvars")
-def tfvars_command(
+def _plan(
     pipeline: Pipelines,
     project: Project,
     region: Region,
@@ -141,6 +143,56 @@ def tfvars_command(
     bucket: Bucket = None,
     retention_days: Retention = 30,
     build_service_account: BuildAccount = None,
+) -> DeploymentPlan:
+    """The deployment the options describe (the options of ``tfvars`` and ``gcloud``)."""
+    from resumable.deploy.plan import DELIVERIES, build_plan
+
+    if delivery not in DELIVERIES:
+        _usage_error(ValueError(f"--delivery must be one of {', '.join(DELIVERIES)}"))
+    try:
+        return build_plan(
+            _split(pipeline),
+            project=project,
+            region=region,
+            prefix=prefix,
+            delivery="push" if delivery == "push" else "eventarc",
+            bucket=bucket,
+            run_retention_days=retention_days,
+            build_service_account=build_service_account,
+        )
+    except (ResumableError, ValueError) as exc:
+        _usage_error(exc)
+
+
+def _with_plan(command: Callable[..., None]) -> Callable[..., None]:
+    """``command(plan, ...)`` as a command whose options are :func:`_plan`'s, then its own:
+    typer reads the signature given here, and the command gets the plan they describe."""
+    options = _parameters(_plan)
+    own = _parameters(command)[1:]
+    names = [option.name for option in options]
+
+    @functools.wraps(command)
+    def with_plan(**given: Any) -> None:
+        plan = _plan(**{name: given.pop(name) for name in names})
+        command(plan, **given)
+
+    with_plan.__signature__ = inspect.Signature([*options, *own])  # type: ignore[attr-defined]
+    with_plan.__annotations__ = {p.name: p.annotation for p in [*options, *own]}
+    return with_plan
+
+
+def _parameters(function: Callable[..., Any]) -> list[inspect.Parameter]:
+    """``function``'s parameters with their annotations evaluated (typer's metadata kept)."""
+    hints = get_type_hints(function, localns={"DeploymentPlan": object}, include_extras=True)
+    return [
+        p.replace(annotation=hints[p.name]) for p in inspect.signature(function).parameters.values()
+    ]
+
+
+@app.command("tfvars")
+@_with_plan
+def tfvars_command(
+    plan: DeploymentPlan,
     source: Annotated[Path, typer.Option(help="The bundle folder Terraform uploads.")] = Path(
         "build/functions"
     ),
@@ -151,9 +203,6 @@ def tfvars_command(
     """Write the Terraform variables of infra/ for the pipelines."""
     from resumable.deploy.tfvars import dumps, tfvars, write_tfvars
 
-    plan = _plan(
-        pipeline, project, region, prefix, delivery, bucket, retention_days, build_service_account
-    )
     if output == "-":
         sys.stdout.write(dumps(tfvars(plan, source_dir=str(source.resolve()))))
         return
@@ -164,15 +213,9 @@ def tfvars_command(
 
 
 @app.command("gcloud")
+@_with_plan
 def gcloud_command(
-    pipeline: Pipelines,
-    project: Project,
-    region: Region,
-    prefix: Prefix = DEFAULT_PREFIX,
-    delivery: Delivery = "push",
-    bucket: Bucket = None,
-    retention_days: Retention = 30,
-    build_service_account: BuildAccount = None,
+    plan: DeploymentPlan,
     source: Annotated[
         Path, typer.Option(help="The bundle folder (resumable deploy bundle builds it).")
     ] = Path("build/functions"),
@@ -183,20 +226,18 @@ def gcloud_command(
     from resumable.deploy.bundle import check_bundle
     from resumable.deploy.gcloud import actions, script
 
-    plan = _plan(
-        pipeline, project, region, prefix, delivery, bucket, retention_days, build_service_account
-    )
     steps = actions(plan, source=source)
     if dry_run:
         sys.stdout.write(script(plan, steps))
         return
     try:
-        check_bundle(source, _split(pipeline))
+        check_bundle(source, plan.pipelines)
     except ResumableError as exc:
         _usage_error(exc)
     summary = (
         f"deploy {len(plan.functions)} functions and {len(plan.topology.topics)} topics of "
-        f"{', '.join(plan.pipelines)} to {project} ({region}) with {len(steps)} gcloud commands"
+        f"{', '.join(plan.pipelines)} to {plan.project} ({plan.region}) "
+        f"with {len(steps)} gcloud commands"
     )
     _confirm_and_run(steps, summary, yes)
     typer.echo(f"deployed: publish a start message to {plan.topology.start_topic}")
@@ -244,35 +285,6 @@ def _confirm_and_run(steps: list[Action], summary: str, yes: bool) -> None:
     except DeployError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_FAILED) from None
-
-
-def _plan(
-    pipelines: list[str],
-    project: str,
-    region: str,
-    prefix: str,
-    delivery: str,
-    bucket: str | None,
-    retention_days: int,
-    build_service_account: str | None,
-) -> DeploymentPlan:
-    from resumable.deploy.plan import DELIVERIES, build_plan
-
-    if delivery not in DELIVERIES:
-        _usage_error(ValueError(f"--delivery must be one of {', '.join(DELIVERIES)}"))
-    try:
-        return build_plan(
-            _split(pipelines),
-            project=project,
-            region=region,
-            prefix=prefix,
-            delivery="push" if delivery == "push" else "eventarc",
-            bucket=bucket,
-            run_retention_days=retention_days,
-            build_service_account=build_service_account,
-        )
-    except (ResumableError, ValueError) as exc:
-        _usage_error(exc)
 
 
 def _split(values: list[str]) -> list[str]:

@@ -1,7 +1,7 @@
 """The gcloud commands that deploy a plan: the same resources as ``infra/``.
 
 :func:`actions` lists them in dependency order (accounts, bucket, Firestore, topics,
-grants, functions, subscriptions, scheduler). :func:`script` renders them as a bash
+grants — ``_grants`` —, functions, subscriptions, scheduler). :func:`script` renders them as a bash
 script that is safe to re-run: a resource that exists is updated or left alone, never
 duplicated; :func:`resumable.deploy.commands.run` runs them.
 
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from resumable.deploy._grants import grant
 from resumable.deploy.commands import Action, Arg, Lookup, TempFile, gcloud, plain
 from resumable.deploy.commands import script as render_script
 from resumable.deploy.plan import Binding, DeploymentPlan, cpu
@@ -300,85 +301,7 @@ def function_uri(b: _Builder, spec: FunctionSpec) -> tuple[str, ...]:
 
 
 def _grants(b: _Builder, grants: Sequence[Binding]) -> None:
-    for grant in grants:
-        member = _member(b, grant)
-        role = f"--role={grant.role}"
-        where: tuple[Arg, ...]
-        if grant.kind == "project":
-            condition = (
-                f"--condition=expression={grant.condition},title=only-{b.plan.database.strip('()')}"
-                if grant.condition
-                else "--condition=None"
-            )
-            where = ("projects", "add-iam-policy-binding", grant.resource, member, role, condition)
-        elif grant.kind == "bucket":
-            where = (
-                "storage",
-                "buckets",
-                "add-iam-policy-binding",
-                f"gs://{grant.resource}",
-                member,
-                role,
-            )
-        elif grant.kind == "topic":
-            where = ("pubsub", "topics", "add-iam-policy-binding", grant.resource, member, role)
-        elif grant.kind == "subscription":
-            where = (
-                "pubsub",
-                "subscriptions",
-                "add-iam-policy-binding",
-                grant.resource,
-                member,
-                role,
-            )
-        elif grant.kind == "service_account":
-            where = (
-                "iam",
-                "service-accounts",
-                "add-iam-policy-binding",
-                grant.resource,
-                member,
-                role,
-            )
-        else:
-            where = (
-                "run",
-                "services",
-                "add-iam-policy-binding",
-                grant.resource,
-                f"--region={b.plan.region}",
-                member,
-                role,
-            )
-        b.add(
-            f"{grant.principal} → {grant.role} on {grant.kind} {grant.resource}: {grant.reason}",
-            b.gcloud(*where),
-            retry=True,
-        )
-
-
-def _member(b: _Builder, grant: Binding) -> Arg:
-    plan = b.plan
-    if grant.principal == "runtime":
-        return f"--member=serviceAccount:{plan.runtime_email}"
-    if grant.principal == "trigger":
-        return f"--member=serviceAccount:{plan.trigger_email}"
-    # Creating Pub/Sub's service agent if the project has none yet (a fresh project may
-    # not) also prints its address.
-    return Lookup(
-        "pubsub_agent",
-        plain(
-            b.gcloud(
-                "beta",
-                "services",
-                "identity",
-                "create",
-                "--service=pubsub.googleapis.com",
-                "--format=value(email)",
-            )
-        ),
-        before="--member=serviceAccount:",
-    )
+    b.actions.extend(grant(b.plan, g) for g in grants)
 
 
 def _scheduler(b: _Builder) -> None:

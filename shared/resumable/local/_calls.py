@@ -14,7 +14,7 @@ from resumable.definition import _step_api as current_step
 from resumable.definition._spec import StepSpec
 from resumable.definition._step_api import Continue
 from resumable.errors import ConcurrentWriterError, NonRetryableError, is_retryable
-from resumable.local._events import EventKind, RunOptions
+from resumable.local._events import EventKind, RunOptions, RunReport
 from resumable.local._map import MapRun
 from resumable.local._run_context import RunContext, StepInput
 
@@ -27,7 +27,7 @@ class StepStopped(Exception):
     its progress saved, and a resume continues it."""
 
 
-class StepCalls:
+class StepCalls(RunReport):
     """The part of :class:`~resumable.local._runner.InProcessRun` that calls steps."""
 
     context: RunContext
@@ -37,12 +37,6 @@ class StepCalls:
     _saves: dict[str, int]
 
     if TYPE_CHECKING:  # provided by the runner
-
-        def _log(
-            self, level: int, message: str, step: str | None = None, attempt: int | None = None
-        ) -> None: ...
-
-        def _emit(self, kind: EventKind, **kw: Any) -> None: ...
 
         def _attempt_input(self, step: str, isolated: bool) -> StepInput: ...
 

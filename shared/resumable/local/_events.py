@@ -1,11 +1,15 @@
-"""What an in-process run tells a display about itself, and the options it runs with."""
+"""What an in-process run tells a display about itself (and its log: :class:`RunReport`),
+and the options it runs with."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
+
+from resumable._log import fields, logger
+from resumable.definition._spec import PipelineSpec
 
 CheckpointKind = Literal["commit", "progress", "final"]
 
@@ -51,3 +55,28 @@ class RunOptions:
     retry_backoff: float = 1.0
     retry_backoff_max: float = 60.0
     detect_in_place_changes: bool = True
+
+
+class RunReport:
+    """What every part of an in-process run (the runner, :class:`StepCalls`,
+    :class:`RunCheckpoints`) reports: events to the display, lines to the log."""
+
+    spec: PipelineSpec
+    run_id: str
+    on_event: EventHandler | None
+
+    def _emit(self, kind: EventKind, **kw: Any) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(RunEvent(kind=kind, run_id=self.run_id, **kw))
+            except Exception:  # a broken display must not break the run
+                logger.debug("progress handler failed", exc_info=True)
+
+    def _log(
+        self, level: int, message: str, step: str | None = None, attempt: int | None = None
+    ) -> None:
+        logger.log(
+            level,
+            message,
+            extra=fields(pipeline=self.spec.name, run_id=self.run_id, step=step, attempt=attempt),
+        )

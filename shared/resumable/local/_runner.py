@@ -13,7 +13,8 @@ Guarantees, with a checkpoint store that works:
 - independent steps run concurrently when ``max_workers > 1``; two of them writing the
   same context key is reported as a conflict, never resolved silently.
 
-The context composition itself (entries, deltas, objects) is ``run_context``'s.
+The context composition itself (entries, deltas, objects) is ``run_context``'s; writing
+the run's checkpoints is ``_checkpoints``'s, calling a step ``_calls``'s.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from resumable.errors import (
     OutputConflictError,
 )
 from resumable.local._calls import StepCalls, StepStopped
+from resumable.local._checkpoints import RunCheckpoints
 from resumable.local._events import (
-    CheckpointKind,
     EventHandler,
     EventKind,
     RunEvent,
@@ -62,7 +63,7 @@ class _State:
     warnings: list[str] = field(default_factory=list)
 
 
-class InProcessRun(StepCalls):
+class InProcessRun(StepCalls, RunCheckpoints):
     """One execution of a pipeline (a fresh start or a resume) in this process."""
 
     def __init__(
@@ -89,22 +90,6 @@ class InProcessRun(StepCalls):
         self._saves: dict[str, int] = {}  # progress checkpoints written, per step
 
     # -- events and logs ----------------------------------------------------------------
-
-    def _emit(self, kind: EventKind, **kw: Any) -> None:
-        if self.on_event is not None:
-            try:
-                self.on_event(RunEvent(kind=kind, run_id=self.run_id, **kw))
-            except Exception:  # a broken display must not break the run
-                logger.debug("progress handler failed", exc_info=True)
-
-    def _log(
-        self, level: int, message: str, step: str | None = None, attempt: int | None = None
-    ) -> None:
-        logger.log(
-            level,
-            message,
-            extra=fields(pipeline=self.spec.name, run_id=self.run_id, step=step, attempt=attempt),
-        )
 
     def _warn(self, message: str) -> None:
         self._state.warnings.append(message)
@@ -265,75 +250,6 @@ class InProcessRun(StepCalls):
             self._emit(
                 EventKind.STEP_FAILED, step=spec.name, attempt=record.attempts, detail=record.error
             )
-
-    # -- checkpoints --------------------------------------------------------------------
-
-    def save_progress(self, attempt: StepInput, given: Mapping[str, Any] | None) -> bool:
-        """Checkpoint a running step's progress without marking the step completed.
-
-        ``given`` is put into the step's context (as the serverless runner does), and what
-        the step changed so far is saved as that step's progress: the next attempt of the
-        step, in this process or after a resume, starts from it.
-        """
-        with self._lock:
-            try:
-                self.context.save_progress(attempt, given)
-            except ConcurrentWriterError:
-                raise
-            except Exception as exc:
-                self._checkpoint_failed(exc)
-                return False
-            self._state.records[attempt.step].progress_saved_at = now_iso()
-            saved = self._checkpoint("progress", step=attempt.step)
-            if saved:
-                self._saves[attempt.step] = self._saves.get(attempt.step, 0) + 1
-            return saved
-
-    def _checkpoint(
-        self,
-        kind: CheckpointKind,
-        status: RunStatus = RunStatus.RUNNING,
-        step: str | None = None,
-    ) -> bool:
-        state = self._state
-        context = self.context
-        try:
-            context.rebase()
-            before = self.checkpoints.blobs.bytes_uploaded
-            manifest = self.checkpoints.save_entries(
-                context.committed(),
-                spec=self.spec,
-                completed_steps=state.completed,
-                steps_summary=state.records,
-                status=status,
-                errors=state.errors,
-                kind=kind,
-                base=context.base,
-                outputs=context.outputs,
-                progress=context.progress,
-            )
-        except ConcurrentWriterError:
-            raise
-        except Exception as exc:
-            self._checkpoint_failed(exc)
-            return False
-        written = self.checkpoints.blobs.bytes_uploaded - before
-        self._log(logging.DEBUG, f"checkpoint #{manifest.sequence} saved ({written} new bytes)")
-        self._emit(
-            EventKind.CHECKPOINT_SAVED,
-            step=step,
-            detail=f"#{manifest.sequence}",
-            bytes_written=written,
-            checkpoint=kind,
-        )
-        return True
-
-    def _checkpoint_failed(self, exc: Exception) -> None:
-        message = f"checkpoint of run {self.run_id} failed: {type(exc).__name__}: {exc}"
-        if self.options.fail_on_checkpoint_error:
-            raise exc
-        self._warn(message + " (the run goes on)")
-        self._emit(EventKind.CHECKPOINT_FAILED, detail=message)
 
     # -- resume -------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from resumable.errors import (
     is_retryable,
 )
 from resumable.serverless._engine import Engine, log_fields
+from resumable.serverless._lease import Heartbeat
 from resumable.serverless._map_state import ITEMS_PER_PAGE, ItemState, MapState
 from resumable.serverless._messages import StepMessage
 from resumable.serverless._run_files import RunFiles
@@ -116,9 +117,8 @@ class ItemAttempt:
         self.state = state
         self.owner = f"{engine.worker_id}-{uuid.uuid4().hex[:8]}"
         self.attempt = 0
-        self.lost = False
-        self.stopping = False
         self.deadline = float("inf")
+        self.lease: ItemLease | None = None
 
     def execute(self, map_id: str, index: int) -> ItemOutcome:
         engine, state = self.engine, self.state
@@ -157,15 +157,9 @@ class ItemAttempt:
         self.attempt = decision.attempt
         limit = delivery_seconds(self.step)
         self.deadline = now + limit - engine.settings.deadline_margin_seconds
-        heartbeat = engine.runtime.every(
-            engine.settings.heartbeat_seconds,
-            lambda: self._beat(map_id, index, current.shards),
-            f"heartbeat-{self.step.name}-{index}",
-        )
-        try:
+        with ItemLease(self, map_id, index, current.shards) as lease:
+            self.lease = lease
             finished = self._run(map_id, index, current)
-        finally:
-            heartbeat.stop()
         if finished.verdict is ItemVerdict.RETRY:
             return ItemOutcome(False, f"item {index} raised; retry later")
         if finished.verdict in (ItemVerdict.COMPLETED, ItemVerdict.FAILED):
@@ -197,7 +191,7 @@ class ItemAttempt:
                 exc_info=exc,
                 extra=self._fields(item=index),
             )
-        if self.lost:
+        if self.lease is not None and self.lease.lost:
             logger.warning(f"item {index}: lease lost, result discarded", extra=self._fields())
             return ItemDecision(ItemVerdict.STALE)
         now = self.engine.runtime.now()
@@ -224,42 +218,56 @@ class ItemAttempt:
         return MappingProxyType(files.decode(entries))
 
     def should_stop(self) -> bool:
-        return self.lost or self.stopping or self.engine.runtime.now() >= self.deadline
+        if self.lease is not None:
+            return self.lease.should_stop()
+        return self.engine.runtime.now() >= self.deadline
 
     def time_left(self) -> float:
         return max(0.0, self.deadline - self.engine.runtime.now())
 
-    def _beat(self, map_id: str, index: int, shards: int) -> bool:
-        """Renew the item's lease; notice a cancel or a resume of the run (a read)."""
-        engine = self.engine
-        try:
-            decision = update_item(
-                engine,
-                self.doc_id,
-                map_id,
-                index,
-                shards,
-                lambda i: renew_item(
-                    i,
-                    owner=self.owner,
-                    attempt=self.attempt,
-                    now=engine.runtime.now(),
-                    lease_seconds=engine.settings.lease_seconds,
-                ),
-            )
-            run = engine.runs.get(self.doc_id)
-        except Exception:  # retried at the next beat
-            logger.warning("item heartbeat failed; will retry", exc_info=True)
-            return True
-        if run is None or run.finished or run.cancel_requested:
-            self.stopping = True
-        if decision.verdict is not ItemVerdict.OWNED:
-            self.lost = True
-            return False
-        return True
-
     def _fields(self, **extra: Any) -> dict[str, Any]:
         return log_fields(self.state, step=self.step.name, attempt=self.attempt, **extra)
+
+
+class ItemLease(Heartbeat):
+    """An item attempt's heartbeat: renews the item's lease on its item document (never
+    on the run document) and notices a cancel or a resume of the run (a read)."""
+
+    def __init__(self, attempt: ItemAttempt, map_id: str, index: int, shards: int) -> None:
+        super().__init__(
+            attempt.engine,
+            f"{attempt.step.name}-{index}",
+            deadline=attempt.deadline,
+            log_fields=attempt._fields(item=index),
+        )
+        self.attempt = attempt
+        self.map_id = map_id
+        self.index = index
+        self.shards = shards
+
+    def __enter__(self) -> ItemLease:
+        super().__enter__()
+        return self
+
+    def renew(self) -> tuple[bool, bool]:
+        engine, attempt = self.engine, self.attempt
+        decision = update_item(
+            engine,
+            attempt.doc_id,
+            self.map_id,
+            self.index,
+            self.shards,
+            lambda i: renew_item(
+                i,
+                owner=attempt.owner,
+                attempt=attempt.attempt,
+                now=engine.runtime.now(),
+                lease_seconds=engine.settings.lease_seconds,
+            ),
+        )
+        run = engine.runs.get(attempt.doc_id)
+        stop = self.cancelled or run is None or run.finished or run.cancel_requested
+        return decision.verdict is ItemVerdict.OWNED, stop
 
 
 def request_join_if_done(

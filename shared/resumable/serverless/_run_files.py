@@ -21,10 +21,8 @@ fan-in) the manifests are read in parallel.
 from __future__ import annotations
 
 import contextlib
-import threading
 import uuid
 from collections.abc import Collection, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import orjson
@@ -34,6 +32,7 @@ from resumable.checkpoint import _deltas as deltas
 from resumable.checkpoint._blobs import BlobStore
 from resumable.checkpoint._lazy import LazyContext
 from resumable.checkpoint._manifest import integrity_of, now_iso
+from resumable.checkpoint._pools import SharedPool
 from resumable.checkpoint._segments import Entry, decode_context, decode_entry, encode_context
 from resumable.checkpoint._store import run_prefix
 from resumable.definition._spec import PipelineSpec
@@ -46,13 +45,16 @@ from resumable.storage.memory import MemoryStore
 _ENTRY: TypeAdapter[Entry] = TypeAdapter(Entry)
 
 
+ManifestKind = Literal["params", "step_output", "map_items"]
+
+
 class OutputManifest(BaseModel):
     """What one step attempt (or the start, for params) put into the context."""
 
     model_config = ConfigDict(extra="allow")
 
     checkpoint_version: Literal["2.0"] = "2.0"
-    kind: Literal["params", "step_output", "map_items"]
+    kind: ManifestKind
     pipeline_name: str
     run_guid: str
     tenant_id: str
@@ -68,17 +70,8 @@ class OutputManifest(BaseModel):
     integrity: str = ""
 
 
-_READERS: ThreadPoolExecutor | None = None
-_READERS_LOCK = threading.Lock()
-
-
-def _readers() -> ThreadPoolExecutor:
-    """Threads that read a fan-in's manifests side by side."""
-    global _READERS
-    with _READERS_LOCK:
-        if _READERS is None:
-            _READERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="resumable-manifests")
-        return _READERS
+# Threads that read a fan-in's manifests side by side.
+_readers = SharedPool(8, "resumable-manifests")
 
 
 class RunFiles:
@@ -121,11 +114,8 @@ class RunFiles:
     def _encode_params(self, params: Mapping[str, Any]) -> tuple[str, str, bytes, MemoryStore]:
         """The params manifest, its blobs staged in memory under their final names."""
         staged = MemoryStore()
-        manifest = OutputManifest(
-            kind="params",
-            pipeline_name=self.pipeline,
-            run_guid=self.run_id,
-            tenant_id=self.tenant_id,
+        manifest = self._manifest(
+            "params",
             outputs=encode_context(params, BlobStore(staged, self.blobs.prefix)),
         )
         data = self._dump(manifest)
@@ -156,11 +146,8 @@ class RunFiles:
         else:
             after = encode_context(context, self.blobs)
         delta = deltas.diff(before, after)
-        manifest = OutputManifest(
-            kind="step_output",
-            pipeline_name=self.pipeline,
-            run_guid=self.run_id,
-            tenant_id=self.tenant_id,
+        manifest = self._manifest(
+            "step_output",
             step=step,
             attempt=attempt,
             step_fingerprint=step_fingerprint,
@@ -230,15 +217,22 @@ class RunFiles:
             deltas.apply(entries, manifest)
         return entries
 
+    def _manifest(self, kind: ManifestKind, **fields: Any) -> OutputManifest:
+        """A new manifest of this run (``kind`` and what it holds)."""
+        return OutputManifest(
+            kind=kind,
+            pipeline_name=self.pipeline,
+            run_guid=self.run_id,
+            tenant_id=self.tenant_id,
+            **fields,
+        )
+
     # -- map steps -------------------------------------------------------------------------
 
     def write_items_page(self, step: str, map_id: str, number: int, items: list[Any]) -> str:
         """Store a page of a map step's items under a new name; returns the name."""
-        manifest = OutputManifest(
-            kind="map_items",
-            pipeline_name=self.pipeline,
-            run_guid=self.run_id,
-            tenant_id=self.tenant_id,
+        manifest = self._manifest(
+            "map_items",
             step=step,
             timestamp=now_iso(),
             outputs=encode_context({"items": items}, self.blobs),

@@ -28,17 +28,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 from resumable import tracing
 from resumable._log import logger
 from resumable.checkpoint import _deltas as deltas
-from resumable.checkpoint._segments import Entry
 from resumable.definition import _step_api as current_step
-from resumable.definition._loader import PipelineLike as Pipeline
-from resumable.definition._spec import StepSpec, delivery_seconds, step_updates
+from resumable.definition._spec import delivery_seconds, step_updates
 from resumable.definition._step_api import Continue
 from resumable.errors import (
     BadMessageError,
@@ -49,7 +46,6 @@ from resumable.errors import (
     RunDocumentError,
     RunNotFoundError,
     StepError,
-    is_retryable,
 )
 from resumable.serverless import transitions
 from resumable.serverless._engine import Engine, log_fields
@@ -57,32 +53,15 @@ from resumable.serverless._lease import Lease
 from resumable.serverless._map import MapDriver, Waiting
 from resumable.serverless._map_items import handle_item
 from resumable.serverless._messages import StepMessage
-from resumable.serverless._run_files import RunFiles
-from resumable.serverless._run_state import Decision, RunState
+from resumable.serverless._worker_attempt import Attempt, Outcome
 from resumable.serverless.transitions import ClaimKind, Verdict
 from resumable.status import RunStatus
 
-T = TypeVar("T")
+__all__ = ["CRASH_ALLOWANCE", "Outcome", "StepAttempt", "handle_step", "max_attempts"]
 
 # Re-exported: the deployment derives each subscription's delivery attempts from it.
 CRASH_ALLOWANCE = transitions.CRASH_ALLOWANCE
 max_attempts = transitions.max_attempts
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How to answer the delivery: ``ack`` (2xx) or "retry later" (non-2xx)."""
-
-    ack: bool
-    reason: str
-
-    @classmethod
-    def done(cls, reason: str) -> Outcome:
-        return cls(True, reason)
-
-    @classmethod
-    def retry_later(cls, reason: str) -> Outcome:
-        return cls(False, reason)
 
 
 def handle_step(engine: Engine, message: StepMessage) -> Outcome:
@@ -117,28 +96,9 @@ def handle_step(engine: Engine, message: StepMessage) -> Outcome:
         return Outcome.done(f"run document cannot be written: {exc}")
 
 
-class StepAttempt:
-    """One delivery of a step message, from claim to publish.
-
-    ``owner`` is unique to this delivery (several deliveries may share one instance), so
-    the lease it takes is recognisably its own.
-    """
-
-    def __init__(self, engine: Engine, pipeline: Pipeline, message: StepMessage) -> None:
-        self.engine = engine
-        self.pipeline = pipeline
-        self.spec = pipeline.spec
-        self.step: StepSpec = pipeline.spec.steps[message.step]
-        self.generation = message.generation
-        self.doc_id = engine.doc_id(message.tenant_id, message.pipeline, message.run_id)
-        self.owner = f"{engine.worker_id}-{uuid.uuid4().hex[:8]}"
-        self.attempt = 0
-        self.state: RunState | None = None
-        self.files: RunFiles | None = None
-        self.before: dict[str, Entry] = {}
-        self.context: dict[str, Any] = {}
-        self.deadline = float("inf")  # when should_stop() turns true: time to wrap up
-        self.progress_saved = False  # by this delivery
+class StepAttempt(Attempt):
+    """One delivery of a step message, from claim to publish (its identity, its
+    compare-and-set and its endings without output: :class:`Attempt`)."""
 
     # -- the protocol ---------------------------------------------------------------------
 
@@ -325,14 +285,7 @@ class StepAttempt:
         if given is not None and given is not self.context:
             self.context.update(given)
         try:
-            name, _size, _keys = self._files.write_step_output(
-                step=self.step.name,
-                attempt=self.attempt,
-                step_fingerprint=self.spec.step_fingerprints[self.step.name],
-                before=self.before,
-                context=self.context,
-                label=f"progress-{uuid.uuid4().hex[:8]}",
-            )
+            name, _size, _keys = self._write_context(label=f"progress-{uuid.uuid4().hex[:8]}")
             _state, recorded = self._mutate(
                 lambda s: transitions.record_progress(
                     s, self.step.name, owner=self.owner, attempt=self.attempt, manifest=name
@@ -373,12 +326,18 @@ class StepAttempt:
     @tracing.stage("write")
     def write(self, result: Any) -> tuple[str, int, list[str]]:
         self.context.update(step_updates(self.step.name, result))
+        return self._write_context()
+
+    def _write_context(self, label: str = "") -> tuple[str, int, list[str]]:
+        """The step's context as an output manifest of this attempt (its progress when
+        ``label`` names one): what changed against its input, as entries."""
         return self._files.write_step_output(
             step=self.step.name,
             attempt=self.attempt,
             step_fingerprint=self.spec.step_fingerprints[self.step.name],
             before=self.before,
             context=self.context,
+            label=label,
         )
 
     @tracing.stage("commit")
@@ -419,63 +378,6 @@ class StepAttempt:
                 self._mutate(transitions.files_gone)
         except Exception:
             logger.warning("cleanup of a completed run failed", exc_info=True, extra=self._fields())
-
-    # -- attempts that end without output --------------------------------------------------
-
-    def record_error(self, exc: Exception) -> Outcome:
-        """The step raised: retry later if it may succeed, else fail the step and the run."""
-        message = f"{type(exc).__name__}: {exc}"
-        logger.warning(
-            f"step {self.step.name} raised {message}", exc_info=exc, extra=self._fields()
-        )
-        return self._end(message, retryable=is_retryable(exc), counts=True)
-
-    def release(self, exc: Exception) -> Outcome:
-        """The platform failed around the step (storage unreachable): let another attempt
-        try, without counting it against the step's ``retries``."""
-        message = f"{type(exc).__name__}: {exc}"
-        logger.warning(f"step {self.step.name}: {message}", exc_info=exc, extra=self._fields())
-        return self._end(message, retryable=True, counts=False)
-
-    def fail(self, reason: str) -> Outcome:
-        """Fail the step and its run at once (a problem no retry can fix)."""
-        logger.error(f"step {self.step.name} failed: {reason}", extra=self._fields())
-        return self._end(reason, retryable=False, counts=True)
-
-    def _end(self, error: str, *, retryable: bool, counts: bool) -> Outcome:
-        _state, verdict = self._mutate(
-            lambda s: transitions.record_failure(
-                s,
-                self.step,
-                owner=self.owner,
-                attempt=self.attempt,
-                error=error,
-                retryable=retryable,
-                counts=counts,
-                now=self.engine.runtime.now(),
-            )
-        )
-        if verdict is Verdict.RETRY:
-            return Outcome.retry_later(f"retryable: {error}")
-        return Outcome.done(f"step {verdict}: {error}")
-
-    # -- helpers ----------------------------------------------------------------------------
-
-    def _mutate(self, transition: Callable[[RunState], Decision[T]]) -> tuple[RunState, T]:
-        return self.engine.runs.mutate(self.doc_id, transition)
-
-    @property
-    def _state(self) -> RunState:
-        assert self.state is not None, "claimed first"
-        return self.state
-
-    @property
-    def _files(self) -> RunFiles:
-        assert self.files is not None, "loaded first"
-        return self.files
-
-    def _fields(self) -> dict[str, Any]:
-        return log_fields(self.state, step=self.step.name, attempt=self.attempt)
 
 
 def _bad_message(engine: Engine, message: StepMessage, reason: str) -> Outcome:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 sys.path.insert(0, str(EXAMPLES))
 quickstart: Any = importlib.import_module("quickstart")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import PIPELINES, _cli, _steps_run
+from tests.cli.test_cli import PIPELINES, _cli, _steps_run
 
 # Two steps that only finish when both run at the same time.
 PARALLEL = """

@@ -13,7 +13,14 @@ from google.api_core.exceptions import ServiceUnavailable
 from resumable import Pipeline
 from resumable.serverless._run_state import RunState
 from resumable.status import RunStatus, StepStatus
-from tests import test_cli_cloud
+from tests.cli import test_cli_cloud
+from tests.cli.test_cli_cloud import (
+    Deployment,
+    cli,
+    completed_run,
+    failed_run,
+    lin_pipeline,
+)
 from tests.serverless_fakes import (
     drain,
     make_engine,
@@ -21,13 +28,6 @@ from tests.serverless_fakes import (
     start,
     state_of,
     take_messages,
-)
-from tests.test_cli_cloud import (
-    Deployment,
-    cli,
-    completed_run,
-    failed_run,
-    lin_pipeline,
 )
 
 deployment = test_cli_cloud.deployment  # the fixture: an in-memory deployment of `lin`

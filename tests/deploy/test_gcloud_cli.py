@@ -45,7 +45,7 @@ pytestmark = [
     pytest.mark.skipif(SDK_ROOT is None, reason="the Google Cloud CLI (gcloud) is not installed"),
 ]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROJECT, OTHER_PROJECT, REGION = "acme-video", "someone-elses", "europe-west1"
 PIPELINE = "tests.support.deploy_pipeline:ingest"
 BUILDER = f"resumable-builder@{PROJECT}.iam.gserviceaccount.com"

@@ -42,7 +42,7 @@ from resumable.definition._loader import load_pipeline
 from resumable.storage import open_store
 from tests.serverless_fakes import drain, make_engine, start, state_of
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FRAMES = 36
 GUID = "clip-1"
 STEPS = [

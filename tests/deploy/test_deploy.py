@@ -554,7 +554,7 @@ def test_the_repositorys_functions_main_is_the_bundles() -> None:
 
     from resumable.serverless.entrypoints import MAIN_PY
 
-    assert (Path(__file__).parents[1] / "functions" / "main.py").read_text() == MAIN_PY
+    assert (Path(__file__).parents[2] / "functions" / "main.py").read_text() == MAIN_PY
 
 
 # -- the deploy commands' own paths (bundle, tfvars to stdout, bootstrap) --------------------
@@ -725,7 +725,7 @@ def test_a_rebuild_with_a_wrong_input_leaves_the_previous_bundle_as_it_was(
 def test_bundle_of_a_pipeline_named_by_its_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     monkeypatch.chdir(root)
     ref = "examples/quickstart.py:QuickstartPipeline"
     manifest = build_bundle(tmp_path / "b", [ref], extras=["numpy"])

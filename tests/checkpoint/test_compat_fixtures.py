@@ -21,7 +21,7 @@ from tests.serverless_fakes import drain, make_engine, start, state_of
 from tests.support import compat_pipelines as cp
 from tests.support.exact import assert_exact
 
-FIXTURES = Path(__file__).parent / "fixtures" / "compat-0.1.0"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "compat-0.1.0"
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ import pytest
 
 from resumable import Pipeline
 from resumable.errors import ConcurrentWriterError
-from tests.test_cli import PIPELINES, _cli, _start, _steps_run, _wait_until_running
+from tests.cli.test_cli import PIPELINES, _cli, _start, _steps_run, _wait_until_running
 
 
 def _pipeline(storage: str, calls: list[str], second: Any = None) -> Pipeline:

@@ -19,8 +19,8 @@ import pytest
 from tests.support.crash_pipeline import CrashPipeline
 from tests.support.exact import assert_exact
 
-SCRIPT = Path(__file__).parent / "support" / "crash_pipeline.py"
-ROOT = Path(__file__).parent.parent
+SCRIPT = Path(__file__).parents[1] / "support" / "crash_pipeline.py"
+ROOT = Path(__file__).parents[2]
 
 
 def _start(storage: str, run_id: str, workdir: Path, *args: str) -> subprocess.Popen[bytes]:

@@ -76,7 +76,9 @@ def test_delivery_attempts_stay_within_pubsubs_minimum() -> None:
 
 def test_a_step_needing_more_than_100_delivery_attempts_is_refused_when_planning() -> None:
     with pytest.raises(TopologyError) as refused:
-        build_plan(["tests.test_topology:greedy"], project="acme-video", region="europe-west1")
+        build_plan(
+            ["tests.serverless.test_topology:greedy"], project="acme-video", region="europe-west1"
+        )
     message = str(refused.value)
     assert "pipeline 'greedy' step 'poll' needs 109 delivery attempts" in message
     assert f"more than the {MAX_DELIVERY_ATTEMPTS} Pub/Sub allows" in message
@@ -90,7 +92,7 @@ def test_the_cli_refuses_colliding_pipelines_with_exit_2() -> None:
             "deploy",
             "tfvars",
             "-p",
-            "tests.test_topology:ingest_raw,tests.test_topology:ingest",
+            "tests.serverless.test_topology:ingest_raw,tests.serverless.test_topology:ingest",
             "--project",
             "acme-video",
             "--region",

@@ -24,7 +24,7 @@ from resumable.deploy import build_plan, tfvars
 from resumable.deploy.gcloud import lifecycle as gcloud_lifecycle
 from resumable.deploy.tfvars import function_vars
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 DATAPREP = "examples.dataprep.pipeline:build"
 CHECKOV = "checkov==3.3.30"
