@@ -120,15 +120,17 @@ class Sim:
         if not actor.process.alive:
             raise Crashed
 
-    def yield_point(self, where: str) -> None:
-        """An I/O call: maybe crash here, then let another actor run."""
+    def yield_point(self, where: str, *, pause_rate: float = 0.0) -> None:
+        """An I/O call: maybe crash here, then let another actor run. ``pause_rate``
+        raises the chance of a pause at this call above the schedule's."""
         actor = self._me()
         self._check(actor)
         process = actor.process
         if process.crashable and self.crash_rate and self.rng.random() < self.crash_rate:
             self.kill(process, where)
             raise Crashed
-        if process.crashable and self.pause_rate and self.rng.random() < self.pause_rate:
+        rate = max(self.pause_rate, pause_rate)
+        if process.crashable and rate and self.rng.random() < rate:
             # The whole process freezes, its heartbeat too: it comes back to a world that
             # went on without it (the stale worker that fencing exists for).
             process.paused_until = self.now + self.pause_seconds * (0.5 + self.rng.random())

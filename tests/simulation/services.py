@@ -44,6 +44,9 @@ class Faults:
     max_delay: float = 2.0  # publish → push delay, uniform in [0.01, max_delay]
     seconds_per_mb: float = 0.0  # storage transfer time: large values on a slow link
     unreachable: float = 0.0  # a push that never reaches the function (counts as a nack)
+    # A process frozen at a read of an item document — among them the read that starts an
+    # item's finish, after its heartbeat last looked: the stale item worker fencing is for.
+    item_read_pause: float = 0.0
 
 
 def _latency(sim: Sim, faults: Faults) -> None:
@@ -421,7 +424,11 @@ class SimMapStore(MemoryMapStore):
 
     def _io_hook(self, operation: str, name: str) -> None:
         sim = self.sim
-        sim.yield_point(f"firestore {operation} {name}")
+        item_read = operation == "read" and "/items/" in name
+        sim.yield_point(
+            f"firestore {operation} {name}",
+            pause_rate=self.faults.item_read_pause if item_read else 0.0,
+        )
         sim.sleep(sim.rng.uniform(0.002, 0.03))
         if self.faults.document_error and sim.rng.random() < self.faults.document_error:
             self._fault(f"firestore unavailable ({operation} {name})")

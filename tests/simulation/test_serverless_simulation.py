@@ -35,6 +35,7 @@ def test_every_schedule_keeps_the_guarantees(start: int) -> None:
         ("no_lease_check_at_commit", 1000),
         ("cancel_hides_completion", 400),
         ("redrive_keeps_failed_count", 400),
+        ("unfenced_item_finish", 400),
     ],
 )
 def test_the_simulation_finds_a_broken_guard(mutation: str, budget: int) -> None:

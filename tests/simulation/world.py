@@ -124,6 +124,7 @@ def build_world(seed: int, *, only: RunPlan | None = None) -> World:
     )
     sim.crash_rate = rng.choice([0.0, 0.0, 0.003, 0.01]) * (1 if intensity else 0)
     sim.pause_rate = rng.choice([0.0, 0.0, 0.002, 0.005]) * (1 if intensity else 0)
+    faults.item_read_pause = 0.0 if only else rng.choice([0.0, 0.0, 0.0, 0.05, 0.2])
     names = sorted(sim_pipelines.PIPELINES)
     runs = (
         [only]
