@@ -269,25 +269,43 @@ def measure_resumable_resume(workdir: Path, reps: int, reference: str) -> list[f
     return seconds
 
 
-def measure_c_resume(config: W1Config, workdir: Path, reps: int, reference: str) -> list[float]:
-    """Floor C: steps 1-7 checkpointed, then load every key file and run steps 8-10."""
+def measure_c_resume(
+    config: W1Config, workdir: Path, reps: int, reference: str
+) -> tuple[list[float], list[float]]:
+    """Floor C: steps 1-7 checkpointed, then load every key file and run steps 8-10 —
+    in a fresh process, as resumable's resume is timed (the first list), and in this
+    warm process right after the writes (the second, the figure before 2026-12-01)."""
     first = [name for name, _ in make_steps(config)].index(CRASH_STEP)
-    seconds: list[float] = []
+    fresh: list[float] = []
+    warm: list[float] = []
     for rep in range(reps):
-        folder = workdir / "c-crash" / f"run-{rep}"
-        writer = RawIncrementalCheckpointer(folder)
-        run_with(config, writer.after_step, steps=range(first))
+        for kind in ("fresh", "warm"):
+            folder = workdir / "c-crash" / f"run-{rep}-{kind}"
+            writer = RawIncrementalCheckpointer(folder)
+            run_with(config, writer.after_step, steps=range(first))
+            if kind == "fresh":
+                resumed = subprocess.run(
+                    [sys.executable, str(HERE / "w1_c_resume.py"), "--folder", str(folder)],
+                    capture_output=True,
+                    text=True,
+                )
+                result = parse_result(resumed.stdout)
+                if resumed.returncode != 0 or result is None:
+                    raise RuntimeError(f"C resume exited {resumed.returncode}: {resumed.stderr}")
+                took, digest = float(result["seconds"]), result["digest"]
+            else:
 
-        def resume(folder: Path) -> Context:
-            context = {**initial_context(config), **load_raw_incremental(folder)}
-            resumer = RawIncrementalCheckpointer(folder)
-            return resume_with(config, context, resumer.after_step, first)
+                def resume(folder: Path) -> Context:
+                    context = {**initial_context(config), **load_raw_incremental(folder)}
+                    resumer = RawIncrementalCheckpointer(folder)
+                    return resume_with(config, context, resumer.after_step, first)
 
-        took, context = timed(partial(resume, folder))
-        if context_digest(context) != reference:
-            raise RuntimeError("floor C resumed to a different context")
-        seconds.append(took)
-    return seconds
+                took, context = timed(partial(resume, folder))
+                digest = context_digest(context)
+            if digest != reference:
+                raise RuntimeError("floor C resumed to a different context")
+            (fresh if kind == "fresh" else warm).append(took)
+    return fresh, warm
 
 
 # -- B, scaled down ----------------------------------------------------------------------
@@ -442,8 +460,13 @@ def main() -> None:
             config, workdir, args.reps, args.load_reps, reference
         )
         log("crash in step 8 and resume: C, resumable ...")
-        results["C"].resume_s = median(
-            measure_c_resume(config, workdir, args.resume_reps, reference)
+        c_fresh, c_warm = measure_c_resume(config, workdir, args.resume_reps, reference)
+        results["C"].resume_s = median(c_fresh)
+        results["C"].samples["resume"] = c_fresh
+        results["C"].samples["resume_warm"] = c_warm
+        results["C"].notes.append(
+            f"resume = load + steps 8-10 in a new process, as resumable's "
+            f"(in this warm process right after the writes: {median(c_warm):.3f} s)"
         )
         resumable_resumes = measure_resumable_resume(workdir, args.resume_reps, reference)
         results["resumable"].resume_s = median(resumable_resumes)
