@@ -5,7 +5,8 @@ ancestors, in graph order; its output is the delta between that input and the co
 left. Both runners store deltas: the serverless one as one manifest per step attempt
 (``step_outputs``), the in-process one inside its checkpoint manifests (``run_context``).
 Comparing entries rather than values is exact and cheap: entries are content-addressed,
-so equal values have equal entries, whatever their type.
+so equal values have equal entries, whatever their type — compared as the JSON they are
+stored as (:func:`same_entry`), not with Python's ``==``, which holds ``1 == 1.0 == True``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from resumable.checkpoint._segments import Entry
@@ -32,10 +34,21 @@ class Delta(BaseModel):
         return sorted([*self.outputs, *self.deleted])
 
 
+def same_entry(a: Entry | None, b: Entry | None) -> bool:
+    """Whether two entries store the same value. ``==`` alone would not do: it holds
+    ``1 == 1.0 == True`` and ``0.0 == -0.0``, values the stored JSON tells apart (a step
+    that turns a 1 into ``True`` changed the context)."""
+    if a is b:
+        return True
+    if a is None or b is None or a != b:
+        return False
+    return orjson.dumps(a) == orjson.dumps(b)
+
+
 def diff(before: Mapping[str, Entry], after: Mapping[str, Entry]) -> Delta:
     """The delta that turns ``before`` into ``after``."""
     return Delta(
-        outputs={k: e for k, e in after.items() if before.get(k) != e},
+        outputs={k: e for k, e in after.items() if not same_entry(before.get(k), e)},
         deleted=sorted(k for k in before if k not in after),
     )
 

@@ -153,7 +153,9 @@ class RunContext:
         for key in stale:
             del self.live[key]
             self.live_entries.pop(key, None)
-        missing = {k: e for k, e in entries.items() if self.live_entries.get(k) != e}
+        missing = {
+            k: e for k, e in entries.items() if not deltas.same_entry(self.live_entries.get(k), e)
+        }
         if missing:
             decoded = decode_context(missing, self.blobs)
             self.entry_cache.learn(decoded, missing, LARGE_BINARY)

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from resumable.checkpoint import _deltas as deltas
 from resumable.checkpoint._blobs import BlobStore
 from resumable.checkpoint._manifest import integrity_of, now_iso
 from resumable.checkpoint._segments import Entry, decode_context, encode_context
@@ -138,7 +139,9 @@ def replay_step(replay_input: ReplayInput, files: RunFiles) -> Replay:
         step_fingerprint=spec.step_fingerprints[step],
         inputs=replay_input.inputs,
         context=context,
-        changed=sorted(key for key, entry in after.items() if before.get(key) != entry),
+        changed=sorted(
+            key for key, entry in after.items() if not deltas.same_entry(before.get(key), entry)
+        ),
         removed=sorted(key for key in before if key not in after),
         seconds=seconds,
         progress_saves=saves,
