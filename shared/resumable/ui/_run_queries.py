@@ -12,6 +12,7 @@ import base64
 import json
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from resumable._defaults import DEFAULT_TENANT
@@ -103,7 +104,7 @@ def query_runs(
     """
     collection = _firestore_collection(engine)
     if collection is None:
-        return _query_in_memory(engine, pipeline, status, search, cursor, limit)
+        return _query_in_memory(engine, _Wanted(pipeline, status, search, cursor, limit))
     from google.cloud.firestore_v1.base_query import BaseQuery, FieldFilter
 
     if search:
@@ -145,19 +146,25 @@ def _all_in_memory(engine: Engine) -> list[RunSummary]:
     return [_summary(s.model_dump()) for s in engine.runs.query(limit=1_000_000)]
 
 
-def _query_in_memory(
-    engine: Engine,
-    pipeline: str | None,
-    status: str | None,
-    search: str | None,
-    cursor: str | None,
-    limit: int,
-) -> tuple[list[RunSummary], str | None]:
-    runs = [s for s in _all_in_memory(engine) if _matches(s, pipeline, status)]
-    if search:
-        found = sorted((s for s in runs if s["run_id"].startswith(search)), key=_run_id)
+@dataclass(frozen=True)
+class _Wanted:
+    """What :func:`query_runs` was asked for."""
+
+    pipeline: str | None
+    status: str | None
+    search: str | None
+    cursor: str | None
+    limit: int
+
+
+def _query_in_memory(engine: Engine, wanted: _Wanted) -> tuple[list[RunSummary], str | None]:
+    runs = [s for s in _all_in_memory(engine) if _matches(s, wanted.pipeline, wanted.status)]
+    limit = wanted.limit
+    if wanted.search:
+        prefix = wanted.search
+        found = sorted((s for s in runs if s["run_id"].startswith(prefix)), key=_run_id)
         return found[:limit], None
-    after = decode_cursor(cursor) if cursor else None
+    after = decode_cursor(wanted.cursor) if wanted.cursor else None
     if after is not None:
         runs = [s for s in runs if _position(s) < after]
     return runs[:limit], encode_cursor(runs[limit - 1]) if len(runs) > limit else None
