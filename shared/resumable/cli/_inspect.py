@@ -18,18 +18,6 @@ from resumable._defaults import DEFAULT_TENANT
 from resumable.checkpoint._summary import summarize
 from resumable.cli import _deployment as cli_cloud
 from resumable.cli._app import Commands
-from resumable.cli._deployment import (
-    JsonOpt,
-    PipelineOpt,
-    RunArg,
-    TenantOpt,
-    console_for,
-    fail,
-    find_run,
-    pipeline_spec,
-    print_json,
-    reported_errors,
-)
 from resumable.cli._progress import format_size
 from resumable.cli._views import step_order
 from resumable.definition._spec import PipelineSpec
@@ -80,13 +68,13 @@ commands.group("checkpoint", checkpoint_app)
 
 @checkpoint_app.command("show")
 def checkpoint_show_command(
-    run_id: RunArg,
+    run_id: cli_cloud.RunArg,
     step: Annotated[
         str | None, typer.Option("--step", help="Also summarize this step's input context.")
     ] = None,
-    pipeline: PipelineOpt = None,
-    tenant: TenantOpt = DEFAULT_TENANT,
-    json_output: JsonOpt = False,
+    pipeline: cli_cloud.PipelineOpt = None,
+    tenant: cli_cloud.TenantOpt = DEFAULT_TENANT,
+    json_output: cli_cloud.JsonOpt = False,
 ) -> None:
     """Show a serverless run's stored checkpoints.
 
@@ -94,15 +82,15 @@ def checkpoint_show_command(
     wrote. With --step, the keys, types and array shapes of the context that step starts
     from. Reads only.
     """
-    with reported_errors():
+    with cli_cloud.reported_errors():
         engine = cli_cloud.engine_from_env()
-        state = find_run(engine, run_id, pipeline=pipeline, tenant=tenant)
-        spec = pipeline_spec(engine, state.pipeline)
+        state = cli_cloud.find_run(engine, run_id, pipeline=pipeline, tenant=tenant)
+        spec = cli_cloud.pipeline_spec(engine, state.pipeline)
         report = _checkpoint_report(engine, state, spec, step)
     if json_output:
-        print_json(report)
+        cli_cloud.print_json(report)
         return
-    console = console_for()
+    console = cli_cloud.console_for()
     console.print(f"[bold]{state.pipeline}[/] · run {state.run_id} · {state.status}")
     console.print(f"checkpoints in {report['run_folder']}", highlight=False)
     run_prefix = engine.files(state).prefix  # object names below are relative to it
@@ -183,11 +171,11 @@ def _checkpoint_report(
 
 @commands.command("replay")
 def replay_command(
-    run_id: RunArg,
+    run_id: cli_cloud.RunArg,
     step: Annotated[str, typer.Argument(help="The step to run again.", show_default=False)],
-    pipeline: PipelineOpt = None,
-    tenant: TenantOpt = DEFAULT_TENANT,
-    json_output: JsonOpt = False,
+    pipeline: cli_cloud.PipelineOpt = None,
+    tenant: cli_cloud.TenantOpt = DEFAULT_TENANT,
+    json_output: cli_cloud.JsonOpt = False,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -207,16 +195,16 @@ def replay_command(
     # With --json, stdout carries the report only: what the step prints goes to stderr.
     quiet = contextlib.redirect_stdout(sys.stderr) if json_output else contextlib.nullcontext()
     with quiet:
-        with reported_errors():
+        with cli_cloud.reported_errors():
             engine = cli_cloud.engine_from_env()
-            state = find_run(engine, run_id, pipeline=pipeline, tenant=tenant)
+            state = cli_cloud.find_run(engine, run_id, pipeline=pipeline, tenant=tenant)
             files = engine.files(state)
             loaded = load_replay(files, state, engine.registry.get(state.pipeline), step)
         try:
             replay = replay_step(loaded, files)
         except Exception as exc:
             traceback.print_exc(file=sys.stderr)
-            fail(f"step {step} raised {type(exc).__name__}: {exc}", EXIT_FAILED)
+            cli_cloud.fail(f"step {step} raised {type(exc).__name__}: {exc}", EXIT_FAILED)
         saved = save_outputs(replay, output) if output is not None else None
     report: dict[str, Any] = {
         "run_id": replay.run_id,
@@ -230,9 +218,9 @@ def replay_command(
         "output": str(saved) if saved else None,
     }
     if json_output:
-        print_json(report)
+        cli_cloud.print_json(report)
         return
-    console = console_for()
+    console = cli_cloud.console_for()
     source = "params" + (f" + outputs of {', '.join(loaded.ancestors)}" if loaded.ancestors else "")
     console.print(
         f"replayed step {step} of run {run_id} ({replay.pipeline}) here in "
