@@ -13,7 +13,7 @@ import pytest
 from resumable import Pipeline
 from resumable._log import logger
 from resumable.errors import InvalidIdError
-from resumable.storage import MemoryStore
+from tests.support.faulty_stores import DeleteFailsOnce
 
 
 def step(context: dict[str, Any]) -> dict[str, Any]:
@@ -74,18 +74,6 @@ def test_verbose_logs_at_debug_level(tmp_path: Path) -> None:
         logger.propagate = propagate
 
 
-class _DeleteFailsOnce(MemoryStore):
-    def __init__(self) -> None:
-        super().__init__()
-        self.failures = 1
-
-    def delete_prefix(self, prefix: str) -> int:
-        if self.failures:
-            self.failures -= 1
-            raise OSError("503 backend error")
-        return super().delete_prefix(prefix)
-
-
 class _Records(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
@@ -96,7 +84,7 @@ class _Records(logging.Handler):
 
 
 def test_a_failed_cleanup_after_success_keeps_the_run_resumable_and_is_retried() -> None:
-    store = _DeleteFailsOnce()
+    store = DeleteFailsOnce()
     records = _Records()
     logger.addHandler(records)  # on the library's logger: whatever its propagation
     try:

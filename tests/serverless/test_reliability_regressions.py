@@ -21,6 +21,7 @@ from resumable.storage import LocalStore, MemoryStore
 from tests.serverless_fakes import claim, drain, make_engine, start, state_of, take_messages
 from tests.support.clock import ManualClock
 from tests.support.exact import assert_exact
+from tests.support.faulty_stores import DeleteFailsOnce
 
 
 class Killed(BaseException):
@@ -496,26 +497,12 @@ def test_9_a_finished_runs_checkpoints_are_deleted_by_finish_time_not_creation_t
     assert collect_garbage(engine) == []
 
 
-class _DeleteFailsOnce(MemoryStore):
-    """A bucket whose first prefix deletion fails half way (a storage hiccup)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.failures = 1
-
-    def delete_prefix(self, prefix: str) -> int:
-        if self.failures:
-            self.failures -= 1
-            raise OSError("503 backend error")
-        return super().delete_prefix(prefix)
-
-
 def test_expired_checkpoints_whose_deletion_failed_are_deleted_by_a_later_sweep() -> None:
     from resumable.serverless._control import collect_garbage
 
     clock = ManualClock()
     engine = make_engine(linear([]), runtime=clock)
-    engine.store = _DeleteFailsOnce()
+    engine.store = DeleteFailsOnce()
     start(engine, "lin", {}, run_id="old")
     drain(engine)
     assert state_of(engine, "lin", "old").status == "completed"
@@ -532,7 +519,7 @@ def test_a_completed_runs_checkpoints_whose_cleanup_failed_are_deleted_later() -
 
     clock = ManualClock()
     engine = make_engine(linear([]).replace(cleanup_on_success=True), runtime=clock)
-    engine.store = _DeleteFailsOnce()
+    engine.store = DeleteFailsOnce()
     start(engine, "lin", {}, run_id="done")
     drain(engine)
     assert state_of(engine, "lin", "done").status == "completed"
