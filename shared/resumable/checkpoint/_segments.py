@@ -172,6 +172,11 @@ def expect_checks(entries: Iterable[Entry], blobs: BlobStore) -> None:
 
 def decode_entry(key: str, entry: Entry, blobs: BlobStore) -> Any:
     expect_checks([entry], blobs)
+    return _decode_checked(key, entry, blobs)
+
+
+def _decode_checked(key: str, entry: Entry, blobs: BlobStore) -> Any:
+    """:func:`decode_entry` once ``blobs`` knows the entry's fingerprints."""
     if "v" in entry:
         return Decoder([], blobs.get).decode(entry["v"])
     if "segment" not in entry:
@@ -228,4 +233,4 @@ def decode_context(entries: Mapping[str, Entry], blobs: BlobStore) -> dict[str, 
         (a for entry in entries.values() for a in entry_addresses(entry)),
         sizes={e["segment"]: e["bytes"] for e in entries.values() if "segment" in e},
     )
-    return {key: decode_entry(key, entry, blobs) for key, entry in entries.items()}
+    return {key: _decode_checked(key, entry, blobs) for key, entry in entries.items()}
