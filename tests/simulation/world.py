@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import random
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -321,8 +323,26 @@ def _replay_an_old_dead_letter(world: World, run_id: str) -> None:
 
 def simulate(seed: int, *, only: RunPlan | None = None) -> World:
     """Run the schedule of ``seed`` to its end (see :func:`build_world`)."""
-    with quiet_library_logs():  # thousands of schedules
+    with quiet_library_logs(), seeded_randomness(seed):  # thousands of schedules
         return _simulate(seed, only)
+
+
+@contextlib.contextmanager
+def seeded_randomness(seed: int) -> Iterator[None]:
+    """The library's own randomness drawn from the seed: the jitter of its retry backoffs
+    (``random``) and the ids it makes (``uuid4``: attempt owners, object names, listed in
+    name order). Without this a seed does not replay its schedule: a jittered backoff
+    moves the virtual clock, and with it which actor runs when."""
+    ids = random.Random(f"uuid/{seed}")
+    state = random.getstate()
+    random.seed(f"jitter/{seed}")
+    original = uuid.uuid4
+    uuid.uuid4 = lambda: uuid.UUID(int=ids.getrandbits(128), version=4)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        uuid.uuid4 = original  # type: ignore[assignment]
+        random.setstate(state)
 
 
 @contextlib.contextmanager
