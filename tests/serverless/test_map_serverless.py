@@ -278,9 +278,8 @@ def test_the_last_items_finishing_together_ask_for_the_join_once() -> None:
     barrier = threading.Barrier(2)
     original = engine.maps.put_item
 
-    def finish_together(*args: Any, **kwargs: Any) -> bool:
-        written = original(*args, **kwargs)
-        change = kwargs.get("change")
+    def finish_together(key: Any, item: Any, version: Any, change: Any = None) -> bool:
+        written = original(key, item, version, change)
         if written and change is not None and change.completed:
             barrier.wait(timeout=10)  # both items finished before either reads the counts
         return written

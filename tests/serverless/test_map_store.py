@@ -14,6 +14,7 @@ import pytest
 from resumable.serverless._map_state import (
     CountChange,
     Counts,
+    ItemKey,
     ItemState,
     ItemStatus,
     MapState,
@@ -64,19 +65,17 @@ def test_a_map_document_is_created_once_and_changed_only_at_its_version(maps: An
 def test_items_are_written_by_compare_and_set_with_their_counter(maps: Any) -> None:
     maps.create_map("run", "m1", a_map())
     running = ItemState(status=ItemStatus.RUNNING, attempt=1, lease_owner="w")
-    assert maps.put_item("run", "m1", 4, running, None, shards=3)
-    assert not maps.put_item("run", "m1", 4, running, None, shards=3)  # exists already
-    item, version = maps.get_item("run", "m1", 4)
+    assert maps.put_item(ItemKey("run", "m1", 4), running, None)
+    assert not maps.put_item(ItemKey("run", "m1", 4), running, None)  # exists already
+    item, version = maps.get_item(ItemKey("run", "m1", 4))
     done = item.model_copy(update={"status": ItemStatus.COMPLETED, "result": '{"v": 1}'})
-    assert maps.put_item("run", "m1", 4, done, version, shards=3, change=CountChange(completed=1))
+    assert maps.put_item(ItemKey("run", "m1", 4), done, version, CountChange(completed=1))
     # A stale writer's version no longer matches: nothing written, the counter unchanged.
     stale = item.model_copy(update={"status": ItemStatus.FAILED})
-    assert not maps.put_item("run", "m1", 4, stale, version, shards=3, change=CountChange(failed=1))
+    assert not maps.put_item(ItemKey("run", "m1", 4), stale, version, CountChange(failed=1))
     for index in (0, 2):
         failed = ItemState(status=ItemStatus.FAILED, error=f"broken {index}")
-        assert maps.put_item(
-            "run", "m1", index, failed, None, shards=3, change=CountChange(failed=1)
-        )
+        assert maps.put_item(ItemKey("run", "m1", index), failed, None, CountChange(failed=1))
     assert maps.counts("run", "m1", 3) == Counts(completed=1, failed=2)
     assert [i for i, _ in maps.items("run", "m1")] == [0, 2, 4]  # item order
     assert [(i, s.error) for i, s in maps.failed_items("run", "m1", 10)] == [
@@ -103,8 +102,8 @@ def test_deleting_a_runs_maps_deletes_their_items_and_counters(maps: Any) -> Non
     maps.create_map("run", "m1", a_map())
     maps.create_map("other", "m1", a_map())
     item = ItemState(status=ItemStatus.COMPLETED)
-    maps.put_item("run", "m1", 1, item, None, shards=3, change=CountChange(completed=1))
-    maps.put_item("other", "m1", 1, item, None, shards=3, change=CountChange(completed=1))
+    maps.put_item(ItemKey("run", "m1", 1), item, None, CountChange(completed=1))
+    maps.put_item(ItemKey("other", "m1", 1), item, None, CountChange(completed=1))
     assert maps.delete_maps("run") >= 1
     assert maps.get_map("run", "m1") is None and list(maps.items("run", "m1")) == []
     assert maps.counts("run", "m1", 3) == Counts(0, 0)

@@ -11,7 +11,7 @@ import pytest
 
 from resumable.serverless._firestore import make_firestore_client
 from resumable.serverless._map_firestore import FirestoreMapStore
-from resumable.serverless._map_state import ItemState, MapState, MemoryMapStore
+from resumable.serverless._map_state import ItemKey, ItemState, MapState, MemoryMapStore
 
 RUN = "default~p~r-1"
 
@@ -45,13 +45,13 @@ def test_a_map_is_created_once_and_changed_only_at_its_current_version(store: An
 
 def test_an_item_is_created_once_and_a_stale_write_changes_nothing(store: Any) -> None:
     store.create_map(RUN, "m-1", _map(3))
-    assert store.put_item(RUN, "m-1", 2, ItemState(attempt=1), None, shards=1)
-    assert not store.put_item(RUN, "m-1", 2, ItemState(attempt=9), None, shards=1)
-    item, version = store.get_item(RUN, "m-1", 2)
+    assert store.put_item(ItemKey(RUN, "m-1", 2), ItemState(attempt=1), None)
+    assert not store.put_item(ItemKey(RUN, "m-1", 2), ItemState(attempt=9), None)
+    item, version = store.get_item(ItemKey(RUN, "m-1", 2))
     assert item.attempt == 1
-    assert store.put_item(RUN, "m-1", 2, ItemState(attempt=2), version, shards=1)
-    assert not store.put_item(RUN, "m-1", 2, ItemState(attempt=3), version, shards=1)
-    assert store.get_item(RUN, "m-1", 2)[0].attempt == 2
+    assert store.put_item(ItemKey(RUN, "m-1", 2), ItemState(attempt=2), version)
+    assert not store.put_item(ItemKey(RUN, "m-1", 2), ItemState(attempt=3), version)
+    assert store.get_item(ItemKey(RUN, "m-1", 2))[0].attempt == 2
 
 
 def test_the_join_marker_is_created_once(store: Any) -> None:

@@ -294,8 +294,8 @@ def _check_item_counts(world: World) -> list[str]:
     for run, map_id in list(maps._maps):
         statuses = Counter(
             document["status"]
-            for (r, m, _index), (document, _version) in list(maps._items.items())
-            if (r, m) == (run, map_id)
+            for key, (document, _version) in list(maps._items.items())
+            if (key.run, key.map_id) == (run, map_id)
         )
         rows = [row for (r, m, _shard), row in maps._counts.items() if (r, m) == (run, map_id)]
         counted = (sum(row[0] for row in rows), sum(row[1] for row in rows))

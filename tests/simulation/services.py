@@ -433,14 +433,12 @@ class SimMapStore(MemoryMapStore):
         if self.faults.document_error and sim.rng.random() < self.faults.document_error:
             self._fault(f"firestore unavailable ({operation} {name})")
 
-    def put_item(
-        self, run: str, map_id: str, index: int, item: Any, version: Any, **kw: Any
-    ) -> bool:
+    def put_item(self, key: Any, item: Any, version: Any, change: Any = None) -> bool:
         sim = self.sim
         if self.faults.document_conflict and sim.rng.random() < self.faults.document_conflict:
-            self._io_hook("write", f"{run}/maps/{map_id}/items/{index}")
+            self._io_hook("write", f"{key.run}/maps/{key.map_id}/items/{key.index}")
             return False
-        written = super().put_item(run, map_id, index, item, version, **kw)
+        written = super().put_item(key, item, version, change)
         if written and self.faults.lost_answer and sim.rng.random() < self.faults.lost_answer:
-            self._fault(f"firestore answer lost (item {index} written)")
+            self._fault(f"firestore answer lost (item {key.index} written)")
         return written

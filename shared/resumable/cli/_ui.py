@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from resumable import errors
 from resumable.cli._app import Commands
 
 EXIT_USAGE = 2
@@ -99,7 +100,6 @@ def ui_command(
             f"resumable ui needs the 'ui' extra ({exc.name} is missing): "
             "pip install 'resumable[ui]'"
         ) from None
-    from resumable.ui import _data
     from resumable.ui._models import RunSource
 
     source: RunSource
@@ -114,7 +114,7 @@ def ui_command(
             from resumable.ui._cloud import CloudRuns
 
             source = CloudRuns.from_env()
-    except (_data.NotConfiguredError, _data.PipelineLoadError, _data.InvalidIdError) as exc:
+    except (errors.NotConfiguredError, errors.PipelineLoadError, errors.InvalidIdError) as exc:
         raise _fail(str(exc)) from None
     extra_hosts = list(allow_host or [])
     if is_loopback(host):

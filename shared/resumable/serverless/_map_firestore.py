@@ -22,9 +22,9 @@ from resumable.errors import RunDocumentError
 from resumable.serverless._map_state import (
     CountChange,
     Counts,
+    ItemKey,
     ItemState,
     MapState,
-    shard_of,
 )
 
 _CONFLICTS: tuple[type[Exception], ...] = ()
@@ -106,28 +106,22 @@ class FirestoreMapStore:
             return False
         return True
 
-    def get_item(self, run: str, map_id: str, index: int) -> tuple[ItemState, Any] | None:
-        snapshot = self._map(run, map_id).collection(ITEMS).document(_item_id(index)).get()
+    def get_item(self, key: ItemKey) -> tuple[ItemState, Any] | None:
+        snapshot = (
+            self._map(key.run, key.map_id).collection(ITEMS).document(_item_id(key.index)).get()
+        )
         if not snapshot.exists:
             return None
         return ItemState.model_validate(snapshot.to_dict()), snapshot.update_time
 
     def put_item(
-        self,
-        run: str,
-        map_id: str,
-        index: int,
-        item: ItemState,
-        version: Any,
-        *,
-        shards: int,
-        change: CountChange | None = None,
+        self, key: ItemKey, item: ItemState, version: Any, change: CountChange | None = None
     ) -> bool:
         from google.api_core import exceptions
         from google.cloud import firestore
 
-        parent = self._map(run, map_id)
-        reference = parent.collection(ITEMS).document(_item_id(index))
+        parent = self._map(key.run, key.map_id)
+        reference = parent.collection(ITEMS).document(_item_id(key.index))
         batch = self.client.batch()  # one commit: the item and its counter, or neither
         if version is None:
             batch.create(reference, item.model_dump())
@@ -135,7 +129,7 @@ class FirestoreMapStore:
             option = self.client.write_option(last_update_time=version)
             batch.update(reference, item.model_dump(), option=option)
         if change is not None and (change.completed or change.failed):
-            shard = parent.collection("counts").document(str(shard_of(index, shards)))
+            shard = parent.collection("counts").document(str(change.shard))
             batch.set(
                 shard,
                 {
@@ -149,7 +143,7 @@ class FirestoreMapStore:
         except _conflicts():
             return False
         except exceptions.InvalidArgument as exc:
-            refused = f"Firestore refused item {index} of map {map_id}: {exc}"
+            refused = f"Firestore refused item {key.index} of map {key.map_id}: {exc}"
             raise RunDocumentError(refused) from exc
         return True
 

@@ -14,7 +14,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -32,7 +32,13 @@ from resumable.errors import (
 )
 from resumable.serverless._engine import Engine, log_fields
 from resumable.serverless._lease import Heartbeat
-from resumable.serverless._map_state import ITEMS_PER_PAGE, ItemState, MapState
+from resumable.serverless._map_state import (
+    ITEMS_PER_PAGE,
+    ItemKey,
+    ItemState,
+    MapState,
+    shard_of,
+)
 from resumable.serverless._messages import StepMessage
 from resumable.serverless._run_files import RunFiles
 from resumable.serverless._run_state import RunState
@@ -59,15 +65,17 @@ def update_item(
 ) -> ItemDecision:
     """Read the item, apply ``transition``, write the result if the item did not change
     meanwhile (with its counter change, atomically); on a conflict, again."""
+    key = ItemKey(run, map_id, index)
     for _ in range(_CAS_TRIES):
-        got = engine.maps.get_item(run, map_id, index)
+        got = engine.maps.get_item(key)
         item, version = got if got is not None else (None, None)
         decision = transition(item)
         if decision.item is None:
             return decision
-        if engine.maps.put_item(
-            run, map_id, index, decision.item, version, shards=shards, change=decision.change
-        ):
+        change = decision.change
+        if change is not None:
+            change = replace(change, shard=shard_of(index, shards))
+        if engine.maps.put_item(key, decision.item, version, change):
             return decision
     raise ContentionError(f"item {index} of map {map_id} kept changing ({_CAS_TRIES} tries)")
 

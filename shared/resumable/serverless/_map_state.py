@@ -91,10 +91,21 @@ class Counts:
 
 @dataclass(frozen=True)
 class CountChange:
-    """What finishing (or redriving) one item does to the counters."""
+    """What finishing (or redriving) one item does to the counters, and to which shard of
+    them (the writer picks it: :func:`shard_of` the item's index)."""
 
     completed: int = 0
     failed: int = 0
+    shard: int = 0
+
+
+@dataclass(frozen=True)
+class ItemKey:
+    """Where an item document is: its run document's id, its map, its index."""
+
+    run: str
+    map_id: str
+    index: int
 
 
 class MapStore(Protocol):
@@ -113,21 +124,13 @@ class MapStore(Protocol):
         """Write ``state`` if the document is still at ``version``."""
         ...
 
-    def get_item(self, run: str, map_id: str, index: int) -> tuple[ItemState, Any] | None: ...
+    def get_item(self, key: ItemKey) -> tuple[ItemState, Any] | None: ...
 
     def put_item(
-        self,
-        run: str,
-        map_id: str,
-        index: int,
-        item: ItemState,
-        version: Any,
-        *,
-        shards: int,
-        change: CountChange | None = None,
+        self, key: ItemKey, item: ItemState, version: Any, change: CountChange | None = None
     ) -> bool:
         """Atomically: write the item document if it is still at ``version`` (``None``:
-        only if it does not exist) and apply ``change`` to the item's counter shard.
+        only if it does not exist) and apply ``change`` to its counter shard.
         ``False`` (nothing written) if the item document changed."""
         ...
 
@@ -161,6 +164,10 @@ def shard_of(index: int, shards: int) -> int:
 IoHook = Callable[[str, str], None]
 
 
+def _item_name(key: ItemKey) -> str:
+    return f"{key.run}/maps/{key.map_id}/items/{key.index}"
+
+
 class MemoryMapStore:
     """A :class:`MapStore` in dicts, with Firestore's semantics where the protocol depends
     on them (versions, create-only writes, atomic item-plus-counter batches, the 1 MiB
@@ -169,7 +176,7 @@ class MemoryMapStore:
 
     def __init__(self, *, on_io: IoHook | None = None) -> None:
         self._maps: dict[tuple[str, str], tuple[dict[str, Any], int]] = {}
-        self._items: dict[tuple[str, str, int], tuple[dict[str, Any], int]] = {}
+        self._items: dict[ItemKey, tuple[dict[str, Any], int]] = {}
         self._counts: dict[tuple[str, str, int], list[int]] = {}
         self._markers: set[tuple[str, str, str]] = set()
         self._versions = 0
@@ -211,33 +218,26 @@ class MemoryMapStore:
             self._maps[(run, map_id)] = (document, self._next())
             return True
 
-    def get_item(self, run: str, map_id: str, index: int) -> tuple[ItemState, Any] | None:
-        self._io("read", f"{run}/maps/{map_id}/items/{index}")
+    def get_item(self, key: ItemKey) -> tuple[ItemState, Any] | None:
+        self._io("read", _item_name(key))
         with self._lock:
-            stored = self._items.get((run, map_id, index))
+            stored = self._items.get(key)
         return None if stored is None else (ItemState.model_validate(stored[0]), stored[1])
 
     def put_item(
-        self,
-        run: str,
-        map_id: str,
-        index: int,
-        item: ItemState,
-        version: Any,
-        *,
-        shards: int,
-        change: CountChange | None = None,
+        self, key: ItemKey, item: ItemState, version: Any, change: CountChange | None = None
     ) -> bool:
-        self._io("write", f"{run}/maps/{map_id}/items/{index}")
+        self._io("write", _item_name(key))
         document = _checked(item)
         with self._lock:
-            stored = self._items.get((run, map_id, index))
+            stored = self._items.get(key)
             current = None if stored is None else stored[1]
             if current != version:
                 return False
-            self._items[(run, map_id, index)] = (document, self._next())
+            self._items[key] = (document, self._next())
             if change is not None:
-                counter = self._counts.setdefault((run, map_id, shard_of(index, shards)), [0, 0])
+                shard = (key.run, key.map_id, change.shard)
+                counter = self._counts.setdefault(shard, [0, 0])
                 counter[0] += change.completed
                 counter[1] += change.failed
             return True
@@ -252,9 +252,9 @@ class MemoryMapStore:
         self._io("query", f"{run}/maps/{map_id}/items")
         with self._lock:
             found = sorted(
-                (index, document)
-                for (r, m, index), (document, _v) in self._items.items()
-                if r == run and m == map_id
+                (key.index, document)
+                for key, (document, _v) in self._items.items()
+                if key.run == run and key.map_id == map_id
             )
         for index, document in found:
             yield index, ItemState.model_validate(document)
@@ -281,7 +281,7 @@ class MemoryMapStore:
             maps = [k for k in self._maps if k[0] == run]
             for key in maps:
                 del self._maps[key]
-            for item in [k for k in self._items if k[0] == run]:
+            for item in [k for k in self._items if k.run == run]:
                 del self._items[item]
             for shard in [k for k in self._counts if k[0] == run]:
                 del self._counts[shard]

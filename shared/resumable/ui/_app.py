@@ -32,6 +32,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from resumable import errors
 from resumable.ui import _data
 from resumable.ui import _formatting as formatting
 from resumable.ui import _graph as graph
@@ -123,15 +124,15 @@ def create_app(source: RunSource, *, guard: Guard | None = None) -> Starlette:
         def wrapped(request: Request) -> Response:
             try:
                 return handler(request)
-            except _data.InvalidIdError as exc:
+            except errors.InvalidIdError as exc:
                 return problem(request, str(exc), 400)
-            except (_data.RunControlError, _data.BadMessageError) as exc:
+            except (errors.RunControlError, errors.BadMessageError) as exc:
                 return problem(request, str(exc), 409)
-            except _data.ObjectNotFoundError as exc:
+            except errors.ObjectNotFoundError as exc:
                 return problem(request, f"a checkpoint of the run is gone: {exc}", 410)
-            except _data.CheckpointError as exc:
+            except errors.CheckpointError as exc:
                 return problem(request, f"the checkpoint cannot be read: {exc}", 500)
-            except _data.ResumableError as exc:
+            except errors.ResumableError as exc:
                 return problem(request, str(exc), 500)
             except _data.GoogleAPIError as exc:
                 return problem(
@@ -261,7 +262,7 @@ def create_app(source: RunSource, *, guard: Guard | None = None) -> Starlette:
     def _side(request: Request) -> Any:
         side = request.path_params["side"]
         if side not in ("input", "output"):
-            raise _data.InvalidIdError(f"a checkpoint side is input or output, not {side!r}")
+            raise errors.InvalidIdError(f"a checkpoint side is input or output, not {side!r}")
         return side
 
     def checkpoint_page(request: Request) -> Response:
@@ -336,9 +337,9 @@ def create_app(source: RunSource, *, guard: Guard | None = None) -> Starlette:
         try:
             params = json.loads(text)
         except ValueError as exc:
-            raise _data.RunControlError(f"params are not JSON: {exc}") from None
+            raise errors.RunControlError(f"params are not JSON: {exc}") from None
         if not isinstance(params, dict):
-            raise _data.RunControlError("params must be a JSON object")
+            raise errors.RunControlError("params must be a JSON object")
         key = source.start(pipeline, params, form.get("run_id", "").strip() or None)
         return f"{key.path}?started=1&done=start"
 

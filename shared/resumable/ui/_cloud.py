@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from resumable import errors
 from resumable.serverless._map_status import item_summaries
 from resumable.ui import _data
 from resumable.ui import _logs as logs
@@ -147,7 +148,7 @@ class CloudRuns:
         counts: Counter[str] = Counter()
         try:
             names = _data.attempt_objects(self.engine, state)
-        except _data.ResumableError:
+        except errors.ResumableError:
             return {}
         for name in names:
             match = _PROGRESS.search(name)
@@ -163,13 +164,13 @@ class CloudRuns:
     def _state_and_spec(self, key: RunKey) -> tuple[_data.RunState, Any]:
         state = _data.run_document(self.engine, key.tenant, key.pipeline, key.run_id)
         if state is None:
-            raise _data.RunControlError(f"no run {key.run_id!r} of pipeline {key.pipeline!r}")
+            raise errors.RunControlError(f"no run {key.run_id!r} of pipeline {key.pipeline!r}")
         return state, _data.served_spec(self.engine, state.pipeline)
 
     def checkpoint(self, key: RunKey, step: str, side: Side) -> CheckpointView:
         state, spec = self._state_and_spec(key)
         if step not in state.steps:
-            raise _data.RunControlError(f"run {key.run_id!r} has no step {step!r}")
+            raise errors.RunControlError(f"run {key.run_id!r} has no step {step!r}")
         entries, deleted, built, manifest = _data.serverless_entries(
             self.engine, state, spec, step, side
         )
@@ -211,7 +212,7 @@ class CloudRuns:
     def start(self, pipeline: str, params: dict[str, Any], run_id: str | None) -> RunKey:
         served = self.pipelines()
         if served and pipeline not in served:
-            raise _data.RunControlError(
+            raise errors.RunControlError(
                 f"unknown pipeline {pipeline!r}: this deployment serves {', '.join(served)}"
             )
         started = _data.publish_start(self.engine, pipeline, params, run_id, None)

@@ -17,7 +17,7 @@ from typing import Any
 
 from google.api_core.exceptions import GoogleAPIError
 
-from resumable import tracing
+from resumable import errors, tracing
 from resumable._ids import chosen_run_id, validate_id
 from resumable.checkpoint._deltas import Delta, compose
 from resumable.checkpoint._manifest import Manifest, parse_manifest
@@ -28,16 +28,6 @@ from resumable.definition._loader import load_pipeline
 from resumable.definition._spec import PipelineSpec
 from resumable.dev import _stack as devstack
 from resumable.dev._discovery import engine_from_env
-from resumable.errors import (
-    BadMessageError,
-    CheckpointError,
-    InvalidIdError,
-    NotConfiguredError,
-    ObjectNotFoundError,
-    PipelineLoadError,
-    ResumableError,
-    RunControlError,
-)
 from resumable.serverless import _naming as naming
 from resumable.serverless._control import cancel_run, resume_run
 from resumable.serverless._engine import Engine
@@ -57,22 +47,14 @@ from resumable.ui._run_queries import (
 __all__ = [
     "LATEST",
     "SUMMARY_FIELDS",
-    "BadMessageError",
-    "CheckpointError",
     "CheckpointStore",
     "Delta",
     "Engine",
     "Entry",
     "GoogleAPIError",
-    "InvalidIdError",
     "Manifest",
-    "NotConfiguredError",
-    "ObjectNotFoundError",
     "ObjectStore",
-    "PipelineLoadError",
     "PipelineSpec",
-    "ResumableError",
-    "RunControlError",
     "RunState",
     "RunSummary",
     "StepState",
@@ -132,7 +114,7 @@ def served_pipelines(engine: Engine) -> list[str]:
     """The deployment's pipelines; empty when their code does not load here."""
     try:
         return sorted(p.pipeline_name for p in engine.registry.all())
-    except (PipelineLoadError, BadMessageError, ImportError):
+    except (errors.PipelineLoadError, errors.BadMessageError, ImportError):
         return []
 
 
@@ -140,7 +122,7 @@ def served_spec(engine: Engine, pipeline: str) -> PipelineSpec | None:
     """The deployed pipeline's step graph, or ``None`` when its code is not loadable."""
     try:
         return engine.registry.get(pipeline).spec
-    except (PipelineLoadError, BadMessageError, ImportError):
+    except (errors.PipelineLoadError, errors.BadMessageError, ImportError):
         return None
 
 
@@ -166,11 +148,11 @@ def serverless_entries(
     if side == "output":
         name = state.steps[step].manifest
         if not name:
-            raise RunControlError(f"step {step!r} has no committed output")
+            raise errors.RunControlError(f"step {step!r} has no committed output")
         manifest = files.read_manifest(name)
         return dict(manifest.outputs), list(manifest.deleted), [], name
     if spec is None:
-        raise RunControlError(
+        raise errors.RunControlError(
             f"the input of step {step!r} is built from the step graph, and pipeline "
             f"{state.pipeline!r} does not load here (add it to RESUMABLE_PIPELINES)"
         )
@@ -191,7 +173,7 @@ def cancel(engine: Engine, state: RunState) -> RunState:
 def resume(engine: Engine, state: RunState, from_step: str | None) -> list[str]:
     """Resume as ``resumable resume`` does; returns the steps published."""
     if not engine.store.exists(state.params_manifest):
-        raise RunControlError(
+        raise errors.RunControlError(
             f"run {state.run_id!r} has no stored checkpoints left (a completed run's are "
             "deleted unless its pipeline has cleanup_on_success=False): start a new run"
         )
@@ -295,7 +277,7 @@ def peek_latest_manifest(
     name = run_prefix(tenant, pipeline, run_id) + LATEST
     try:
         data = store.read(name)
-    except ObjectNotFoundError:
+    except errors.ObjectNotFoundError:
         return None
     manifest, _raw = parse_manifest(data, name)
     return manifest

@@ -19,19 +19,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from resumable.ui import _data
-from resumable.ui._models import (
-    RUN_STATUSES,
-    CheckpointView,
-    RunFilter,
-    RunKey,
-    RunList,
-    RunRow,
-    RunView,
-    Side,
-    StepView,
-    ValueView,
-)
+from resumable import errors
+from resumable.ui import _data, _models
 from resumable.ui._values import stored_bytes, value_view
 
 REFRESH_SECONDS = 1.0
@@ -59,7 +48,7 @@ class FolderRuns:
             spec = _data.load_spec(reference)
             self.specs[spec.name] = spec
         self.description = f"in-process runs in {self.store.url}"
-        self._index: dict[RunKey, tuple[int | None, RunRow]] = {}
+        self._index: dict[_models.RunKey, tuple[int | None, _models.RunRow]] = {}
         self._refreshed = float("-inf")
         self._lock = threading.Lock()
 
@@ -75,7 +64,7 @@ class FolderRuns:
                 return
             seen = set()
             for tenant, pipeline, run_id, generation in _data.latest_manifests(self.store):
-                key = RunKey(tenant, pipeline, run_id)
+                key = _models.RunKey(tenant, pipeline, run_id)
                 seen.add(key)
                 cached = self._index.get(key)
                 if cached is not None and generation is not None and cached[0] == generation:
@@ -85,17 +74,19 @@ class FolderRuns:
                 del self._index[gone]
             self._refreshed = time.monotonic()
 
-    def _row(self, key: RunKey) -> RunRow:
+    def _row(self, key: _models.RunKey) -> _models.RunRow:
         try:
             manifest = _data.peek_latest_manifest(self.store, key.tenant, key.pipeline, key.run_id)
-        except _data.ResumableError as exc:
-            return RunRow(key, "error", None, None, 0, 0, error=f"unreadable checkpoint: {exc}")
+        except errors.ResumableError as exc:
+            return _models.RunRow(
+                key, "error", None, None, 0, 0, error=f"unreadable checkpoint: {exc}"
+            )
         if manifest is None:
-            return RunRow(key, "error", None, None, 0, 0, error="no checkpoint")
+            return _models.RunRow(key, "error", None, None, 0, 0, error="no checkpoint")
         times = [_epoch(r.started_at) for r in manifest.steps_summary.values()]
         stamp = _epoch(manifest.timestamp)
         created = min([t for t in times if t is not None], default=stamp)
-        return RunRow(
+        return _models.RunRow(
             key=key,
             status=manifest.status,
             created_at=created,
@@ -105,12 +96,14 @@ class FolderRuns:
             error=manifest.errors[-1] if manifest.errors else None,
         )
 
-    def list_runs(self, wanted: RunFilter, *, cursor: str | None, limit: int) -> RunList:
+    def list_runs(
+        self, wanted: _models.RunFilter, *, cursor: str | None, limit: int
+    ) -> _models.RunList:
         self._refresh()
         rows = [row for _gen, row in self._index.values()]
         if wanted.pipeline:
             rows = [r for r in rows if r.key.pipeline == wanted.pipeline]
-        counts = {word: sum(1 for r in rows if r.status == word) for word in RUN_STATUSES}
+        counts = {word: sum(1 for r in rows if r.status == word) for word in _models.RUN_STATUSES}
         if wanted.status:
             rows = [r for r in rows if r.status == wanted.status]
         if wanted.search:
@@ -123,7 +116,7 @@ class FolderRuns:
         start = int(cursor) if cursor and cursor.isdigit() else 0
         page = rows[start : start + limit]
         more = start + limit < len(rows)
-        return RunList(
+        return _models.RunList(
             rows=page,
             counts=counts,
             pipelines=self.pipelines(),
@@ -132,10 +125,10 @@ class FolderRuns:
 
     # -- the run page ---------------------------------------------------------------------------
 
-    def _manifest(self, key: RunKey) -> _data.Manifest | None:
+    def _manifest(self, key: _models.RunKey) -> _data.Manifest | None:
         return _data.read_latest_manifest(self.store, key.tenant, key.pipeline, key.run_id)
 
-    def run(self, key: RunKey) -> RunView | None:
+    def run(self, key: _models.RunKey) -> _models.RunView | None:
         manifest = self._manifest(key)
         if manifest is None:
             return None
@@ -151,7 +144,7 @@ class FolderRuns:
             delta = outputs.get(name)
             extra = (record.model_extra or {}) if record else {}
             steps.append(
-                StepView(
+                _models.StepView(
                     name=name,
                     status=record.status if record else "not_started",
                     dependencies=list(spec.steps[name].dependencies) if spec else [],
@@ -184,7 +177,7 @@ class FolderRuns:
                 "the run stays running until it is resumed"
             )
         finished = manifest.status in ("completed", "error", "cancelled")
-        return RunView(
+        return _models.RunView(
             key=key,
             kind="in-process",
             status=manifest.status,
@@ -202,33 +195,33 @@ class FolderRuns:
             notes=notes,
         )
 
-    def traceback(self, key: RunKey, step: str) -> str | None:
+    def traceback(self, key: _models.RunKey, step: str) -> str | None:
         return None  # only what the step summary keeps (shown with the error)
 
     # -- the checkpoint browser ---------------------------------------------------------------
 
     def _entries(
-        self, key: RunKey, step: str, side: Side
+        self, key: _models.RunKey, step: str, side: _models.Side
     ) -> tuple[_data.CheckpointStore, dict[str, Any], list[str], list[str]]:
         checkpoints = _data.checkpoint_store(self.store, key.tenant, key.pipeline, key.run_id)
         loaded = checkpoints.load_latest(decode=False)
         if loaded is None:
-            raise _data.RunControlError(f"run {key.run_id!r} has no checkpoint")
+            raise errors.RunControlError(f"run {key.run_id!r} has no checkpoint")
         manifest = loaded.manifest
         outputs = manifest.outputs
         if outputs is None or manifest.base is None:
-            raise _data.RunControlError(
+            raise errors.RunControlError(
                 "this checkpoint was written by an earlier release and keeps no per-step "
                 "outputs: only its whole context is stored"
             )
         if side == "output":
             delta = outputs.get(step)
             if delta is None:
-                raise _data.RunControlError(f"step {step!r} has no committed output")
+                raise errors.RunControlError(f"step {step!r} has no committed output")
             return checkpoints, dict(delta.outputs), list(delta.deleted), []
         spec = self.specs.get(key.pipeline)
         if spec is None or step not in spec.steps:
-            raise _data.RunControlError(
+            raise errors.RunControlError(
                 f"the input of step {step!r} is built from the step graph: start the UI with "
                 f"--pipeline MODULE:ATTR for pipeline {key.pipeline!r}"
             )
@@ -236,14 +229,18 @@ class FolderRuns:
         entries = _data.compose(manifest.base, (outputs[n] for n in built))
         return checkpoints, entries, [], built
 
-    def checkpoint(self, key: RunKey, step: str, side: Side) -> CheckpointView:
+    def checkpoint(
+        self, key: _models.RunKey, step: str, side: _models.Side
+    ) -> _models.CheckpointView:
         checkpoints, entries, deleted, built = self._entries(key, step, side)
         decoded = _data.decode_context(entries, checkpoints.blobs)
         values = [value_view(k, decoded[k], entries[k]) for k in entries]
-        values += [ValueView(key=k, type="(removed)", deleted=True) for k in deleted]
-        return CheckpointView(key=key, step=step, side=side, values=values, built_from=built)
+        values += [_models.ValueView(key=k, type="(removed)", deleted=True) for k in deleted]
+        return _models.CheckpointView(
+            key=key, step=step, side=side, values=values, built_from=built
+        )
 
-    def value(self, key: RunKey, step: str, side: Side, name: str) -> Any:
+    def value(self, key: _models.RunKey, step: str, side: _models.Side, name: str) -> Any:
         checkpoints, entries, _deleted, _built = self._entries(key, step, side)
         if name not in entries:
             raise KeyError(name)
@@ -251,14 +248,14 @@ class FolderRuns:
 
     # -- actions ----------------------------------------------------------------------------------
 
-    def cancel(self, key: RunKey) -> str:
-        raise _data.RunControlError("in-process runs are cancelled by the process running them")
+    def cancel(self, key: _models.RunKey) -> str:
+        raise errors.RunControlError("in-process runs are cancelled by the process running them")
 
-    def resume(self, key: RunKey, from_step: str | None) -> str:
-        raise _data.RunControlError("in-process runs are resumed with `resumable run --resume`")
+    def resume(self, key: _models.RunKey, from_step: str | None) -> str:
+        raise errors.RunControlError("in-process runs are resumed with `resumable run --resume`")
 
-    def start(self, pipeline: str, params: dict[str, Any], run_id: str | None) -> RunKey:
-        raise _data.RunControlError("in-process runs are started with `resumable run`")
+    def start(self, pipeline: str, params: dict[str, Any], run_id: str | None) -> _models.RunKey:
+        raise errors.RunControlError("in-process runs are started with `resumable run`")
 
 
 def _delta_bytes(delta: _data.Delta) -> int:

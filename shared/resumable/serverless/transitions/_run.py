@@ -7,19 +7,7 @@ from dataclasses import dataclass
 
 from resumable.definition._spec import PipelineSpec
 from resumable.serverless._run_state import MAX_REJECTED, Decision, RunState
-from resumable.serverless.transitions._rules import (
-    all_completed,
-    apply_cancel,
-    bounded,
-    clear_lease,
-    close_span,
-    copy_state,
-    fail_step,
-    finish,
-    lease_live,
-    queue,
-    ready_steps,
-)
+from resumable.serverless.transitions import _rules
 from resumable.status import RunStatus, StepStatus
 
 # -- requests from users and operators ------------------------------------------------------
@@ -29,8 +17,8 @@ def cancel(state: RunState, *, now: float) -> Decision[bool]:
     """Stop the run before its next step; ``False`` if it had already finished."""
     if state.finished:
         return Decision(False)
-    new = copy_state(state)
-    apply_cancel(new, now)
+    new = _rules.copy_state(state)
+    _rules.apply_cancel(new, now)
     return Decision(True, new)
 
 
@@ -61,14 +49,14 @@ def resume(
                 f"{spec.name!r}; it cannot be resumed by this one"
             )
         )
-    if any(lease_live(r, now) for r in state.steps.values()):
+    if any(_rules.lease_live(r, now) for r in state.steps.values()):
         return Decision(
             Resumption(refused=f"run {state.run_id!r} has a step running; cancel it first or wait")
         )
     in_flight = any(r.status == StepStatus.QUEUED for r in state.steps.values())
     if not state.finished and not state.cancel_requested and in_flight:
         return Decision(Resumption(refused=f"run {state.run_id!r} is running"))
-    if from_step is None and all_completed(state):
+    if from_step is None and _rules.all_completed(state):
         if state.status == RunStatus.COMPLETED:
             return Decision(
                 Resumption(
@@ -76,10 +64,10 @@ def resume(
                     "part of it"
                 )
             )
-        new = copy_state(state)
+        new = _rules.copy_state(state)
         new.cancel_requested = False
         new.error = None
-        finish(new, RunStatus.COMPLETED, now)
+        _rules.finish(new, RunStatus.COMPLETED, now)
         return Decision(Resumption(completed=True), new)
     if state.checkpoints_gone:
         return Decision(
@@ -89,7 +77,7 @@ def resume(
                 "ended)"
             )
         )
-    new = copy_state(state)
+    new = _rules.copy_state(state)
     new.generation += 1
     reset = {from_step, *spec.descendants(from_step)} if from_step is not None else set()
     for name in spec.order:
@@ -108,8 +96,8 @@ def resume(
             record.failures = 0
             record.error = None
             record.attempt_base = record.attempt
-            clear_lease(record)
-    queued = queue(new, ready_steps(new, spec), now)
+            _rules.clear_lease(record)
+    queued = _rules.queue(new, _rules.ready_steps(new, spec), now)
     new.status = RunStatus.RUNNING
     new.cancel_requested = False
     new.error = None
@@ -132,28 +120,28 @@ def dead_letter(
     record = state.steps.get(step)
     if record is not None and record.status == StepStatus.COMPLETED:
         return Decision("step already completed")
-    if record is not None and lease_live(record, now):
+    if record is not None and _rules.lease_live(record, now):
         return Decision("step still running under a live lease")
-    new = copy_state(state)
+    new = _rules.copy_state(state)
     if new.cancel_requested:
-        apply_cancel(new, now)
+        _rules.apply_cancel(new, now)
         return Decision("run is being cancelled", new)
     if record is None:
         reason = f"a dead-lettered message names unknown step {step!r}"
-        finish(new, RunStatus.ERROR, now, reason)
+        _rules.finish(new, RunStatus.ERROR, now, reason)
         return Decision(reason, new)
     reason = (
         f"the message for step {step} exhausted its delivery attempts ({delivery_count or '?'} "
         f"deliveries); last error: {record.error or 'none'}"
     )
-    fail_step(new, step, reason, now)
+    _rules.fail_step(new, step, reason, now)
     return Decision(reason, new)
 
 
 def reject_message(state: RunState, reason: str) -> Decision[bool]:
     """Note on the run why a message about it was acked unused (bounded, newest kept)."""
-    new = copy_state(state)
-    new.rejected_messages = [*state.rejected_messages, bounded(reason, 1000)][-MAX_REJECTED:]
+    new = _rules.copy_state(state)
+    new.rejected_messages = [*state.rejected_messages, _rules.bounded(reason, 1000)][-MAX_REJECTED:]
     return Decision(True, new)
 
 
@@ -172,13 +160,13 @@ def repair(state: RunState, *, spec: PipelineSpec, now: float, grace: float) -> 
     if state.finished:
         return Decision(Repair())
     if state.cancel_requested:
-        new = copy_state(state)
-        apply_cancel(new, now)
+        new = _rules.copy_state(state)
+        _rules.apply_cancel(new, now)
         return Decision(Repair(action="cancel completed" if new.finished else ""), new)
     expired = [
         n
         for n, r in state.steps.items()
-        if r.status == StepStatus.RUNNING and not lease_live(r, now)
+        if r.status == StepStatus.RUNNING and not _rules.lease_live(r, now)
     ]
     lost = [
         n
@@ -191,7 +179,7 @@ def repair(state: RunState, *, spec: PipelineSpec, now: float, grace: float) -> 
     if working:
         if not expired and not lost:
             return Decision(Repair())
-        new = copy_state(state)
+        new = _rules.copy_state(state)
         for name in lost:  # counted from now: a step is re-published once per grace period
             new.steps[name].queued_at = now
         for name in expired:
@@ -199,23 +187,25 @@ def repair(state: RunState, *, spec: PipelineSpec, now: float, grace: float) -> 
             # a lost message). The expired lease stays on record, so that the next claim
             # can tell an attempt killed at its time limit from one that crashed.
             record = new.steps[name]
-            close_span(record, min(record.lease_expires or now, now), "lost its lease")
+            _rules.close_span(record, min(record.lease_expires or now, now), "lost its lease")
             record.status = StepStatus.QUEUED
             record.lease_owner = None
             record.queued_at = now
         return Decision(Repair(republish=tuple(expired + lost)), new)
-    new = copy_state(state)
-    if all_completed(new):
-        finish(new, RunStatus.COMPLETED, now)
+    new = _rules.copy_state(state)
+    if _rules.all_completed(new):
+        _rules.finish(new, RunStatus.COMPLETED, now)
         return Decision(Repair(action="completed: every step had completed"), new)
     failed = [n for n, r in new.steps.items() if r.status == StepStatus.ERROR]
     if failed:
-        finish(new, RunStatus.ERROR, now, new.steps[failed[0]].error or f"step {failed[0]} failed")
+        _rules.finish(
+            new, RunStatus.ERROR, now, new.steps[failed[0]].error or f"step {failed[0]} failed"
+        )
         return Decision(Repair(action=f"failed: step {failed[0]} had failed"), new)
-    queued = queue(new, ready_steps(new, spec), now)
+    queued = _rules.queue(new, _rules.ready_steps(new, spec), now)
     if queued:
         return Decision(Repair(republish=tuple(queued), action=f"queued {queued}"), new)
-    finish(new, RunStatus.CANCELLED, now)
+    _rules.finish(new, RunStatus.CANCELLED, now)
     return Decision(Repair(action="cancelled: no step could run"), new)
 
 
@@ -242,7 +232,7 @@ def _begin_deleting(state: RunState) -> Decision[bool]:
         return Decision(False)
     if state.deleting_files:
         return Decision(True)  # a redelivery, or a retry after a failed deletion
-    new = copy_state(state)
+    new = _rules.copy_state(state)
     new.deleting_files = True
     return Decision(True, new)
 
@@ -251,6 +241,6 @@ def files_gone(state: RunState) -> Decision[None]:
     """Every checkpoint object of the run was deleted: the retention sweep skips it now."""
     if state.files_deleted or not state.deleting_files:
         return Decision(None)
-    new = copy_state(state)
+    new = _rules.copy_state(state)
     new.files_deleted = True
     return Decision(None, new)
