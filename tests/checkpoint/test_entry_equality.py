@@ -90,3 +90,35 @@ def test_serverless_a_later_step_sees_the_changed_types_and_signs() -> None:
     # the step's output records the changes (a step with several ancestors composes its
     # input from these deltas, as `replay` and `status` read them)
     assert state.steps["second"].output_keys == ["flag", "items", "level"]
+
+
+def test_in_process_a_branch_sees_its_own_input_not_a_sibling_branchs_lookalike() -> None:
+    """``retype`` turns ``flag`` 1 into ``True`` and ``level`` 0.0 into -0.0; ``other``, a
+    parallel branch run after it, must see ``first``'s 1 and 0.0 (its input), not the
+    look-alikes the live context holds by then — and saving that input back as its
+    progress is no write of those keys (found by the in-process simulation)."""
+    seen: list[Any] = []
+
+    def first(context: dict[str, Any]) -> dict[str, Any]:
+        return {"flag": 1, "level": 0.0}
+
+    def retype(context: dict[str, Any]) -> dict[str, Any]:
+        return {"flag": True, "level": -0.0}
+
+    def other(context: dict[str, Any], save_progress: Any) -> dict[str, Any]:
+        seen.append(_signature([context["flag"], context["level"]]))
+        save_progress({**context, "done": 1})
+        return {"done": 2}
+
+    steps = {
+        "first": {"function": first},
+        "retype": {"function": retype, "dependencies": ["first"]},
+        "other": {"function": other, "dependencies": ["first"]},
+    }
+    result = Pipeline("branches", steps, storage=MemoryStore(), max_workers=1).run()
+    assert result["status"] == "completed", result["errors"]
+    assert seen == [[("int", 1), ("float", 1.0, 0.0)]]
+    assert _signature([result["context"]["flag"], result["context"]["level"]]) == [
+        ("bool", True),
+        ("float", -1.0, -0.0),
+    ]

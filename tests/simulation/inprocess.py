@@ -114,7 +114,7 @@ class Journal:
 class StepPlan:
     name: str
     dependencies: tuple[str, ...]
-    kind: str  # plain, inplace, inplace_unreturned, loop_whole, loop_part, flaky
+    kind: str  # plain, inplace, inplace_unreturned, loop_whole, loop_part, flaky, retype
     version: int = 1
 
 
@@ -161,7 +161,13 @@ def make_step(plan: StepPlan, journal: Journal) -> Any:
                     journal.events.append(("saved", name, len(done)))
             out[f"{name}.items"] = done
             salt += str(done)
+        if plan.kind == "retype" and plan.dependencies:
+            # A change in type only (0 -> False, 2 -> 2.0): equal by ``==``, not the same.
+            target = f"{plan.dependencies[0]}.n"
+            if type(context.get(target)) is int:
+                out[target] = False if context[target] == 0 else float(context[target])
         out[f"{name}.arr"] = _value(salt)
+        out[f"{name}.n"] = int(hashlib.sha256(salt.encode()).hexdigest()[:6], 16) % 3
         journal.finished.append((journal.process, name))
         return out
 
@@ -174,7 +180,7 @@ def random_plan(rng: random.Random) -> list[StepPlan]:
     plans: list[StepPlan] = []
     kinds = [
         "plain", "inplace", "inplace_unreturned", "inplace_flaky", "loop_whole", "loop_part",
-        "flaky",
+        "flaky", "retype",
     ]  # fmt: skip
     ancestors: dict[str, set[str]] = {}
     changers: dict[str, list[str]] = {}  # an array → the steps changing it in place
@@ -189,9 +195,10 @@ def random_plan(rng: random.Random) -> list[StepPlan]:
             deps = tuple(sorted(rng.sample(names, rng.randint(1, min(2, len(names))))))
         ancestors[name] = set(deps).union(*(ancestors[d] for d in deps))
         kind = rng.choice(kinds)
-        if kind.startswith("inplace"):
-            # Two steps changing one array in place must be ordered, or they conflict
-            # (a conflict the runner reports; not what this schedule is about).
+        if kind.startswith("inplace") or kind == "retype":
+            # Two steps changing one array in place (or retyping one value) must be
+            # ordered, or they conflict (a conflict the runner reports; not what this
+            # schedule is about).
             others = changers.setdefault(deps[0], []) if deps else []
             if not deps or not all(o in ancestors[name] for o in others):
                 kind = "plain"

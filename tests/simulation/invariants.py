@@ -30,10 +30,11 @@ from resumable.serverless._messages import parse_step
 from resumable.serverless._run_files import RunFiles
 from resumable.status import RunStatus, StepStatus
 
+from . import oracle
 from . import pipelines as sim_pipelines
 from .scheduler import InjectedFault
 from .services import CommitEvent, ResetEvent
-from .world import World, simulate
+from .world import World
 
 FINISHED = {RunStatus.COMPLETED, RunStatus.ERROR, RunStatus.CANCELLED}
 
@@ -94,14 +95,9 @@ def _check_run(world: World, run_id: str, pipeline: str, params: dict[str, Any])
 
 @functools.cache
 def reference(pipeline: str, params: tuple[tuple[str, Any], ...]) -> str:
-    """The final context digest of an uninterrupted, fault-free run."""
-    from .world import RunPlan
-
-    world = simulate(0, only=RunPlan("reference", pipeline, dict(params)))
-    state = world.state("reference")
-    assert state is not None and state.status == RunStatus.COMPLETED, state
-    spec = sim_pipelines.PIPELINES[pipeline].spec
-    final = RunFiles(world.store.inner, "default", pipeline, "reference").final_context(state, spec)
+    """The final context digest of a correct run: the documented semantics interpreted in
+    plain Python (:mod:`.oracle`), not the code under test run without faults."""
+    final = oracle.final_context(sim_pipelines.PIPELINES[pipeline], dict(params))
     return sim_pipelines.digest(final)
 
 

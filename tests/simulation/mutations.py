@@ -202,11 +202,20 @@ def redrive_keeps_failed_count() -> contextlib.AbstractContextManager[None]:
     return patched(_map, "redrive_item", redrive)
 
 
+def entries_compared_by_equality() -> contextlib.AbstractContextManager[None]:
+    """The exactness bug of 6830ec6: checkpoint entries compared with Python's ``==``, so a
+    step that turns ``1`` into ``1.0`` or ``0`` into ``False`` has the change dropped."""
+    from resumable.checkpoint import _deltas
+
+    return patched(_deltas, "same_entry", lambda a, b: a == b)
+
+
 INPROCESS_MUTATIONS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
     "retry_keeps_failed_changes": retry_keeps_failed_changes,
     "parallel_steps_share_objects": parallel_steps_share_objects,
     "commit_drops_all_progress": commit_drops_all_progress,
     "new_version_keeps_old_progress": new_version_keeps_old_progress,
+    "entries_compared_by_equality_inprocess": entries_compared_by_equality,
 }
 
 
@@ -219,6 +228,7 @@ MUTATIONS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
     "no_generation_check_at_claim": no_generation_check_at_claim,
     "unfenced_item_finish": unfenced_item_finish,
     "redrive_keeps_failed_count": redrive_keeps_failed_count,
+    "entries_compared_by_equality": entries_compared_by_equality,
 }
 
 

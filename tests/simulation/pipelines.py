@@ -70,6 +70,9 @@ class StepKind:
     # A loop longer than a delivery: at the deadline it saves progress and returns
     # Continue() ("polite"), or ignores the deadline and is killed at the time limit.
     marathon: str = ""
+    # Changes its ancestors' sums in type only (0 -> False, n -> float(n)): equal by ``==``,
+    # different values all the same, which every later step must see.
+    retype: bool = False
 
 
 def _make_step(name: str, kind: StepKind) -> Callable[..., dict[str, Any]]:
@@ -105,6 +108,10 @@ def _make_step(name: str, kind: StepKind) -> Callable[..., dict[str, Any]]:
             RECORDER.work(kind.work)
         value = np.frombuffer(hashlib.sha256(f"{seed}{accumulated}".encode()).digest(), np.uint8)
         out: dict[str, Any] = {f"{own}out": value.copy(), f"{own}sum": int(sum(accumulated))}
+        if kind.retype:
+            for key, old in context.items():
+                if key.endswith(".sum") and type(old) is int:
+                    out[key] = False if old == 0 else float(old)
         if kind.large:
             # Over the 64 KiB blob threshold, and incompressible: it costs its size to move.
             noise = np.random.default_rng(int(seed, 16))
@@ -167,6 +174,17 @@ PIPELINES["marathon"] = build(
         "polite": (["a"], StepKind(items=30, work=20.0, marathon="polite")),
         "stubborn": (["a"], StepKind(items=10, work=60.0, marathon="stubborn")),
         "z": (["polite", "stubborn"], LAST),
+    },
+)
+
+PIPELINES["retype"] = build(
+    "retype",
+    {
+        "a": ([], PLAIN),
+        "b": (["a"], LOOP),
+        "t": (["b"], StepKind(retype=True)),
+        "c": (["b"], PLAIN),
+        "d": (["t", "c"], LAST),  # its input is composed from two ancestors' deltas
     },
 )
 

@@ -28,10 +28,15 @@ def test_every_kill_and_resume_schedule_ends_exact(start: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "mutation", ["retry_keeps_failed_changes", "new_version_keeps_old_progress"]
+    "mutation",
+    [
+        "retry_keeps_failed_changes",
+        "new_version_keeps_old_progress",
+        "entries_compared_by_equality_inprocess",
+    ],
 )
 def test_the_in_process_simulation_finds_a_broken_guard(mutation: str) -> None:
-    """Two guards whose breach shows in sequential schedules (deterministic); the guards of
+    """Guards whose breach shows in sequential schedules (deterministic); the guards of
     parallel steps depend on thread timing, so ``make sim-mutations`` reports them."""
     seed, problems = first_failing_seed(mutation, 400)
     assert seed is not None, f"{mutation} survived 400 schedules"

@@ -36,6 +36,7 @@ def test_every_schedule_keeps_the_guarantees(start: int) -> None:
         ("cancel_hides_completion", 400),
         ("redrive_keeps_failed_count", 400),
         ("unfenced_item_finish", 400),
+        ("entries_compared_by_equality", 400),
     ],
 )
 def test_the_simulation_finds_a_broken_guard(mutation: str, budget: int) -> None:

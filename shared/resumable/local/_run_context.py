@@ -166,7 +166,11 @@ class RunContext:
         return self.live
 
     def _materialize(self, entries: Mapping[str, Entry], *, share: bool) -> dict[str, Any]:
-        cached = {k for k, e in entries.items() if k in self.live and self.live_entries.get(k) == e}
+        cached = {
+            k
+            for k, e in entries.items()
+            if k in self.live and deltas.same_entry(self.live_entries.get(k), e)
+        }
         missing = {k: e for k, e in entries.items() if k not in cached}
         decoded = decode_context(missing, self.blobs) if missing else {}
         out: dict[str, Any] = {}
