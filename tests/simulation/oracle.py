@@ -14,6 +14,7 @@ graph order.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Any
 
@@ -62,13 +63,15 @@ def _ancestors(spec: Any, name: str) -> set[str]:
 def _run_step(step: Any, given: dict[str, Any]) -> dict[str, Any]:
     if step.map is not None:
         items = given[step.map.source]
-        results = [_retried(lambda item=item: step.function(item, dict(given))) for item in items]
+        results = [
+            _retried(lambda item=item: step.function(item, copy.deepcopy(given))) for item in items
+        ]
         return {step.name: results, f"{step.name}_failed": []}
     context: dict[str, Any] = {}
 
     def attempt() -> dict[str, Any]:
         context.clear()
-        context.update(given)
+        context.update(copy.deepcopy(given))  # a step may change its input in place
 
         def save_progress(values: dict[str, Any]) -> bool:
             context.update(values)
