@@ -1,17 +1,20 @@
 """Seeded schedules of the in-process runner: random pipelines killed at random points.
 
 A schedule builds a random step graph (chains and branches; steps that change arrays in
-place, save progress with the whole context or a part of it, fail and retry), then runs
-it, killing the process at a random storage write — a checkpoint, a blob, a progress save
-— and resumes it in a "new process" (a new ``Pipeline`` on the same storage), again and
-again, with parallel workers or without, sometimes bumping a step's version between two
-processes or damaging the latest checkpoint, until the run completes. The invariants:
+place, save progress with the whole context or a part of it, fail and retry, change a
+value's type only; map steps whose items fail and retry, or fail for good until the next
+process), then runs it, killing the process at a random storage write — a checkpoint, a
+blob, a progress save — and resumes it in a "new process" (a new ``Pipeline`` on the
+same storage), again and again, with parallel workers or without, sometimes bumping a
+step's version between two processes or damaging the latest checkpoint, until the run
+completes. The invariants:
 
 1. the final context equals what an uninterrupted run of the final definition gives, as
    the documented semantics say in plain Python (:mod:`.oracle`);
 2. a step the resumed process skips did commit in an earlier one, and no step a
    checkpoint records as completed runs again (unless its version changed);
-3. a damaged checkpoint never raises without ``strict=True`` (the run falls back to an
+3. a resumed map step runs only the items its checkpoint does not hold as finished;
+4. a damaged checkpoint never raises without ``strict=True`` (the run falls back to an
    intact one or starts afresh) and never leads to a wrong result either way.
 
 A kill is a :class:`Killed` (a ``BaseException`` nothing catches) raised by the store at
@@ -28,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from resumable import CheckpointError, Pipeline, RetryableError, save_progress
+from resumable import CheckpointError, NonRetryableError, Pipeline, RetryableError, save_progress
+from resumable.local import _map
 from resumable.storage.base import Buffer
 from resumable.storage.memory import MemoryStore
 
@@ -110,13 +114,18 @@ class Journal:
     # In order: ("loop", step, item it began at), ("saved", step, items checkpointed),
     # ("restart", step, 0) for a version bump, ("damage", "", 0) for a damaged checkpoint.
     events: list[tuple[str, str, int]] = field(default_factory=list)
+    items_run: list[tuple[int, str, int]] = field(default_factory=list)  # (process, step, item)
+    item_failures: dict[tuple[str, int], int] = field(default_factory=dict)
+    broken: set[tuple[str, int]] = field(default_factory=set)  # items failing for good
 
 
 @dataclass(frozen=True)
 class StepPlan:
     name: str
     dependencies: tuple[str, ...]
-    kind: str  # plain, inplace, inplace_unreturned, loop_whole, loop_part, flaky, retype
+    # plain, inplace, inplace_unreturned, inplace_flaky, loop_whole, loop_part, flaky,
+    # retype, map (over the params' items, some failing once or twice)
+    kind: str
     version: int = 1
 
 
@@ -124,8 +133,14 @@ def _value(seed: str) -> np.ndarray:
     return np.frombuffer(hashlib.sha256(seed.encode()).digest(), dtype=np.uint8).copy()
 
 
+# The run's parameters: what a map step maps over.
+PARAMS: dict[str, Any] = {"seed": 1, "items": list(range(7))}
+
+
 def make_step(plan: StepPlan, journal: Journal) -> Any:
     name = plan.name
+    if plan.kind == "map":
+        return make_item_function(plan, journal)
 
     # save_progress by parameter (the library passes its own, the function imported here):
     # the oracle runs the same step with a save_progress of its own, outside the library.
@@ -181,12 +196,29 @@ def make_step(plan: StepPlan, journal: Journal) -> Any:
     return step
 
 
+def make_item_function(plan: StepPlan, journal: Journal) -> Any:
+    name = plan.name
+
+    def item_function(item: int, context: Any) -> int:
+        journal.items_run.append((journal.process, name, item))
+        if (name, item) in journal.broken:  # until a fix, in the next process
+            raise NonRetryableError(f"{name}[{item}]: broken")
+        if journal.item_failures.get((name, item), 0) > 0:
+            journal.item_failures[name, item] -= 1
+            raise RetryableError(f"{name}[{item}]: transient")
+        salt = f"{digest(dict(context))}/{name}/v{plan.version}/{item}"
+        return int(hashlib.sha256(salt.encode()).hexdigest()[:6], 16)
+
+    item_function.__name__ = name
+    return item_function
+
+
 def random_plan(rng: random.Random) -> list[StepPlan]:
     count = rng.randint(3, 6)
     plans: list[StepPlan] = []
     kinds = [
         "plain", "inplace", "inplace_unreturned", "inplace_flaky", "loop_whole", "loop_part",
-        "flaky", "retype",
+        "flaky", "retype", "map",
     ]  # fmt: skip
     ancestors: dict[str, set[str]] = {}
     changers: dict[str, list[str]] = {}  # an array → the steps changing it in place
@@ -232,6 +264,7 @@ def build(
                 "dependencies": list(p.dependencies),
                 "retries": 2,
                 "version": str(p.version),
+                **({"map": "items"} if p.kind == "map" else {}),
             }
             for p in plans
         },
@@ -249,7 +282,7 @@ def reference(plans: list[StepPlan], trust: bool) -> str:
     """The final context's digest of a correct run: the documented semantics interpreted
     in plain Python (:mod:`.oracle`), not the runner under test run without faults."""
     pipeline = build(plans, Journal(), MemoryStore(), workers=1, trust=trust)
-    return digest(oracle.final_context(pipeline, {"seed": 1}))
+    return digest(oracle.final_context(pipeline, PARAMS))
 
 
 def schedule(seed: int) -> list[str]:
@@ -266,11 +299,37 @@ def schedule(seed: int) -> list[str]:
         ]
     journal = Journal()
     memory = MemoryStore()
+    # Finished map items are checkpointed every 1-3 items (100 by default: never, here).
+    saved_batch, _map.BATCH_ITEMS = _map.BATCH_ITEMS, rng.randint(1, 3)
+    try:
+        return _processes(rng, plans, trust, journal, memory)
+    finally:
+        _map.BATCH_ITEMS = saved_batch
+
+
+def _processes(
+    rng: random.Random, plans: list[StepPlan], trust: bool, journal: Journal, memory: MemoryStore
+) -> list[str]:
+    """Run and resume the run in new processes until it completes; the problems seen."""
     problems: list[str] = []
+    replaced: set[str] = set()  # steps a version bump or a damaged checkpoint restarted
     for process in range(1, 40):
         journal.process = process
         journal.failures = {
             p.name: rng.randint(0, 2) for p in plans if p.kind in ("flaky", "inplace_flaky")
+        }
+        journal.item_failures = {
+            (p.name, item): rng.randint(0, 2)
+            for p in plans
+            if p.kind == "map"
+            for item in PARAMS["items"]
+        }
+        # An item failing for good fails its map step, and the run; the next process
+        # (the cause fixed) resumes it, running the failed items only.
+        journal.broken = {
+            (p.name, rng.choice(PARAMS["items"]))
+            for p in plans
+            if p.kind == "map" and rng.random() < 0.1
         }
         bumped = process > 1 and rng.random() < 0.15
         if bumped:  # a new release of one step: it and its descendants start over
@@ -279,17 +338,21 @@ def schedule(seed: int) -> list[str]:
             plans[index] = StepPlan(old.name, old.dependencies, old.kind, old.version + 1)
             for restarted in _descendants(plans, old.name) | {old.name}:
                 journal.events.append(("restart", restarted, 0))
+                replaced.add(restarted)
         damaged = process > 1 and rng.random() < 0.1 and _damage(memory, rng)
         if damaged:
             journal.events.append(("damage", "", 0))
+            replaced.update(p.name for p in plans)
         strict = damaged and rng.random() < 0.5
         store = KillingStore(memory, rng.randint(1, 40) if rng.random() < 0.85 else 0)
         workers = rng.choice([1, 1, 2, 3])
         pipeline = build(plans, journal, store, workers=workers, trust=trust, strict=strict)
         recorded = _recorded_completed(memory, pipeline)
+        items_done = _map_items_saved(memory, plans, replaced, trust)
         try:
-            result = pipeline.run({"seed": 1}, resume_from_checkpoint=process > 1)
+            result = pipeline.run(PARAMS, resume_from_checkpoint=process > 1)
         except Killed:
+            problems += _items_kept(journal, process, items_done)
             continue
         except CheckpointError:
             if not strict:
@@ -304,8 +367,13 @@ def schedule(seed: int) -> list[str]:
                 f"process {process}: completed step(s) {sorted(recorded - skipped)} ran again"
             )
         never = {s for s in skipped if not any(step == s for _p, step in journal.finished)}
+        never -= {p.name for p in plans if p.kind == "map"}  # its items run, not the step
         if never:
             problems.append(f"process {process}: skipped {sorted(never)} that never finished")
+        problems += _items_kept(journal, process, items_done)
+        broke = {(s, i) for p, s, i in journal.items_run if p == process} & journal.broken
+        if result["status"] == "error" and broke:
+            continue  # resumed by the next process
         if result["status"] != "completed":
             problems.append(f"process {process}: ended {result['status']}: {result['errors']}")
             return problems
@@ -346,6 +414,41 @@ def _progress_kept(journal: Journal) -> list[str]:
                 problems.append(f"{step} began at item {items}, but item {shown} was saved")
             expected[step] = {items}
     return problems
+
+
+def _map_items_saved(
+    memory: MemoryStore, plans: list[StepPlan], replaced: set[str], trust: bool
+) -> dict[str, set[int]]:
+    """The items of each map step the latest checkpoint holds as finished: a resume runs
+    only the others. Steps a version bump or a damaged checkpoint may have restarted are
+    left out (whether they keep their items depends on which checkpoint survived)."""
+    try:
+        loaded = build(plans, Journal(), memory, workers=1, trust=trust).load_checkpoint()
+    except CheckpointError:
+        return {}
+    if loaded is None:
+        return {}
+    done: dict[str, set[int]] = {}
+    for plan in plans:
+        if plan.kind != "map" or plan.name in replaced:
+            continue
+        prefix = f"{plan.name}.__map_done_"
+        for key, batch in loaded.context.items():
+            if key.startswith(prefix):
+                done.setdefault(plan.name, set()).update(int(i) for i in batch["results"])
+    return done
+
+
+def _items_kept(journal: Journal, process: int, saved: dict[str, set[int]]) -> list[str]:
+    """No map item the checkpoint held as finished ran again in ``process``."""
+    again = sorted(
+        {
+            (step, item)
+            for p, step, item in journal.items_run
+            if p == process and item in saved.get(step, set())
+        }
+    )
+    return [f"process {process}: saved map item(s) {again} ran again"] if again else []
 
 
 def _recorded_completed(store: MemoryStore, pipeline: Pipeline) -> set[str]:

@@ -210,12 +210,41 @@ def entries_compared_by_equality() -> contextlib.AbstractContextManager[None]:
     return patched(_deltas, "same_entry", lambda a, b: a == b)
 
 
+def map_reruns_saved_items() -> contextlib.AbstractContextManager[None]:
+    """A resumed map step runs every item again, the checkpointed ones too (its output is
+    still right: only the promise "a killed run resumes with the unfinished items only"
+    breaks)."""
+    from resumable.local import _map
+
+    original = _map.MapRun._run
+
+    def run_all(self: Any, items: list[Any], pending: list[int], view: Any) -> bool:
+        return original(self, items, list(range(len(items))), view)
+
+    return patched(_map.MapRun, "_run", run_all)
+
+
+def map_resume_skips_failed_items() -> contextlib.AbstractContextManager[None]:
+    """A resumed map step does not run its failed items again (they stay failed)."""
+    from resumable.local import _map
+
+    original = _map.MapRun._run
+
+    def run_unfailed(self: Any, items: list[Any], pending: list[int], view: Any) -> bool:
+        _results, failed = self._finished()
+        return original(self, items, [i for i in pending if i not in failed], view)
+
+    return patched(_map.MapRun, "_run", run_unfailed)
+
+
 INPROCESS_MUTATIONS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
     "retry_keeps_failed_changes": retry_keeps_failed_changes,
     "parallel_steps_share_objects": parallel_steps_share_objects,
     "commit_drops_all_progress": commit_drops_all_progress,
     "new_version_keeps_old_progress": new_version_keeps_old_progress,
     "entries_compared_by_equality_inprocess": entries_compared_by_equality,
+    "map_reruns_saved_items": map_reruns_saved_items,
+    "map_resume_skips_failed_items": map_resume_skips_failed_items,
 }
 
 

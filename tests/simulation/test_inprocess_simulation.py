@@ -33,6 +33,8 @@ def test_every_kill_and_resume_schedule_ends_exact(start: int) -> None:
         "retry_keeps_failed_changes",
         "new_version_keeps_old_progress",
         "entries_compared_by_equality_inprocess",
+        "map_reruns_saved_items",
+        "map_resume_skips_failed_items",
     ],
 )
 def test_the_in_process_simulation_finds_a_broken_guard(mutation: str) -> None:
