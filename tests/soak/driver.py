@@ -207,6 +207,7 @@ def _play(
             unfinished = observer.unfinished()
             if killer.kills >= config.kills or not killer.is_alive():
                 gate.unlink(missing_ok=True)
+                users.runs_may_end.set()
             if users.done() and not (killer.kills < config.kills and unfinished):
                 break
             if time.monotonic() - last >= 10:
@@ -218,6 +219,7 @@ def _play(
             observer.wait(2.0)
         killer.stop()
         gate.unlink(missing_ok=True)
+        users.runs_may_end.set()
         report.chaos_seconds = time.monotonic() - began
         settled = time.monotonic()
         while observer.unfinished() and time.monotonic() < settled + config.end_timeout_seconds:

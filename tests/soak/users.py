@@ -59,6 +59,9 @@ class Users:
         self.project = project
         self.prefix = prefix
         self.patience = patience  # how long an operation may wait for its run
+        # Set when the soak's gate opens (no run can end before): patience counts from then,
+        # so a machine slow to make its kills does not run out of it while runs are held.
+        self.runs_may_end = threading.Event()
         self.publisher = pubsub_v1.PublisherClient()
         self.errors: list[str] = []
         self._queue: list[tuple[float, int, str, Action]] = []
@@ -117,8 +120,11 @@ class Users:
                 finished = True
             if finished:
                 continue
-            # Waiting for its run: again in a moment, until the soak's patience runs out.
-            give_up = deadline.setdefault(order, time.monotonic() + self.patience)
+            # Waiting for its run: again in a moment, until the soak's patience runs out
+            # (counted once runs may end).
+            give_up = float("inf")
+            if self.runs_may_end.is_set():
+                give_up = deadline.setdefault(order, time.monotonic() + self.patience)
             if time.monotonic() < give_up:
                 again = time.monotonic() - self._began + RECHECK_SECONDS
                 heapq.heappush(self._queue, (again, order, name, action))
