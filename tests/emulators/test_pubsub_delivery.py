@@ -54,7 +54,7 @@ def test_unacked_message_is_redelivered_after_the_ack_deadline(
     subscriber.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=10)
     publisher.publish(topic, b"late").result()
 
-    [first] = _pull(subscriber, subscription, timeout=10)
+    [first] = _pull_until_any(subscriber, subscription, timeout=60)
     assert first.delivery_attempt == 0  # no dead-letter policy: no count (None in subscribe)
     [second] = _pull_until_any(subscriber, subscription, timeout=60)
     assert second.message.message_id == first.message.message_id

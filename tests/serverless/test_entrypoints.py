@@ -111,7 +111,7 @@ built = []
 entrypoints.warm_up = lambda: built.append(os.getpid())
 pid = os.fork()  # as the server forks its worker
 if pid == 0:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while not built and time.monotonic() < deadline:
         time.sleep(0.01)
     grandchild = os.fork()  # a process the step forks: no warm-up of its own

@@ -31,7 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from resumable import CheckpointError, NonRetryableError, Pipeline, RetryableError, save_progress
+from resumable import (
+    CheckpointError,
+    Continue,
+    NonRetryableError,
+    Pipeline,
+    RetryableError,
+    save_progress,
+)
 from resumable.local import _map
 from resumable.storage.base import Buffer
 from resumable.storage.memory import MemoryStore
@@ -117,6 +124,7 @@ class Journal:
     items_run: list[tuple[int, str, int]] = field(default_factory=list)  # (process, step, item)
     item_failures: dict[tuple[str, int], int] = field(default_factory=dict)
     broken: set[tuple[str, int]] = field(default_factory=set)  # items failing for good
+    continued: dict[str, tuple[int, int]] = field(default_factory=dict)  # → (process, items)
 
 
 @dataclass(frozen=True)
@@ -124,7 +132,8 @@ class StepPlan:
     name: str
     dependencies: tuple[str, ...]
     # plain, inplace, inplace_unreturned, inplace_flaky, loop_whole, loop_part, flaky,
-    # retype, map (over the params' items, some failing once or twice)
+    # retype, map (over the params' items, some failing once or twice), continue (one
+    # item per call, then Continue(progress=...))
     kind: str
     version: int = 1
 
@@ -146,7 +155,7 @@ def make_step(plan: StepPlan, journal: Journal) -> Any:
     # the oracle runs the same step with a save_progress of its own, outside the library.
     def step(
         context: dict[str, Any], save_progress: Callable[..., bool] = save_progress
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | Continue:
         journal.started.append((journal.process, name))
         inputs = digest(context, without=f"{name}.")
         salt = f"{inputs}/{name}/v{plan.version}"
@@ -163,6 +172,20 @@ def make_step(plan: StepPlan, journal: Journal) -> Any:
             if plan.kind == "inplace_flaky" and journal.failures.get(name, 0) > 0:
                 journal.failures[name] -= 1  # fails after changing its input in place
                 raise RetryableError(f"{name}: transient, after a change in place")
+        if plan.kind == "continue":
+            done = list(context.get(f"{name}.items", []))
+            if journal.continued.pop(name, None) == (journal.process, len(done)):
+                # Called again in the process that returned Continue: its save happened.
+                journal.events.append(("saved", name, len(done)))
+            journal.events.append(("loop", name, len(done)))
+            if len(done) < 5:
+                done.append(int(hashlib.sha256(f"{salt}/{len(done)}".encode()).hexdigest()[:6], 16))
+                # The runner saves it after the return; a kill there may lose it or not.
+                journal.events.append(("maybe_saved", name, len(done)))
+                journal.continued[name] = (journal.process, len(done))
+                return Continue(progress={f"{name}.items": done})
+            out[f"{name}.items"] = done
+            salt += str(done)
         if plan.kind in ("loop_whole", "loop_part"):
             done = list(context.get(f"{name}.items", []))
             journal.events.append(("loop", name, len(done)))
@@ -218,7 +241,7 @@ def random_plan(rng: random.Random) -> list[StepPlan]:
     plans: list[StepPlan] = []
     kinds = [
         "plain", "inplace", "inplace_unreturned", "inplace_flaky", "loop_whole", "loop_part",
-        "flaky", "retype", "map",
+        "flaky", "retype", "map", "continue",
     ]  # fmt: skip
     ancestors: dict[str, set[str]] = {}
     changers: dict[str, list[str]] = {}  # an array → the steps changing it in place

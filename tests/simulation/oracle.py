@@ -6,7 +6,8 @@ every schedule alike (a change dropped from a step's delta whatever happens) was
 reference too, and no schedule could show it. Here the documented semantics are
 interpreted in plain Python instead — a step's input is the run's parameters plus its
 ancestors' outputs in graph order; its output is what it returned and what it saved as
-progress, where that differs from its input (type and sign included: ``1`` and ``True``,
+progress (a step returning ``Continue`` is called again at once, from its progress),
+where that differs from its input (type and sign included: ``1`` and ``True``,
 ``0.0`` and ``-0.0`` differ); a map step's output is ``{step: [results in item order],
 step + "_failed": []}``; the final context is the parameters plus every step's output in
 graph order.
@@ -18,7 +19,7 @@ import copy
 import inspect
 from typing import Any
 
-from resumable import Pipeline, RetryableError
+from resumable import Continue, Pipeline, RetryableError
 
 from . import pipelines as sim_pipelines
 
@@ -80,6 +81,9 @@ def _run_step(step: Any, given: dict[str, Any]) -> dict[str, Any]:
         offered = {"save_progress": save_progress, "should_stop": lambda: False}
         wanted = list(inspect.signature(step.function).parameters)[1:]
         result = step.function(context, **{p: offered[p] for p in wanted})
+        while isinstance(result, Continue):  # called again at once, from its progress
+            context.update(result.progress or {})
+            result = step.function(context, **{p: offered[p] for p in wanted})
         context.update(result or {})
         return context
 

@@ -63,7 +63,7 @@ def test_the_command_serves_pages_and_packaged_assets_on_loopback(tmp_path: Path
         deadline = time.monotonic() + 30
         while True:
             try:
-                page = urllib.request.urlopen(base + "/", timeout=2).read().decode()
+                page = urllib.request.urlopen(base + "/", timeout=30).read().decode()
                 break
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
@@ -71,10 +71,10 @@ def test_the_command_serves_pages_and_packaged_assets_on_loopback(tmp_path: Path
                 time.sleep(0.1)
         assert 'data-run="cli-1"' in page
         for asset in ("/static/ui.css", "/static/ui.js", "/static/favicon.svg"):
-            assert urllib.request.urlopen(base + asset, timeout=2).status == 200
+            assert urllib.request.urlopen(base + asset, timeout=30).status == 200
         request = urllib.request.Request(base + "/", headers={"Host": "rebind.example"})
         with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(request, timeout=2)
+            urllib.request.urlopen(request, timeout=30)
         assert refused.value.code == 421
     finally:
         # Ctrl-C, as a user stops it (and uvicorn, after its shutdown, re-raises a SIGTERM
