@@ -36,7 +36,7 @@ def final_context(pipeline: Pipeline, params: dict[str, Any]) -> dict[str, Any]:
     try:
         outputs: dict[str, dict[str, Any]] = {}
         for name in spec.order:
-            ancestors = _ancestors(spec, name)
+            ancestors = spec.ancestors(name)  # the graph as defined, not how a runner uses it
             context = dict(params)
             for earlier in spec.order:
                 if earlier in ancestors:
@@ -50,17 +50,6 @@ def final_context(pipeline: Pipeline, params: dict[str, Any]) -> dict[str, Any]:
         recorder.executions, recorder.saves, recorder.failures_left, recorder.work = saved
 
 
-def _ancestors(spec: Any, name: str) -> set[str]:
-    found: set[str] = set()
-    todo = list(spec.steps[name].dependencies)
-    while todo:
-        step = todo.pop()
-        if step not in found:
-            found.add(step)
-            todo.extend(spec.steps[step].dependencies)
-    return found
-
-
 def _run_step(step: Any, given: dict[str, Any]) -> dict[str, Any]:
     if step.map is not None:
         items = given[step.map.source]
@@ -70,20 +59,21 @@ def _run_step(step: Any, given: dict[str, Any]) -> dict[str, Any]:
         return {step.name: results, f"{step.name}_failed": []}
     context: dict[str, Any] = {}
 
+    def save_progress(values: dict[str, Any]) -> bool:
+        context.update(values)
+        return True
+
+    offered = {"save_progress": save_progress, "should_stop": lambda: False}
+    wanted = list(inspect.signature(step.function).parameters)[1:]
+    kwargs = {p: offered[p] for p in wanted}
+
     def attempt() -> dict[str, Any]:
         context.clear()
         context.update(copy.deepcopy(given))  # a step may change its input in place
-
-        def save_progress(values: dict[str, Any]) -> bool:
-            context.update(values)
-            return True
-
-        offered = {"save_progress": save_progress, "should_stop": lambda: False}
-        wanted = list(inspect.signature(step.function).parameters)[1:]
-        result = step.function(context, **{p: offered[p] for p in wanted})
+        result = step.function(context, **kwargs)
         while isinstance(result, Continue):  # called again at once, from its progress
             context.update(result.progress or {})
-            result = step.function(context, **{p: offered[p] for p in wanted})
+            result = step.function(context, **kwargs)
         context.update(result or {})
         return context
 
