@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: chromium setup demo demo-inprocess test lint typecheck unit fuzz sim sim-mutations soak bench bench-serverless bench-map bench-emulators clean emulators emulators-cycles
+.PHONY: chromium setup demo demo-inprocess test lint typecheck unit fuzz sim sim-mutations soak burn bench bench-serverless bench-map bench-emulators clean emulators emulators-cycles
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -106,6 +106,12 @@ SOAK_KILLS ?= 50
 SOAK_SEED ?= 0
 soak: $(STAMP)
 	SOAK_RUNS=$(SOAK_RUNS) SOAK_KILLS=$(SOAK_KILLS) SOAK_SEED=$(SOAK_SEED) $(BIN)/python -m tests.soak
+
+# CI on a clean clone of HEAD, PASSES times in a row, each beside a CPU-burning loop per
+# core (.ci/burn; about 30 minutes a pass on 2 cores): no test may depend on a quiet machine.
+PASSES ?= 5
+burn:
+	PASSES=$(PASSES) .ci/burn
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/w1_inprocess.py

@@ -46,7 +46,8 @@ CALLS: defaultdict[str, int] = defaultdict(int)
 # (owner, attribute, label), printed in this order; the indentation shows nesting.
 WRITE_TIMERS: list[tuple[Any, str, str]] = [
     (run_context_module.RunContext, "_encode", "RunContext._encode (a step's commit)"),
-    (reuse_module.EntryCache, "lookup", "  EntryCache.lookup (witnesses)"),
+    (reuse_module.EntryCache, "start", "  EntryCache.start (walk the witnesses)"),
+    (reuse_module.EntryCache, "finish", "  EntryCache.finish (wait for their hashes)"),
     (blobs_module.BlobStore, "wait", "  BlobStore.wait (for background writes)"),
     (checkpoint_module.CheckpointStore, "save_entries", "CheckpointStore.save_entries"),
     (blobs_module.BlobStore, "put", "    BlobStore.put"),
