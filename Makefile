@@ -107,11 +107,11 @@ SOAK_SEED ?= 0
 soak: $(STAMP)
 	SOAK_RUNS=$(SOAK_RUNS) SOAK_KILLS=$(SOAK_KILLS) SOAK_SEED=$(SOAK_SEED) $(BIN)/python -m tests.soak
 
-# CI on a clean clone of HEAD, PASSES times in a row, each beside a CPU-burning loop per
-# core (.ci/burn; about 30 minutes a pass on 2 cores): no test may depend on a quiet machine.
-PASSES ?= 5
+# CI on a clean clone of HEAD, PASSES times in a row (5 unless `make burn PASSES=N`), each
+# beside a CPU-burning loop per core (.ci/burn; about 30 minutes a pass on 2 cores): no
+# test may depend on a quiet machine.
 burn:
-	PASSES=$(PASSES) .ci/burn
+	.ci/burn
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/w1_inprocess.py
