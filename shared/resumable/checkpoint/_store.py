@@ -170,10 +170,19 @@ class CheckpointStore:
                 f"checkpoint #{manifest.sequence} of run {self.run_id!r} was written by another "
                 "process: two processes are running this run"
             ) from None
+        # The first latest copy is created, not replaced, and a local folder makes a created
+        # object's entry durable only with its next flush: flush what it refers to before
+        # it, and it after, as a replacing write does itself. The checkpoint is committed
+        # only once this copy survives a power loss.
+        first = self._latest_generation == 0
         try:
+            if first:
+                self.store.flush()
             self._latest_generation = self.store.write(
                 self.latest_name, data, if_generation_match=self._latest_generation
             )
+            if first:
+                self.store.flush()
         except PreconditionFailedError:
             raise ConcurrentWriterError(
                 f"the latest checkpoint of run {self.run_id!r} was replaced by another process: "

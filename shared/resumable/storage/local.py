@@ -25,13 +25,15 @@ class LocalStore:
 
     Every write goes to a temporary file in the same folder, is fsynced (``durable=True``),
     then renamed over the target, and the folder is fsynced: a crash, even a power loss,
-    leaves the old object or the new one. Folders of create-only objects are synced in
-    one batch, at the latest before the next replacing write or :meth:`flush`, so an
-    object that refers to them is never durable before they are. A generation is the
-    file's modification time in nanoseconds, stamped under an advisory lock to be later
-    than the generation it replaces (two replaces within one tick of the clock still get
-    two generations), so that two processes on one machine cannot both win a conditional
-    write. Temporary files a killed writer left behind go with :meth:`delete_prefix`.
+    leaves the old object or the new one. Folders of create-only objects, and the parents
+    of folders a write created, are synced in one batch, at the latest before the next
+    replacing write or :meth:`flush`, so an object that refers to them is never durable
+    before they are (``tests/storage/test_power_loss.py`` cuts the power at every call).
+    A generation is the file's modification time in nanoseconds, stamped under an advisory
+    lock to be later than the generation it replaces (two replaces within one tick of the
+    clock still get two generations), so that two processes on one machine cannot both win a
+    conditional write. Temporary files a killed writer left behind go with
+    :meth:`delete_prefix`.
 
     A replacing write of the exact bytes of a small object just created (a checkpoint's
     latest manifest, a copy of its history manifest) links that durable file instead of
@@ -101,7 +103,7 @@ class LocalStore:
         path = self._path(name)
         parts = join_buffers(data)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._make_folder(path.parent)
         except (FileExistsError, NotADirectoryError):
             raise StorageError(
                 f"cannot write {name!r}: a file of {self.root} is in its path"
@@ -192,7 +194,28 @@ class LocalStore:
         with self._stats_lock:
             folders, self._unsynced_dirs = self._unsynced_dirs, set()
         for folder in folders:
-            self._fsync_dir(folder)
+            with contextlib.suppress(FileNotFoundError):  # removed since: nothing to keep
+                self._fsync_dir(folder)
+
+    def _make_folder(self, folder: Path) -> None:
+        """Create ``folder`` and its missing parents; each new folder's entry in its parent
+        becomes durable with the next :meth:`flush` (which every replacing write begins
+        with), or a power loss could take a run's whole folder with it."""
+        if folder.is_dir():
+            return
+        missing = []
+        while not folder.is_dir() and folder != folder.parent:
+            missing.append(folder)
+            folder = folder.parent
+        for created in reversed(missing):
+            if self.durable:
+                with self._stats_lock:  # before it exists: no flush after it can miss it
+                    self._unsynced_dirs.add(created.parent)
+            try:
+                os.mkdir(created)
+            except FileExistsError:
+                if not created.is_dir():
+                    raise
 
     def _write_file(self, tmp: Path, parts: list[memoryview]) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
