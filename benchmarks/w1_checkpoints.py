@@ -110,6 +110,16 @@ def witness_pass(context: Context, reps: int) -> float:
     return statistics.median(seconds)
 
 
+def witness_passes(config: W1Config, reps: int = 9) -> list[float]:
+    """Seconds of the exact witness pass on the context each W1 step leaves (warm)."""
+    context = initial_context(config)
+    seconds = []
+    for _name, step in make_steps(config):
+        context.update(step(context))
+        seconds.append(witness_pass(context, reps))
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=11)
@@ -132,11 +142,7 @@ def main() -> None:
             r_runs.append(timed_checkpoints(clock, r_run))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    context = initial_context(config)
-    witness = []
-    for _name, step in make_steps(config):
-        context.update(step(context))
-        witness.append(witness_pass(context, 9))
+    witness = witness_passes(config)
     rows = [
         {
             "after_step": name,
