@@ -14,9 +14,10 @@ While installed, every call of ``os.open``, ``os.write``, ``os.fsync``, ``os.lin
   dead machine does nothing more;
 - rebuilds what survived into another folder (:meth:`survivor`), for a new process.
 
-This is the weakest durability POSIX promises (ext4 and xfs journal more than this in
-practice); code that is correct against it is correct on any of them. Reads are not
-intercepted: until the power cut the live folder is what the running code sees.
+This is the weakest durability POSIX promises for these calls (ext4 and xfs journal more
+than this in practice, so a hole it finds may never show on them, and still shows on a
+file system that journals less). Reads are not intercepted: until the power cut the live
+folder is what the running code sees.
 """
 
 from __future__ import annotations
