@@ -3,11 +3,12 @@
 :mod:`tests.support.power_loss` models what a folder holds after the power goes off: only
 what was fsynced (file bytes at their last fsync, folder entries at their folder's last
 fsync). A run on a :class:`~resumable.storage.local.LocalStore` is cut at every one of its
-mutating file-system calls in turn; what survived is rebuilt into a new folder and a new
-``Pipeline`` resumes it there. Each time: the run completes with exactly the context of an
-uninterrupted run, no step whose commit was reported (``checkpoint_saved``) runs again, a
-step resumes from at least the progress it was told was saved, and nothing reads as
-damaged (``strict=True``: a damaged checkpoint would raise).
+mutating file-system calls in turn — a chain, two parallel branches with progress saves, a
+map step whose every finished item is checkpointed —; what survived is rebuilt into a new
+folder and a new ``Pipeline`` resumes it there. Each time: the run completes with exactly
+the context of an uninterrupted run, no step whose commit was reported
+(``checkpoint_saved``) runs again, a step resumes from at least the progress it was told was
+saved, and nothing reads as damaged (``strict=True``: a damaged checkpoint would raise).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import pytest
 
 from resumable import Pipeline, save_progress
+from resumable.local import _map
 from resumable.local._events import EventKind, RunEvent
 from resumable.storage.local import LocalStore
 from tests.support.power_loss import PowerCut, PowerLossDisk
@@ -99,7 +101,41 @@ def branches(journal: Journal) -> dict[str, Any]:
     }
 
 
-SCENARIOS = {"chain": (chain, 1), "branches": (branches, 2)}
+def mapped(journal: Journal) -> dict[str, Any]:
+    """frames, a list of numbers, a map step over it (two items at a time, each finished
+    item checkpointed: ``BATCH_ITEMS`` is 1 here), then ``summary``."""
+
+    def numbers(context: dict[str, Any]) -> dict[str, Any]:
+        journal.calls.append("numbers")
+        return {"numbers": list(range(5))}
+
+    def square(item: int, context: Any) -> int:
+        journal.calls.append(f"square[{item}]")
+        return item * item + int(context["frames"][2][0, 0, 0])
+
+    def summary(context: dict[str, Any]) -> dict[str, Any]:
+        journal.calls.append("summary")
+        return {"total": sum(context["square"])}
+
+    return {
+        "frames": {"function": _frames(journal)},
+        "numbers": {"function": numbers, "dependencies": ["frames"]},
+        "square": {
+            "function": square,
+            "map": "numbers",
+            "concurrency": 2,
+            "dependencies": ["numbers"],
+        },
+        "summary": {"function": summary, "dependencies": ["square"]},
+    }
+
+
+SCENARIOS = {"chain": (chain, 1), "branches": (branches, 2), "map": (mapped, 1)}
+
+
+@pytest.fixture(autouse=True)
+def _every_item_checkpointed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_map, "BATCH_ITEMS", 1)
 
 
 def _pipeline(scenario: str, folder: Path, journal: Journal) -> Pipeline:
