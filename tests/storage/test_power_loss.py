@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from resumable import Pipeline, save_progress
+from resumable import CheckpointError, Pipeline, save_progress
+from resumable.checkpoint._store import CheckpointStore
 from resumable.local import _map
 from resumable.local._events import EventKind, RunEvent
 from resumable.storage.local import LocalStore
@@ -202,17 +203,25 @@ def test_without_a_power_cut_everything_survives(scenario: str, tmp_path: Path) 
     assert outcome.after.calls == [] and outcome.result["status"] == "completed"
 
 
-@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_a_power_cut_at_any_call_loses_nothing_reported_saved(
-    scenario: str, tmp_path: Path
-) -> None:
+def _problems(scenario: str, tmp_path: Path) -> list[str]:
+    """Cut the power at every call of a run of ``scenario`` in turn; what went wrong."""
     reference = _pipeline(scenario, tmp_path / "reference", Journal()).run({"seed": 1})
     expected = _digest(reference["context"])
-    total = _cut_and_resume(scenario, tmp_path, 0).disk.calls
-    problems = []
-    for crash_at in range(1, total + 1):
-        outcome = _cut_and_resume(scenario, tmp_path, crash_at)
-        where = f"power cut at call {crash_at} of {total}"
+    problems: list[str] = []
+    total = 0  # calls of the run without a power cut: the cuts to try
+    crash_at = 0
+    while crash_at <= total:
+        where = f"power cut at call {crash_at} of {total}" if crash_at else "no power cut"
+        try:
+            outcome = _cut_and_resume(scenario, tmp_path, crash_at)
+        except CheckpointError as exc:  # strict: what survived reads as damaged
+            problems.append(f"{where}: {type(exc).__name__}: {exc}")
+            outcome = None
+        if crash_at == 0:
+            total = outcome.disk.calls if outcome is not None else 0
+        crash_at += 1
+        if outcome is None:
+            continue
         result = outcome.result
         if result["status"] != "completed":
             problems.append(
@@ -231,4 +240,65 @@ def test_a_power_cut_at_any_call_loses_nothing_reported_saved(
                 )
         if _digest(result["context"]) != expected:
             problems.append(f"{where}: the final context differs from an uninterrupted run's")
+    return problems
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_a_power_cut_at_any_call_loses_nothing_reported_saved(
+    scenario: str, tmp_path: Path
+) -> None:
+    problems = _problems(scenario, tmp_path)
     assert not problems, "\n".join(problems)
+
+
+def _no_new_folder_syncs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Folders created without syncing their parents (mkdir(parents=True) alone)."""
+
+    def make_folder(self: LocalStore, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+
+    monkeypatch.setattr(LocalStore, "_make_folder", make_folder)
+
+
+def _no_flush_before_a_replace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replacing write that does not first make what it refers to durable."""
+    write = LocalStore.write
+
+    def unflushed(self: LocalStore, name: str, data: Any, **kwargs: Any) -> int:
+        if kwargs.get("if_generation_match") == 0:
+            return write(self, name, data, **kwargs)
+        monkeypatch.setattr(self, "flush", lambda: None)
+        try:
+            return write(self, name, data, **kwargs)
+        finally:
+            monkeypatch.delattr(self, "flush")
+
+    monkeypatch.setattr(LocalStore, "write", unflushed)
+
+
+def _first_checkpoint_unflushed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first latest copy (created, not replaced) left to the next checkpoint's flush."""
+    save = CheckpointStore.save_entries
+
+    def unflushed(self: CheckpointStore, *args: Any, **kwargs: Any) -> Any:
+        if self._latest_generation not in (0, None):
+            return save(self, *args, **kwargs)
+        monkeypatch.setattr(self.store, "flush", lambda: None)
+        try:
+            return save(self, *args, **kwargs)
+        finally:
+            monkeypatch.delattr(self.store, "flush")
+
+    monkeypatch.setattr(CheckpointStore, "save_entries", unflushed)
+
+
+@pytest.mark.parametrize(
+    "remove_guard", [_no_new_folder_syncs, _no_flush_before_a_replace, _first_checkpoint_unflushed]
+)
+def test_the_model_sees_each_durability_guard_removed(
+    remove_guard: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Each guard of LocalStore's durability, removed on purpose, loses a checkpoint the
+    run reported saved: the model is strong enough to see it."""
+    remove_guard(monkeypatch)
+    assert _problems("chain", tmp_path)
