@@ -546,7 +546,6 @@ def main() -> None:
                     "b": args.b_reps,
                     "peers": args.peer_reps,
                     "resume": args.resume_reps,
-                    "peer_resume": args.peer_reps,
                     "load": args.load_reps,
                 },
                 "storage": filesystem_of(workdir),

@@ -201,8 +201,6 @@ class LocalStore:
         """Create ``folder`` and its missing parents; each new folder's entry in its parent
         becomes durable with the next :meth:`flush` (which every replacing write begins
         with), or a power loss could take a run's whole folder with it."""
-        if folder.is_dir():
-            return
         missing = []
         while not folder.is_dir() and folder != folder.parent:
             missing.append(folder)
